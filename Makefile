@@ -1,0 +1,38 @@
+# The two commands: `make demo` (main job end to end) and `make test` (the test suite).
+# Both create .venv on first use and start a private PostgreSQL if none answers at PGHOST:PGPORT.
+SHELL := /bin/bash
+RUN   := scripts/with_postgres.sh
+PY    := .venv/bin/python
+
+.PHONY: demo test venv lint lock erp-reset erp-summary erp-simulate erp-import clean
+
+venv:
+	@scripts/ensure_venv.sh
+
+demo: venv
+	@$(RUN) $(PY) -m include.demo $(DEMO_ARGS)
+
+test: venv
+	@$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	@.venv/bin/ruff check .
+
+# Regenerate the full lock from a clean install of requirements.txt.
+lock:
+	rm -rf .venv-lock && python3.11 -m venv .venv-lock && .venv-lock/bin/pip install -q -r requirements.txt
+	(echo "# Full lock of a clean install of requirements.txt on Python 3.11 (regenerate: make lock)."; \
+	 .venv-lock/bin/pip freeze) > constraints.txt && rm -rf .venv-lock
+
+# ERP sandbox chores (see README, "ERP sandbox").
+erp-reset: venv
+	@$(RUN) $(PY) -m include.sandbox.erp reset $(ERP_ARGS)
+erp-summary: venv
+	@$(RUN) $(PY) -m include.sandbox.erp summary
+erp-simulate: venv
+	@$(RUN) $(PY) -m include.sandbox.erp simulate --days $${DAYS:-1}
+erp-import: venv
+	@$(RUN) $(PY) -m include.sandbox.erp process-inbound
+
+clean:
+	rm -rf .local .pytest_cache .ruff_cache

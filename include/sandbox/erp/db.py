@@ -1,0 +1,95 @@
+"""ERP sandbox database: create it, install the schema, and set up the two integration roles.
+
+Connection parameters come from libpq's environment (PGHOST, PGPORT, PGUSER, PGPASSWORD) and the
+database name from ERP_DB; the role passwords from ERP_READ_PASSWORD / ERP_WRITE_PASSWORD
+(scripts/env.sh generates them per checkout). Nothing secret lives in code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+SQL_DIR = Path(__file__).with_name("sql")
+READ_ROLE = "erp_reader"    # erp_read connection: SELECT on erp_api views only
+WRITE_ROLE = "erp_writer"   # erp_write connection: INSERT/SELECT on erp_inbound tables only
+
+
+def erp_db_name() -> str:
+    return os.environ.get("ERP_DB", "erp_sandbox")
+
+
+def connect(dbname: str | None = None, **kwargs):
+    """Connect as the ERP owner (the sandbox's 'ERP application' account)."""
+    return psycopg2.connect(dbname=dbname or erp_db_name(), application_name="erp-sandbox", **kwargs)
+
+
+def create_database(dbname: str, drop: bool = False) -> None:
+    conn = psycopg2.connect(dbname="postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            if drop:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(dbname)))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            if not cur.fetchone():
+                cur.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0")
+                            .format(sql.Identifier(dbname)))
+            # OLTP-style short statements: JIT compilation would cost more than it saves.
+            cur.execute(sql.SQL("ALTER DATABASE {} SET jit = off").format(sql.Identifier(dbname)))
+    finally:
+        conn.close()
+
+
+def install_schema(conn) -> None:
+    """Create schemas erp, erp_api, erp_inbound from the numbered SQL files (on an empty database)."""
+    with conn.cursor() as cur:
+        for path in sorted(SQL_DIR.glob("*.sql")):
+            cur.execute(path.read_text(encoding="utf-8"))
+    conn.commit()
+
+
+def setup_roles(conn, dbname: str, read_password: str | None, write_password: str | None) -> None:
+    """Least privilege: the reader sees erp_api only (and read-only), the writer erp_inbound only."""
+    db = sql.Identifier(dbname)
+    with conn.cursor() as cur:
+        for role, password in ((READ_ROLE, read_password), (WRITE_ROLE, write_password)):
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            if not cur.fetchone():
+                cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+            if password:
+                cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+        reader, writer = sql.Identifier(READ_ROLE), sql.Identifier(WRITE_ROLE)
+        statements = [
+            "REVOKE ALL ON DATABASE {db} FROM PUBLIC",            # no CONNECT / TEMP for anyone else
+            "GRANT CONNECT ON DATABASE {db} TO {reader}, {writer}",
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+            "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA erp FROM PUBLIC",
+            "GRANT USAGE ON SCHEMA erp_api TO {reader}",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA erp_api TO {reader}",
+            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA erp_api TO {reader}",
+            "ALTER ROLE {reader} SET default_transaction_read_only = on",
+            "GRANT USAGE ON SCHEMA erp_inbound TO {writer}",
+            "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA erp_inbound TO {writer}",
+            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA erp_inbound TO {writer}",
+        ]
+        for stmt in statements:
+            cur.execute(sql.SQL(stmt).format(db=db, reader=reader, writer=writer))
+    conn.commit()
+
+
+def build(dbname: str | None = None, drop: bool = True) -> None:
+    """(Re)create the sandbox database with schema and roles, empty of business data."""
+    dbname = dbname or erp_db_name()
+    create_database(dbname, drop=drop)
+    conn = connect(dbname)
+    try:
+        install_schema(conn)
+        setup_roles(conn, dbname, os.environ.get("ERP_READ_PASSWORD"), os.environ.get("ERP_WRITE_PASSWORD"))
+    finally:
+        conn.close()

@@ -1,0 +1,40 @@
+# shellcheck shell=bash
+# Sourced by every project script: one place for local defaults. Anything already set in the
+# environment wins, so CI, docker-compose or a real deployment override by exporting variables.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+export LOCAL_DIR="${LOCAL_DIR:-$ROOT/.local}"          # ignored by git: venv-independent state
+mkdir -p "$LOCAL_DIR"
+
+# PostgreSQL server that holds the ERP sandbox and the integration DB (libpq variables).
+export PGHOST="${PGHOST:-127.0.0.1}"
+export PGPORT="${PGPORT:-5432}"
+export PGUSER="${PGUSER:-postgres}"
+export ERP_DB="${ERP_DB:-erp_sandbox}"
+export BRIDGE_DB="${BRIDGE_DB:-bridge}"
+
+# Passwords of the sandbox ERP's integration roles: generated once per checkout, never committed.
+SECRETS_FILE="$LOCAL_DIR/secrets.env"
+if [ ! -f "$SECRETS_FILE" ]; then
+  umask 077
+  {
+    echo "ERP_READ_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+    echo "ERP_WRITE_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+  } > "$SECRETS_FILE"
+fi
+set -a
+# shellcheck disable=SC1090
+. "$SECRETS_FILE"
+set +a
+
+# Airflow on the embedded default: SQLite metadata DB and logs under .local/airflow.
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$LOCAL_DIR/airflow}"
+export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$ROOT/dags}"
+export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$ROOT/plugins}"
+export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
+export PYTHONPATH="$ROOT:$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
+
+# Airflow connections of the local setup (a real deployment defines these in its secrets backend).
+export AIRFLOW_CONN_ERP_READ="${AIRFLOW_CONN_ERP_READ:-postgresql://erp_reader:${ERP_READ_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
+export AIRFLOW_CONN_ERP_WRITE="${AIRFLOW_CONN_ERP_WRITE:-postgresql://erp_writer:${ERP_WRITE_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
+export AIRFLOW_CONN_BRIDGE_DB="${AIRFLOW_CONN_BRIDGE_DB:-postgresql://${PGUSER}@${PGHOST}:${PGPORT}/${BRIDGE_DB}}"
