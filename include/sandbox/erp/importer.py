@@ -223,7 +223,8 @@ def _post_sales_order(cur, hdr: dict) -> Outcome:
     if action == "CREATE":
         if existing:
             if existing["payload_hash"] == phash:
-                return _order_outcome(cur, existing["so_no"], "already created by an earlier message; not created again")
+                return _order_outcome(cur, existing["so_no"],
+                                      "already created by an earlier message; not created again")
             raise Rejected(
                 f"order {hdr['source_id']} already exists in the ERP as {existing['so_no']} with different "
                 "content; send the change as an amendment"

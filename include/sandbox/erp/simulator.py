@@ -117,7 +117,8 @@ SELECT DISTINCT ON (n.so_no, i.sku) n.so_no, ln, i.sku,
        round(q.qty * round(pr.unit_price / n.rate, 4) * (1 - d.disc / 100), 2), n.delivery_date
 FROM sim_new n
 CROSS JOIN LATERAL generate_series(1, 1 + floor(erp.rnd('nlines' || n.so_no) * 3)::int) ln
-CROSS JOIN LATERAL (SELECT 1 + floor(power(erp.rnd('sku' || n.so_no || ':' || ln), 2) * n.max_i)::bigint AS item_id) pick
+CROSS JOIN LATERAL (SELECT 1 + floor(power(erp.rnd('sku' || n.so_no || ':' || ln), 2) * n.max_i)::bigint
+                    AS item_id) pick
 JOIN erp.item i ON i.item_id = pick.item_id
 JOIN erp.item_price pr ON pr.sku = i.sku AND pr.price_list = 'Standard Selling' AND pr.currency = 'CNY'
 JOIN erp.tax_rate t ON t.code = i.tax_rate_code
@@ -225,7 +226,8 @@ FROM (SELECT so_no,
                   WHEN sum(billed_qty) >= sum(qty) THEN 'To Deliver'
                   ELSE 'To Deliver and Bill' END AS new_status
       FROM erp.sales_order_line
-      WHERE so_no IN (SELECT so_no FROM erp.sales_order WHERE status IN ('To Deliver and Bill', 'To Deliver', 'To Bill'))
+      WHERE so_no IN (SELECT so_no FROM erp.sales_order
+                      WHERE status IN ('To Deliver and Bill', 'To Deliver', 'To Bill'))
       GROUP BY so_no) s
 WHERE o.so_no = s.so_no
   AND (o.status <> s.new_status
