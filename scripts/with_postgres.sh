@@ -26,16 +26,21 @@ BIN="$(pg_bindir)" || {
   exit 1
 }
 PGBASE="$LOCAL_DIR/pg"
-DATA="$PGBASE/data-$PGPORT"
-RUN="$PGBASE/run"
-mkdir -p "$PGBASE" "$RUN"
-# initdb refuses to run as root: use the postgres system account then.
+mkdir -p "$PGBASE"
+# initdb refuses to run as root: use the postgres system account then, in a folder it can reach.
 as_owner=()
 if [ "$(id -u)" = 0 ]; then
   id postgres >/dev/null 2>&1 || { echo "error: running as root needs a 'postgres' system user for initdb" >&2; exit 1; }
-  chown postgres "$PGBASE" "$RUN"
+  chown postgres "$PGBASE"
+  if ! runuser -u postgres -- test -w "$PGBASE"; then
+    PGBASE="/var/tmp/crm-erp-bridge-pg-$(id -u postgres)"   # a parent folder is closed to other users
+    mkdir -p "$PGBASE" && chown postgres "$PGBASE" && chmod 700 "$PGBASE"
+  fi
   as_owner=(runuser -u postgres --)
 fi
+DATA="$PGBASE/data-$PGPORT"
+RUN="$PGBASE/run"
+"${as_owner[@]}" mkdir -p "$RUN"
 if [ ! -f "$DATA/PG_VERSION" ]; then
   echo "==> creating a private PostgreSQL cluster in $DATA"
   "${as_owner[@]}" "$BIN/initdb" -D "$DATA" -U "$PGUSER" --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
@@ -46,6 +51,7 @@ echo "==> starting private PostgreSQL on $PGHOST:$PGPORT"
 stop_pg() {
   echo "==> stopping private PostgreSQL on $PGHOST:$PGPORT"
   "${as_owner[@]}" "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null || true
+  if [ "${PG_PRIVATE_EPHEMERAL:-0}" = 1 ]; then rm -rf "$DATA"; fi   # tests: leave nothing behind
 }
 trap stop_pg EXIT
 "$@"

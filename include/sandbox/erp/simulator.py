@@ -33,13 +33,13 @@ ON CONFLICT DO NOTHING;
 UPDATE erp.purchase_order_line
 SET expected_date = expected_date + 1 + floor(erp.rnd('poslipd' || po_no || line_no) * 5)::int
 WHERE received_qty < qty AND expected_date = erp.today()
-  AND erp.rnd('poslip' || po_no || line_no || erp.today()) < 0.08;
+  AND erp.rnd('poslip' || po_no || line_no || erp.today()) < erp.setting_num('po_slip_rate', 0.08);
 
 UPDATE erp.production_order
 SET planned_finish = planned_finish + 1 + floor(erp.rnd('moslipd' || mo_no || erp.today()) * 7)::int,
     updated_at = now()
 WHERE status IN ('Not Started', 'In Process') AND planned_finish = erp.today()
-  AND erp.rnd('moslip' || mo_no || erp.today()) < 0.12;
+  AND erp.rnd('moslip' || mo_no || erp.today()) < erp.setting_num('mo_slip_rate', 0.12);
 
 -- purchase receipts
 CREATE TEMP TABLE sim_rcv ON COMMIT DROP AS

@@ -1,0 +1,64 @@
+"""Shared fixtures: a real PostgreSQL (PG* environment, as set by scripts/env.sh) and fresh ERP sandboxes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import uuid
+
+import psycopg2
+import psycopg2.extras
+import pytest
+
+os.environ.setdefault("PGHOST", "127.0.0.1")
+os.environ.setdefault("PGPORT", "5432")
+os.environ.setdefault("PGUSER", "postgres")
+os.environ.setdefault("ERP_READ_PASSWORD", secrets.token_urlsafe(12))
+os.environ.setdefault("ERP_WRITE_PASSWORD", secrets.token_urlsafe(12))
+
+START_DATE = dt.date(2026, 6, 15)  # fixed business date: tests do not depend on the calendar
+
+
+class ErpSandbox:
+    """A freshly built and seeded sandbox ERP database, dropped after use."""
+
+    def __init__(self, customers: int = 60, skus: int = 300, history_days: int = 40, seed: int = 7):
+        from include.sandbox.erp import db, seed as seeding
+
+        self.dbname = f"erp_test_{uuid.uuid4().hex[:10]}"
+        db.build(self.dbname)
+        self.admin = db.connect(self.dbname)
+        seeding.seed(self.admin, customers=customers, skus=skus, seed=seed, start_date=START_DATE,
+                     history_days=history_days, progress=lambda *_: None)
+
+    def connect_as(self, role: str):
+        password = os.environ["ERP_READ_PASSWORD" if role == "erp_reader" else "ERP_WRITE_PASSWORD"]
+        return psycopg2.connect(dbname=self.dbname, user=role, password=password)
+
+    def query(self, sql: str, params=None) -> list[dict]:
+        with self.admin.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute(sql, params)
+            rows = cur.fetchall() if cur.description else []
+        self.admin.commit()
+        return rows
+
+    def scalar(self, sql: str, params=None):
+        row = self.query(sql, params)[0]
+        return next(iter(row.values()))
+
+    def drop(self) -> None:
+        self.admin.close()
+        conn = psycopg2.connect(dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (self.dbname,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{self.dbname}"')
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def erp():
+    sandbox = ErpSandbox()
+    yield sandbox
+    sandbox.drop()
