@@ -51,7 +51,7 @@ echo "==> starting private PostgreSQL on $PGHOST:$PGPORT"
 stop_pg() {
   echo "==> stopping private PostgreSQL on $PGHOST:$PGPORT"
   "${as_owner[@]}" "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null || true
-  if [ "${PG_PRIVATE_EPHEMERAL:-0}" = 1 ]; then rm -rf "$DATA"; fi   # tests: leave nothing behind
+  if [ "${PG_PRIVATE_EPHEMERAL:-0}" = 1 ]; then rm -rf "$DATA" "$PGBASE/server-$PGPORT.log"; fi  # tests
 }
 trap stop_pg EXIT
 "$@"

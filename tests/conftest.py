@@ -24,7 +24,8 @@ class ErpSandbox:
     """A freshly built and seeded sandbox ERP database, dropped after use."""
 
     def __init__(self, customers: int = 60, skus: int = 300, history_days: int = 40, seed: int = 7):
-        from include.sandbox.erp import db, seed as seeding
+        from include.sandbox.erp import db
+        from include.sandbox.erp import seed as seeding
 
         self.dbname = f"erp_test_{uuid.uuid4().hex[:10]}"
         db.build(self.dbname)

@@ -53,8 +53,8 @@ def stock_item(erp, min_available=20, warehouse="SH01"):
 
 def test_valid_order_is_created_once_with_stock_reserved(erp, good_customer):
     item = stock_item(erp)
-    reserved_before = erp.scalar("SELECT reserved FROM erp_api.stock_availability WHERE sku = %s AND warehouse = 'SH01'",
-                                 (item["sku"],))
+    reserved_sql = "SELECT reserved FROM erp_api.stock_availability WHERE sku = %s AND warehouse = 'SH01'"
+    reserved_before = erp.scalar(reserved_sql, (item["sku"],))
     key = send_order(erp, [{"sku": item["sku"], "qty": 5, "unit_price": item["unit_price"], "warehouse": "SH01",
                             "line_total": (5 * item["unit_price"]).quantize(Decimal("0.01"))}], good_customer)
     counts = run_job(erp)
@@ -66,8 +66,7 @@ def test_valid_order_is_created_once_with_stock_reserved(erp, good_customer):
     order = erp.query("SELECT * FROM erp_api.sales_order_status WHERE erp_order_no = %s", (row["erp_doc_no"],))[0]
     assert order["external_ref"] == key and order["customer_code"] == good_customer
     assert order["reserved_qty"] == 5
-    reserved_after = erp.scalar("SELECT reserved FROM erp_api.stock_availability WHERE sku = %s AND warehouse = 'SH01'",
-                                (item["sku"],))
+    reserved_after = erp.scalar(reserved_sql, (item["sku"],))
     assert reserved_after == reserved_before + 5
     # running the job again changes nothing
     run_job(erp)
@@ -259,8 +258,9 @@ def test_forecast_batches_replace_each_other_atomically(erp):
     run_job(erp)
     v1 = erp.query("SELECT * FROM erp.forecast_version WHERE batch_id = 'fc-1'")[0]
     assert v1["status"] == "Active" and v1["row_count"] == 3 and v1["total_qty"] == 30
-    assert erp.scalar("SELECT count(*) FROM erp_inbound.demand_forecast_in WHERE batch_id = 'fc-2' AND status = 'NEW'") == 1
-    bad = {r["source_id"]: r for r in erp.query("SELECT * FROM erp_inbound.demand_forecast_in WHERE batch_id = 'fc-bad'")}
+    rows_of = "SELECT * FROM erp_inbound.demand_forecast_in WHERE batch_id = %s"
+    assert [r["status"] for r in erp.query(rows_of, ("fc-2",))] == ["NEW"]
+    bad = {r["source_id"]: r for r in erp.query(rows_of, ("fc-bad",))}
     assert all(r["status"] == "ERROR" for r in bad.values())
     assert "unknown SKU 'NOPE'" in bad["NOPE:2026-08-01"]["error_message"]
     assert "outside the horizon" in bad[f"{skus[1]}:2027-01-01"]["error_message"]

@@ -8,7 +8,8 @@ from tests.conftest import ErpSandbox
 
 FINGERPRINT = """
 SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (
-    SELECT customer_code || customer_name || coalesce(uscc, '') || coalesce(credit_limit::text, '') AS x FROM erp.customer
+    SELECT customer_code || customer_name || coalesce(uscc, '') || coalesce(credit_limit::text, '') AS x
+    FROM erp.customer
     UNION ALL SELECT sku || item_name || stock_uom FROM erp.item
     UNION ALL SELECT sku || warehouse || actual_qty || safety_stock FROM erp.bin
     UNION ALL SELECT sku || unit_price FROM erp.item_price

@@ -63,6 +63,9 @@ def seed(conn, customers: int = 200, skus: int = 1000, seed: int = 42, start_dat
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     with conn.cursor() as cur:
+        # Bulk load of generated, consistent-by-construction master data: skip per-row FK triggers
+        # (the largest cost of COPY here). Superuser only; ends with this transaction.
+        cur.execute("SET LOCAL session_replication_role = replica")
         _reference_data(cur, opening, seed)
         custs = list(demo_company.customers(customers, seed))
         copy_rows(cur, "erp.customer",
@@ -159,8 +162,14 @@ def _bins(products: list, seed: int) -> Iterator[tuple]:
     for p in products:
         if not p.is_stock_item:
             continue
-        big = p.price < 100
+        scale = 10 if p.price < 100 else 1  # cheap parts are stocked in larger numbers
         for wh, _, _ in demo_company.WAREHOUSES:
-            on_hand = 0 if rng.random() < 0.08 else rng.randint(0, 3000 if big else 120)
-            safety = rng.choice([0, 5, 10, 20]) * (10 if big else 1)
+            safety = rng.choice([0, 5, 10, 20]) * scale
+            roll = rng.random()
+            if roll < 0.03:
+                on_hand = 0                                   # out of stock
+            elif roll < 0.08:
+                on_hand = rng.randint(0, safety)              # below safety stock
+            else:
+                on_hand = rng.randint(safety, safety * 6 + 12 * scale)
             yield p.sku, wh, on_hand, safety, on_hand

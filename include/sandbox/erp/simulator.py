@@ -285,7 +285,11 @@ INSERT INTO sim_touched SELECT sku FROM sim_mr;
 UPDATE erp.item_price
 SET unit_price = round(unit_price * (0.95 + erp.rnd('pxv' || sku || erp.today()) * 0.12), 2),
     valid_from = erp.today(), updated_at = now()
-WHERE price_list = 'Standard Selling' AND erp.rnd('px' || sku || erp.today()) < 0.002;
+WHERE price_list = 'Standard Selling'
+  AND sku IN (SELECT i.sku FROM erp.item i
+              WHERE i.item_id IN (SELECT 1 + floor(erp.rnd('px' || erp.today() || ':' || g) * m.n)::bigint
+                                  FROM (SELECT max(item_id) AS n FROM erp.item) m,
+                                       generate_series(1, greatest(1, ceil(m.n * 0.002)::int)) g));
 
 -- derived figures: bins touched today or with dated events in the 14-day window, and every customer
 SELECT erp.refresh_bins(ARRAY(

@@ -1,0 +1,45 @@
+"""
+### ERP sandbox: business day
+
+Advances the **sandbox ERP** by one business day: purchase receipts, production progress (with some
+slips), new orders, stock allocation, shipments, invoices, payments, overdue items, replenishment and
+a few price changes — so the integration's incremental flows always have real changes to pick up.
+Param `days` simulates several days in one run. Not used against a real ERP.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+
+@dag(
+    dag_id="erp_sandbox_business_day",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["sandbox", "erp"],
+    doc_md=__doc__,
+    params={"days": Param(1, type="integer", minimum=1, maximum=365, description="business days to simulate")},
+    default_args={"owner": "erp-sandbox", "retries": 0},
+)
+def erp_sandbox_business_day():
+    @task
+    def process_inbound() -> dict:
+        from include.sandbox.erp import db, importer
+
+        with db.connect() as conn:
+            return importer.process_inbound(conn)
+
+    @task
+    def simulate(params: dict | None = None) -> list[dict]:
+        from include.sandbox.erp import db, simulator
+
+        with db.connect() as conn:
+            return simulator.simulate(conn, int(params["days"]))
+
+    process_inbound() >> simulate()
+
+
+erp_sandbox_business_day()
