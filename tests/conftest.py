@@ -63,3 +63,92 @@ def erp():
     sandbox = ErpSandbox()
     yield sandbox
     sandbox.drop()
+
+
+# ----------------------------------------------------------------------------------------- CRM sandbox
+CRM_CREDENTIALS = {"ZOHO_CLIENT_ID": "1000.TESTCLIENT", "ZOHO_CLIENT_SECRET": "test-client-secret-Xq9",
+                   "ZOHO_REFRESH_TOKEN": "1000.test.refresh.token.Zk3"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CrmSandbox:
+    """A running CRM sandbox server process (real HTTP), controlled through /__sandbox/."""
+
+    def __init__(self, data_dir, port: int | None = None):
+        import subprocess
+        import sys
+
+        self.data_dir, self.port = data_dir, port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = os.environ | CRM_CREDENTIALS
+        self.proc = subprocess.Popen([sys.executable, "-m", "include.sandbox.crm", "serve", "--port", str(self.port),
+                                      "--data-dir", str(data_dir)], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        import time
+
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"CRM sandbox exited: {self.proc.stdout.read()}")
+            try:
+                if requests.get(f"{self.url}/__sandbox/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("CRM sandbox did not start")
+
+    def admin(self, method: str, path: str, **kw):
+        import requests
+
+        resp = requests.request(method, f"{self.url}/__sandbox/{path}", timeout=60, **kw)
+        resp.raise_for_status()
+        return resp.json()
+
+    def reset(self, **body) -> dict:
+        return self.admin("POST", "reset", json={"customers": 30, "skus": 120} | body)
+
+    def configure(self, **settings) -> dict:
+        return self.admin("PUT", "config", json=settings)
+
+    def client(self, **kw):
+        from zoho_crm.client import _TOKEN_CACHE, ZohoCrmClient
+
+        _TOKEN_CACHE.clear()
+        return ZohoCrmClient(api_url=self.url, accounts_url=self.url, file_upload_url=self.url,
+                             client_id=CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
+                             client_secret=CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
+                             refresh_token=CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"], org_id="60012345678",
+                             backoff_base=kw.pop("backoff_base", 0.01), backoff_max=kw.pop("backoff_max", 0.2), **kw)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def crm_server(tmp_path_factory):
+    server = CrmSandbox(tmp_path_factory.mktemp("crm"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def crm(crm_server):
+    """The running sandbox, reset to the small demo company with default limits and no faults."""
+    crm_server.reset()
+    return crm_server

@@ -181,7 +181,8 @@ def _post_customer(cur, row: dict) -> Outcome:
                 "not created again",
             )
 
-    cur.execute("SELECT 'C' || lpad(nextval('erp.customer_seq')::text, 5, '0') AS code")
+    cur.execute("SELECT 'C' || lpad(n::text, greatest(5, length(n::text)), '0') AS code "
+                "FROM nextval('erp.customer_seq') AS n")
     code = cur.fetchone()["code"]
     cur.execute(
         """INSERT INTO erp.customer (customer_code, customer_name, customer_name_en, uscc, customer_group,
@@ -260,8 +261,7 @@ def _post_sales_order(cur, hdr: dict) -> Outcome:
 
 
 def _next_no(cur, prefix: str, seq: str) -> str:
-    cur.execute(f"SELECT %s || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('{seq}')::text, 6, '0') AS no",
-                (prefix,))
+    cur.execute("SELECT erp.doc_no(%s, %s) AS no", (prefix, seq))
     return cur.fetchone()["no"]
 
 
@@ -463,7 +463,7 @@ def _reserve(cur, so_no: str, lines: list[dict]) -> None:
             cur.execute(
                 """INSERT INTO erp.material_request (mr_no, sku, warehouse, qty, request_type, reason, so_no,
                        required_by)
-                   VALUES ('MR' || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('erp.mr_seq')::text, 6, '0'),
+                   VALUES (erp.doc_no('MR', 'erp.mr_seq'),
                            %s, %s, %s, %s, 'SO_SHORTAGE', %s, %s)""",
                 (ln["sku"], ln["warehouse"], short, "Manufacture" if ln["is_manufactured"] else "Purchase",
                  so_no, ln["delivery_date"]),
@@ -564,7 +564,7 @@ def _apply_forecast(cur, rows: list[dict]) -> tuple[str, str | None, dict[int, s
             errors[r["id"]] = "; ".join(problems)
     if errors:
         return "ERROR", None, errors
-    cur.execute("SELECT 'FC' || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('erp.fc_seq')::text, 5, '0') AS no")
+    cur.execute("SELECT erp.doc_no('FC', 'erp.fc_seq', 5) AS no")
     version = cur.fetchone()["no"]
     cur.execute(
         """UPDATE erp.forecast_version SET status = 'Superseded'

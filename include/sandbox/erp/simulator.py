@@ -99,7 +99,7 @@ WITH params AS (
     WHERE c.is_active
 )
 SELECT p.g, p.customer_code, p.currency,
-       'SO' || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('erp.so_seq')::text, 6, '0') AS so_no,
+       erp.doc_no('SO', 'erp.so_seq') AS so_no,
        coalesce((SELECT rate_to_home FROM erp.exchange_rate x WHERE x.currency = p.currency
                  ORDER BY rate_date DESC LIMIT 1), 1) AS rate,
        erp.today() + 3 + floor(erp.rnd('deliv' || erp.today() || ':' || p.g) * 25)::int AS delivery_date,
@@ -163,7 +163,7 @@ FROM erp.sales_order_line l JOIN erp.sales_order o USING (so_no)
 WHERE o.status IN ('To Deliver and Bill', 'To Deliver') AND l.reserved_qty > 0
   AND l.delivery_date <= erp.today() + 1;
 INSERT INTO erp.delivery_note (dn_no, so_no, ship_date)
-SELECT 'DN' || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('erp.dn_seq')::text, 6, '0'), so_no, erp.today()
+SELECT erp.doc_no('DN', 'erp.dn_seq'), so_no, erp.today()
 FROM (SELECT DISTINCT so_no FROM sim_ship ORDER BY so_no) s;
 INSERT INTO erp.delivery_note_line (dn_no, so_no, line_no, sku, warehouse, qty)
 SELECT dn.dn_no, s.so_no, s.line_no, s.sku, s.warehouse, s.q
@@ -186,7 +186,7 @@ WHERE l.delivered_qty > l.billed_qty AND o.status NOT IN ('Cancelled', 'Closed')
 GROUP BY o.so_no, o.customer_code, o.currency, o.exchange_rate, c.payment_terms_days;
 INSERT INTO erp.sales_invoice (invoice_no, customer_code, so_no, invoice_date, due_date, currency, exchange_rate,
                                net_amount, tax_amount, grand_total, outstanding_amount, status)
-SELECT 'SINV' || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('erp.inv_seq')::text, 6, '0'),
+SELECT erp.doc_no('SINV', 'erp.inv_seq'),
        customer_code, so_no, erp.today(), erp.today() + payment_terms_days, currency, exchange_rate,
        net, tax, net + tax, net + tax, 'Unpaid'
 FROM (SELECT * FROM sim_bill ORDER BY so_no) b;
@@ -204,7 +204,7 @@ WHERE i.outstanding_amount > 0 AND i.status IN ('Unpaid', 'Partly Paid', 'Overdu
       CASE WHEN erp.rnd('slow' || i.customer_code) < 0.12 THEN 0.01
            WHEN erp.today() >= i.due_date - 5 THEN 0.25 ELSE 0.04 END;
 INSERT INTO erp.payment_entry (payment_no, customer_code, invoice_no, payment_date, amount, currency)
-SELECT 'PAY' || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('erp.pay_seq')::text, 6, '0'),
+SELECT erp.doc_no('PAY', 'erp.pay_seq'),
        customer_code, invoice_no, erp.today(), amount, currency
 FROM (SELECT * FROM sim_pay ORDER BY invoice_no) p;
 UPDATE erp.sales_invoice i
@@ -238,7 +238,7 @@ WHERE so_no IN (SELECT so_no FROM sim_pay WHERE so_no IS NOT NULL) AND status = 
 
 -- replenishment: bins projected below safety stock with nothing on order get a reorder request
 INSERT INTO erp.material_request (mr_no, sku, warehouse, qty, request_type, reason, required_by)
-SELECT 'MR' || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('erp.mr_seq')::text, 6, '0'),
+SELECT erp.doc_no('MR', 'erp.mr_seq'),
        b.sku, b.warehouse, greatest(ceil(2 * b.safety_stock - b.projected_14d), 1),
        CASE WHEN i.is_manufactured THEN 'Manufacture' ELSE 'Purchase' END, 'REORDER', erp.today() + i.lead_time_days
 FROM erp.bin b JOIN erp.item i USING (sku)
@@ -252,7 +252,7 @@ SELECT m.mr_no, m.sku, m.warehouse, m.qty, m.request_type, m.so_no, i.default_su
 FROM erp.material_request m JOIN erp.item i USING (sku)
 WHERE m.status = 'Pending';
 CREATE TEMP TABLE sim_po ON COMMIT DROP AS
-SELECT supplier, 'PO' || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('erp.po_seq')::text, 6, '0') AS po_no
+SELECT supplier, erp.doc_no('PO', 'erp.po_seq') AS po_no
 FROM (SELECT DISTINCT coalesce(default_supplier, 'S001') AS supplier FROM sim_mr
       WHERE request_type = 'Purchase' ORDER BY 1) s;
 INSERT INTO erp.purchase_order (po_no, supplier_code, order_date, status)
@@ -264,7 +264,7 @@ FROM sim_mr m JOIN sim_po p ON p.supplier = coalesce(m.default_supplier, 'S001')
 WHERE m.request_type = 'Purchase';
 INSERT INTO erp.production_order (mo_no, sku, warehouse, qty, planned_start, planned_finish, original_planned_finish,
                                   status, material_status, material_due_date, so_no, mr_no)
-SELECT 'MO' || to_char(erp.today(), 'YYYY') || '-' || lpad(nextval('erp.mo_seq')::text, 6, '0'),
+SELECT erp.doc_no('MO', 'erp.mo_seq'),
        m.sku, m.warehouse, m.qty, erp.today() + 1, erp.today() + m.lead_time_days, erp.today() + m.lead_time_days,
        'Not Started', coalesce(ms.status, 'AVAILABLE'), ms.due, m.so_no, m.mr_no
 FROM (SELECT * FROM sim_mr WHERE request_type = 'Manufacture' ORDER BY mr_no) m

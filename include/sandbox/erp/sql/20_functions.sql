@@ -12,36 +12,39 @@ DECLARE
     d0 date := erp.today();
     n  integer;
 BEGIN
+    -- A one-shot plan (EXECUTE) sees the array as a constant: good row estimates and a hashed
+    -- "= ANY" even when a busy day touches 100,000+ keys (a cached generic plan does neither).
+    EXECUTE $q$
     WITH res AS (
         SELECT l.sku, l.warehouse, sum(l.reserved_qty) AS reserved
         FROM erp.sales_order_line l
-        WHERE l.reserved_qty > 0 AND (p_skus IS NULL OR l.sku = ANY (p_skus))
+        WHERE l.reserved_qty > 0 AND ($1 IS NULL OR l.sku = ANY ($1))
         GROUP BY 1, 2
     ), po AS (
         SELECT pl.sku, pl.warehouse, sum(pl.qty - pl.received_qty) AS ordered
         FROM erp.purchase_order_line pl JOIN erp.purchase_order p USING (po_no)
-        WHERE p.status = 'To Receive' AND pl.received_qty < pl.qty AND (p_skus IS NULL OR pl.sku = ANY (p_skus))
+        WHERE p.status = 'To Receive' AND pl.received_qty < pl.qty AND ($1 IS NULL OR pl.sku = ANY ($1))
         GROUP BY 1, 2
     ), mo AS (
         SELECT m.sku, m.warehouse, sum(m.qty - m.produced_qty) AS planned
         FROM erp.production_order m
-        WHERE m.status IN ('Not Started', 'In Process') AND (p_skus IS NULL OR m.sku = ANY (p_skus))
+        WHERE m.status IN ('Not Started', 'In Process') AND ($1 IS NULL OR m.sku = ANY ($1))
         GROUP BY 1, 2
     ), events AS (
-        SELECT pl.sku, pl.warehouse, greatest(pl.expected_date, d0) AS d, pl.qty - pl.received_qty AS delta
+        SELECT pl.sku, pl.warehouse, greatest(pl.expected_date, $2) AS d, pl.qty - pl.received_qty AS delta
         FROM erp.purchase_order_line pl JOIN erp.purchase_order p USING (po_no)
-        WHERE p.status = 'To Receive' AND pl.received_qty < pl.qty AND pl.expected_date <= d0 + 13
-          AND (p_skus IS NULL OR pl.sku = ANY (p_skus))
+        WHERE p.status = 'To Receive' AND pl.received_qty < pl.qty AND pl.expected_date <= $2 + 13
+          AND ($1 IS NULL OR pl.sku = ANY ($1))
         UNION ALL
-        SELECT m.sku, m.warehouse, greatest(m.planned_finish, d0), m.qty - m.produced_qty
+        SELECT m.sku, m.warehouse, greatest(m.planned_finish, $2), m.qty - m.produced_qty
         FROM erp.production_order m
-        WHERE m.status IN ('Not Started', 'In Process') AND m.planned_finish <= d0 + 13
-          AND (p_skus IS NULL OR m.sku = ANY (p_skus))
+        WHERE m.status IN ('Not Started', 'In Process') AND m.planned_finish <= $2 + 13
+          AND ($1 IS NULL OR m.sku = ANY ($1))
         UNION ALL
-        SELECT l.sku, l.warehouse, greatest(l.delivery_date, d0), -(l.qty - l.delivered_qty - l.reserved_qty)
+        SELECT l.sku, l.warehouse, greatest(l.delivery_date, $2), -(l.qty - l.delivered_qty - l.reserved_qty)
         FROM erp.sales_order_line l JOIN erp.sales_order o USING (so_no)
         WHERE o.status IN ('To Deliver and Bill', 'To Deliver') AND l.qty - l.delivered_qty - l.reserved_qty > 0
-          AND l.delivery_date <= d0 + 13 AND (p_skus IS NULL OR l.sku = ANY (p_skus))
+          AND l.delivery_date <= $2 + 13 AND ($1 IS NULL OR l.sku = ANY ($1))
     ), running AS (
         SELECT sku, warehouse, d,
                sum(sum(delta)) OVER (PARTITION BY sku, warehouse ORDER BY d) AS cum
@@ -56,11 +59,11 @@ BEGIN
         LEFT JOIN res USING (sku, warehouse)
         LEFT JOIN po USING (sku, warehouse)
         LEFT JOIN mo USING (sku, warehouse)
-        WHERE p_skus IS NULL OR b.sku = ANY (p_skus)
+        WHERE $1 IS NULL OR b.sku = ANY ($1)
     ), proj AS (
         SELECT c.sku, c.warehouse, c.reserved, c.ordered, c.planned,
                least(c.available, min(c.available + r.cum)) AS projected,
-               CASE WHEN c.available < 0 THEN d0
+               CASE WHEN c.available < 0 THEN $2
                     ELSE min(r.d) FILTER (WHERE c.available + r.cum < 0) END AS shortage
         FROM calc c LEFT JOIN running r USING (sku, warehouse)
         GROUP BY c.sku, c.warehouse, c.reserved, c.ordered, c.planned, c.available
@@ -71,7 +74,8 @@ BEGIN
     FROM proj p
     WHERE b.sku = p.sku AND b.warehouse = p.warehouse
       AND (b.reserved_qty, b.ordered_qty, b.planned_qty, b.projected_14d, b.shortage_date)
-          IS DISTINCT FROM (p.reserved, p.ordered, p.planned, p.projected, p.shortage);
+          IS DISTINCT FROM (p.reserved, p.ordered, p.planned, p.projected, p.shortage)
+    $q$ USING p_skus, d0;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
@@ -87,17 +91,20 @@ DECLARE
     block_days integer := erp.setting_num('overdue_block_days', 60);
     n          integer;
 BEGIN
+    -- A one-shot plan (EXECUTE) sees the array as a constant: good row estimates and a hashed
+    -- "= ANY" even when a busy day touches 100,000+ keys (a cached generic plan does neither).
+    EXECUTE $q$
     WITH cust AS (
         SELECT c.customer_code, coalesce(c.credit_limit, g.credit_limit) AS credit_limit,
                c.bypass_credit_check, c.manual_hold
         FROM erp.customer c JOIN erp.customer_group g ON g.code = c.customer_group
-        WHERE p_codes IS NULL OR c.customer_code = ANY (p_codes)
+        WHERE $1 IS NULL OR c.customer_code = ANY ($1)
     ), open_items AS (
         SELECT i.customer_code, round(i.outstanding_amount * i.exchange_rate, 2) AS home,
-               greatest(d0 - i.due_date, 0) AS days_overdue
+               greatest($2 - i.due_date, 0) AS days_overdue
         FROM erp.sales_invoice i
         WHERE i.outstanding_amount > 0 AND i.status NOT IN ('Draft', 'Cancelled')
-          AND (p_codes IS NULL OR i.customer_code = ANY (p_codes))
+          AND ($1 IS NULL OR i.customer_code = ANY ($1))
     ), ar AS (
         SELECT customer_code,
                sum(home) FILTER (WHERE days_overdue > 0) AS overdue_amount,
@@ -111,11 +118,11 @@ BEGIN
         SELECT customer_code,
                sum(round(net_amount * exchange_rate, 2)) AS ytd_sales,
                sum(round(net_amount * exchange_rate, 2))
-                   FILTER (WHERE invoice_date >= date_trunc('month', d0)::date) AS mtd_sales
+                   FILTER (WHERE invoice_date >= date_trunc('month', $2)::date) AS mtd_sales
         FROM erp.sales_invoice
         WHERE status NOT IN ('Draft', 'Cancelled', 'Return', 'Credit Note Issued')
-          AND invoice_date BETWEEN date_trunc('year', d0)::date AND d0
-          AND (p_codes IS NULL OR customer_code = ANY (p_codes))
+          AND invoice_date BETWEEN date_trunc('year', $2)::date AND $2
+          AND ($1 IS NULL OR customer_code = ANY ($1))
         GROUP BY 1
     ), orders AS (
         SELECT o.customer_code,
@@ -123,12 +130,12 @@ BEGIN
                          * (1 + l.tax_rate / 100) * o.exchange_rate, 2)) AS open_orders
         FROM erp.sales_order o JOIN erp.sales_order_line l USING (so_no)
         WHERE o.status IN ('To Deliver and Bill', 'To Deliver', 'To Bill') AND l.qty > l.billed_qty
-          AND (p_codes IS NULL OR o.customer_code = ANY (p_codes))
+          AND ($1 IS NULL OR o.customer_code = ANY ($1))
         GROUP BY 1
     ), pay AS (
         SELECT customer_code, max(payment_date) AS last_payment_date
         FROM erp.payment_entry
-        WHERE p_codes IS NULL OR customer_code = ANY (p_codes)
+        WHERE $1 IS NULL OR customer_code = ANY ($1)
         GROUP BY 1
     ), calc AS (
         SELECT c.customer_code, c.credit_limit,
@@ -153,7 +160,7 @@ BEGIN
     SELECT customer_code, credit_limit, open_ar, open_orders, overdue_amount, max_overdue_days,
            ar_0_30, ar_31_60, ar_61_90, ar_90_plus, ytd_sales, mtd_sales, last_payment_date,
            CASE WHEN manual_hold THEN 'MANUAL'
-                WHEN max_overdue_days > block_days THEN 'OVERDUE'
+                WHEN max_overdue_days > $3 THEN 'OVERDUE'
                 WHEN NOT bypass_credit_check AND open_ar + open_orders > credit_limit THEN 'LIMIT_EXCEEDED'
            END
     FROM calc
@@ -170,10 +177,19 @@ BEGIN
           (excluded.credit_limit, excluded.open_ar, excluded.open_orders, excluded.overdue_amount,
            excluded.max_overdue_days, excluded.ar_0_30, excluded.ar_31_60, excluded.ar_61_90,
            excluded.ar_90_plus, excluded.ytd_sales, excluded.mtd_sales, excluded.last_payment_date,
-           excluded.hold_reason);
+           excluded.hold_reason)
+    $q$ USING p_codes, d0, block_days;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
+
+-- Document numbers like SO2026-000123: prefix, business year, a sequence zero-padded to 6 digits and
+-- never truncated (lpad alone would cut 1000000 to 100000 and collide).
+CREATE FUNCTION erp.doc_no(p_prefix text, p_seq regclass, p_width integer DEFAULT 6) RETURNS text
+LANGUAGE sql VOLATILE AS $$
+    SELECT p_prefix || to_char(erp.today(), 'YYYY') || '-' || lpad(n::text, greatest(p_width, length(n::text)), '0')
+    FROM nextval(p_seq) AS n
+$$;
 
 -- Deterministic pseudo-random number in [0, 1) for the simulator: the same seed and key give the same
 -- value whatever order rows are scanned in.

@@ -1,0 +1,156 @@
+"""Module and field metadata of the CRM sandbox (loaded from modules.yaml), and Zoho-style field checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+ORG_TZ = dt.timezone(dt.timedelta(hours=8))  # the demo org's time zone (Asia/Shanghai)
+NUMBER_TYPES = {"double", "currency", "decimal", "percent"}
+INTEGER_TYPES = {"integer", "bigint"}
+TEXT_TYPES = {"text": 255, "textarea": 32000, "phone": 30, "website": 255, "email": 100}
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+JSON_TYPES = {"text": "string", "textarea": "string", "phone": "string", "website": "string", "email": "string",
+              "picklist": "string", "integer": "integer", "bigint": "string", "double": "double",
+              "currency": "double", "decimal": "double", "percent": "double", "boolean": "boolean",
+              "date": "string", "datetime": "string", "lookup": "jsonobject", "ownerlookup": "jsonobject",
+              "multiselectpicklist": "jsonarray", "subform": "jsonarray", "multiselectlookup": "jsonarray"}
+SYSTEM_FIELDS = {"id", "Created_Time", "Modified_Time", "Created_By", "Modified_By", "Owner"}
+
+
+@dataclass(frozen=True)
+class Field:
+    api_name: str
+    type: str
+    mandatory: bool = False
+    unique: bool = False
+    lookup: str | None = None
+    picklist: tuple[str, ...] = ()
+    restricted: bool = False
+    length: int | None = None
+    read_only: bool = False
+    custom: bool = False
+    subform: dict[str, Field] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Module:
+    api_name: str
+    singular: str
+    display_field: str
+    duplicate_check: tuple[str, ...]
+    fields: dict[str, Field]
+
+    @property
+    def indexed_fields(self) -> list[str]:
+        """Fields looked up by value (duplicate check, unique, external keys): the store indexes them."""
+        names = set(self.duplicate_check) | {f.api_name for f in self.fields.values() if f.unique}
+        names |= {n for n in ("Account_Number", "Product_Code", "SO_Number", "ERP_Order_No", "Email",
+                              "Unified_Social_Credit_Code") if n in self.fields}
+        return sorted(names)
+
+
+def _field(name: str, spec: dict) -> Field:
+    sub = {k: _field(k, v) for k, v in (spec.get("subform") or {}).items()}
+    return Field(name, spec["type"], bool(spec.get("mandatory")), bool(spec.get("unique")), spec.get("lookup"),
+                 tuple(spec.get("picklist") or ()), bool(spec.get("restricted")), spec.get("length"),
+                 bool(spec.get("read_only")), bool(spec.get("custom")), sub)
+
+
+@cache
+def modules() -> dict[str, Module]:
+    raw = yaml.safe_load(Path(__file__).with_name("modules.yaml").read_text(encoding="utf-8"))["modules"]
+    return {name: Module(name, m["singular"], m["display_field"], tuple(m["duplicate_check"]),
+                         {k: _field(k, v) for k, v in m["fields"].items()})
+            for name, m in raw.items()}
+
+
+def now_iso(ts: float | None = None) -> str:
+    moment = dt.datetime.fromtimestamp(ts, ORG_TZ) if ts is not None else dt.datetime.now(ORG_TZ)
+    return moment.replace(microsecond=0).isoformat()
+
+
+def parse_datetime(value: str) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def invalid(api_name: str, path: str, expected: str | None = None, **extra) -> dict:
+    details = {"api_name": api_name, "json_path": path}
+    if expected:
+        details["expected_data_type"] = expected
+    details.update(extra)
+    return {"code": "INVALID_DATA", "details": details, "message": "invalid data", "status": "error"}
+
+
+def mandatory_missing(api_name: str, path: str) -> dict:
+    return {"code": "MANDATORY_NOT_FOUND", "details": {"api_name": api_name, "json_path": path},
+            "message": "required field not found", "status": "error"}
+
+
+def check_value(f: Field, value, path: str, lookup_exists) -> tuple[object, dict | None]:
+    """Return (normalized value, None) or (None, Zoho error item) for one field value."""
+    if value is None:
+        return None, None
+    t = f.type
+    if t in TEXT_TYPES:
+        if not isinstance(value, str):
+            return None, invalid(f.api_name, path, t)
+        if len(value) > (f.length or TEXT_TYPES[t]):
+            return None, invalid(f.api_name, path, t, maximum_length=f.length or TEXT_TYPES[t])
+        if t == "email" and value and not EMAIL.match(value):
+            return None, invalid(f.api_name, path, t)
+        return value, None
+    if t in INTEGER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, invalid(f.api_name, path, t)
+        return value, None
+    if t in NUMBER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None, invalid(f.api_name, path, t)
+        return value, None
+    if t == "boolean":
+        return (value, None) if isinstance(value, bool) else (None, invalid(f.api_name, path, t))
+    if t == "date":
+        try:
+            if not isinstance(value, str) or not DATE.match(value):
+                raise ValueError
+            dt.date.fromisoformat(value)
+        except ValueError:
+            return None, invalid(f.api_name, path, t)
+        return value, None
+    if t == "datetime":
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+        if parsed is None:
+            return None, invalid(f.api_name, path, t)
+        return parsed.astimezone(ORG_TZ).replace(microsecond=0).isoformat(), None
+    if t == "picklist":
+        if not isinstance(value, str) or (f.restricted and value not in f.picklist):
+            return None, invalid(f.api_name, path, t)
+        return value, None
+    if t == "multiselectpicklist":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return None, invalid(f.api_name, path, "jsonarray")
+        return value, None
+    if t in ("lookup", "ownerlookup"):
+        rid = value.get("id") if isinstance(value, dict) else None
+        if not isinstance(rid, str | int) or not str(rid).isdigit():
+            return None, invalid(f.api_name, path, "jsonobject")
+        if f.lookup:
+            name = lookup_exists(f.lookup, int(rid))
+            if name is None:
+                return None, invalid(f.api_name, path, "jsonobject", id=str(rid))
+            return {"id": str(rid), "name": name}, None
+        return {"id": str(rid)}, None
+    if t == "multiselectlookup":
+        return (value, None) if isinstance(value, list) else (None, invalid(f.api_name, path, "jsonarray"))
+    return value, None

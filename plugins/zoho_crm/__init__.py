@@ -1,0 +1,1 @@
+"""Zoho CRM hook and client (plugins/ is on Airflow's sys.path)."""

@@ -1,0 +1,420 @@
+"""Zoho CRM REST API v8 client: what the flows need, with Zoho's rules built in.
+
+- OAuth refresh-token flow: the access token is cached (per process) and refreshed only when it is
+  about to expire, or once when the API answers INVALID_TOKEN. Zoho lets one refresh token mint at
+  most 10 access tokens per 10 minutes, so never refreshing per request matters.
+- Retries: 429, 5xx, timeouts and dropped connections are retried with exponential backoff and full
+  jitter, bounded by `max_retries`. A 4xx data error is never retried. Inserts are not retried after
+  an ambiguous failure (the write may have happened); upserts and updates are idempotent and are.
+- Paging: records lists follow `info.next_page_token` (so reads go past Zoho's 2,000-record `page`
+  limit); COQL pages by `id > last id` (so reads go past COQL's OFFSET limit).
+- Writes in batches of 100 with per-record outcomes in input order; bulk write (zip of CSV) for
+  large loads.
+- Secrets (client secret, refresh and access tokens) never appear in logs, reprs or exceptions.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import random
+import threading
+import time
+import zipfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import requests
+import urllib3
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+
+class ZohoError(Exception):
+    """A request-level error from Zoho (or the sandbox), with Zoho's code and details."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None, path: str = ""):
+        super().__init__(f"Zoho CRM {path}: HTTP {status} {code}: {message}" + (f" {details}" if details else ""))
+        self.status, self.code, self.message, self.details, self.path = status, code, message, details or {}, path
+
+
+class ZohoAuthError(ZohoError):
+    """The OAuth token endpoint refused the credentials (wrong client, revoked refresh token, mint limit)."""
+
+
+class ZohoAmbiguousWriteError(ZohoError):
+    """A non-idempotent write failed in a way that does not tell whether it was applied."""
+
+
+@dataclass
+class RecordOutcome:
+    """The result of one record of a write, in the order the records were given."""
+
+    index: int
+    ok: bool
+    id: str | None = None
+    action: str | None = None          # insert / update (upsert), or None
+    code: str | None = None            # SUCCESS or the Zoho error code
+    api_name: str | None = None        # the field an error refers to
+    message: str | None = None
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class BulkWriteResult:
+    job_id: str
+    state: str
+    added: int
+    updated: int
+    skipped: int
+    total: int
+    rows: list[dict]                   # per input row: STATUS, RECORD_ID, ERRORS and the row's values
+
+
+_TOKEN_CACHE: dict[str, tuple[str, float]] = {}
+_TOKEN_LOCK = threading.Lock()
+
+
+class ZohoCrmClient:
+    def __init__(self, api_url: str, accounts_url: str, client_id: str, client_secret: str, refresh_token: str,
+                 file_upload_url: str | None = None, org_id: str | None = None, timeout: float = 30.0,
+                 max_retries: int = 6, backoff_base: float = 0.5, backoff_max: float = 30.0,
+                 session: requests.Session | None = None):
+        self.api_url = api_url.rstrip("/")
+        self.accounts_url = accounts_url.rstrip("/")
+        self.file_upload_url = (file_upload_url or api_url).rstrip("/")
+        self.org_id = org_id
+        self.timeout, self.max_retries = timeout, max_retries
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self._client_id, self._client_secret, self._refresh_token = client_id, client_secret, refresh_token
+        self._cache_key = hashlib.sha256(f"{self.accounts_url}|{client_id}|{refresh_token}".encode()).hexdigest()
+        self.session = session or requests.Session()
+        self.stats = {"requests": 0, "retries": 0, "token_refreshes": 0}
+
+    def __repr__(self) -> str:  # no secrets
+        return f"ZohoCrmClient(api_url={self.api_url!r}, accounts_url={self.accounts_url!r})"
+
+    # ------------------------------------------------------------------------------------------ OAuth
+    def access_token(self, force_refresh: bool = False) -> str:
+        with _TOKEN_LOCK:
+            cached = _TOKEN_CACHE.get(self._cache_key)
+            if cached and not force_refresh and cached[1] > time.time() + 60:
+                return cached[0]
+            token, expires_in = self._mint_token()
+            _TOKEN_CACHE[self._cache_key] = (token, time.time() + expires_in)
+            return token
+
+    def _mint_token(self) -> tuple[str, int]:
+        url = f"{self.accounts_url}/oauth/v2/token"
+        body = {"grant_type": "refresh_token", "client_id": self._client_id, "client_secret": self._client_secret,
+                "refresh_token": self._refresh_token}
+        for attempt in range(self.max_retries + 1):
+            try:
+                resp = self.session.post(url, data=body, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt == self.max_retries:
+                    raise ZohoAuthError(0, "CONNECTION_FAILED", f"token endpoint unreachable: {type(exc).__name__}",
+                                        path="/oauth/v2/token") from None
+                self._sleep(attempt)
+                continue
+            if resp.status_code >= 500 and attempt < self.max_retries:
+                self._sleep(attempt)
+                continue
+            try:
+                payload = resp.json()
+            except ValueError:
+                payload = {}
+            if resp.ok and payload.get("access_token"):  # Zoho: errors come as HTTP 200 without a token
+                self.stats["token_refreshes"] += 1
+                return payload["access_token"], int(payload.get("expires_in", 3600))
+            reason = payload.get("error") or f"HTTP {resp.status_code}"
+            raise ZohoAuthError(resp.status_code, str(reason).upper().replace(" ", "_"),
+                                f"token refresh refused: {reason} (check client id/secret and refresh token)",
+                                path="/oauth/v2/token")
+        raise AssertionError("unreachable")
+
+    # ---------------------------------------------------------------------------------------- plumbing
+    def _sleep(self, attempt: int) -> None:
+        self.stats["retries"] += 1
+        time.sleep(random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** attempt)))
+
+    def request(self, method: str, path: str, *, params: dict | None = None, json: dict | None = None,
+                headers: dict | None = None, files: dict | None = None, base: str | None = None,
+                idempotent: bool = True, allow: tuple[int, ...] = ()) -> requests.Response:
+        """One API call with auth, bounded retries and Zoho error decoding."""
+        url = f"{base or self.api_url}{path}"
+        refreshed = False
+        attempt = 0
+        while True:
+            hdrs = {"Authorization": f"Zoho-oauthtoken {self.access_token()}"} | (headers or {})
+            self.stats["requests"] += 1
+            try:
+                resp = self.session.request(method, url, params=params, json=json, headers=hdrs, files=files,
+                                            timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                # A connect failure never reached Zoho; anything later may have been applied.
+                if not idempotent and not _never_sent(exc):
+                    raise ZohoAmbiguousWriteError(0, "CONNECTION_LOST", f"{type(exc).__name__} after sending; the "
+                                                  "write may or may not have been applied", path=path) from None
+                if attempt >= self.max_retries:
+                    raise ZohoError(0, "CONNECTION_FAILED", f"{type(exc).__name__} after {attempt + 1} attempts",
+                                    path=path) from None
+                log.warning("Zoho %s %s: %s, retrying", method, path, type(exc).__name__)
+                self._sleep(attempt)
+                attempt += 1
+                continue
+            if resp.status_code < 400 or resp.status_code in allow:
+                return resp
+            body = _json(resp)
+            code = body.get("code", f"HTTP_{resp.status_code}")
+            if resp.status_code == 401 and code == "INVALID_TOKEN" and not refreshed:
+                self.access_token(force_refresh=True)
+                refreshed = True
+                continue
+            retryable = resp.status_code in RETRYABLE_STATUS and (idempotent or resp.status_code == 429)
+            if retryable and attempt < self.max_retries:
+                log.warning("Zoho %s %s: HTTP %s %s, retrying", method, path, resp.status_code, code)
+                self._sleep(attempt)
+                attempt += 1
+                continue
+            if resp.status_code == 400 and isinstance(body.get("data"), list):
+                return resp  # every record failed: per-record errors are in the body
+            cls = ZohoAmbiguousWriteError if resp.status_code >= 500 and not idempotent else ZohoError
+            raise cls(resp.status_code, code, body.get("message", resp.reason), body.get("details"), path)
+
+    # ------------------------------------------------------------------------------------------- reads
+    def iter_records(self, module: str, fields: Iterable[str], modified_since: str | None = None,
+                     sort_by: str = "id", sort_order: str = "asc", per_page: int = 200) -> Iterator[dict]:
+        """Every record (or every one modified after `modified_since`), following page tokens."""
+        params = {"fields": ",".join(fields), "per_page": per_page, "sort_by": sort_by, "sort_order": sort_order}
+        headers = {"If-Modified-Since": modified_since} if modified_since else None
+        while True:
+            resp = self.request("GET", f"/crm/v8/{module}", params=params, headers=headers, allow=(304,))
+            if resp.status_code in (204, 304):
+                return
+            body = resp.json()
+            yield from body.get("data", [])
+            info = body.get("info", {})
+            if not info.get("more_records") or not info.get("next_page_token"):
+                return
+            params = {k: v for k, v in params.items() if k != "page"} | {"page_token": info["next_page_token"]}
+
+    def get_record(self, module: str, record_id: str, external_field: str | None = None) -> dict | None:
+        headers = {"X-EXTERNAL": f"{module}.{external_field}"} if external_field else None
+        resp = self.request("GET", f"/crm/v8/{module}/{record_id}", headers=headers)
+        return None if resp.status_code == 204 else resp.json()["data"][0]
+
+    def search(self, module: str, criteria: str, fields: Iterable[str] | None = None) -> list[dict]:
+        out, page = [], 1
+        while True:
+            params = {"criteria": criteria, "page": page} | ({"fields": ",".join(fields)} if fields else {})
+            resp = self.request("GET", f"/crm/v8/{module}/search", params=params)
+            if resp.status_code == 204:
+                return out
+            body = resp.json()
+            out.extend(body["data"])
+            if not body.get("info", {}).get("more_records"):
+                return out
+            page += 1
+
+    def coql(self, query: str) -> tuple[list[dict], bool]:
+        resp = self.request("POST", "/crm/v8/coql", json={"select_query": query})
+        if resp.status_code == 204:
+            return [], False
+        body = resp.json()
+        return body.get("data", []), bool(body.get("info", {}).get("more_records"))
+
+    def iter_coql(self, module: str, fields: Iterable[str], where: str | None = None,
+                  page_size: int = 2000) -> Iterator[dict]:
+        """All matching records in id order, paging by id (COQL's OFFSET stops at 100,000)."""
+        last = 0
+        cols = ", ".join(dict.fromkeys(["id", *fields]))
+        while True:
+            cond = f"id > {last}" + (f" and ({where})" if where else "")
+            rows, more = self.coql(f"select {cols} from {module} where {cond} order by id asc limit {page_size}")
+            yield from rows
+            if not more or not rows:
+                return
+            last = int(rows[-1]["id"])
+
+    def fields(self, module: str) -> dict[str, dict]:
+        resp = self.request("GET", "/crm/v8/settings/fields", params={"module": module})
+        return {f["api_name"]: f for f in resp.json().get("fields", [])}
+
+    def check_fields(self, module: str, expected: dict[str, str]) -> list[str]:
+        """Problems with the CRM's fields against {api_name: data_type}; empty when all is as mapped."""
+        actual = self.fields(module)
+        problems = []
+        for name, data_type in expected.items():
+            if name not in actual:
+                problems.append(f"{module}.{name} does not exist in the CRM")
+            elif data_type and actual[name]["data_type"] != data_type:
+                problems.append(f"{module}.{name} is {actual[name]['data_type']}, expected {data_type}")
+        return problems
+
+    # ------------------------------------------------------------------------------------------ writes
+    def write(self, module: str, records: list[dict], mode: str = "upsert",
+              duplicate_check_fields: list[str] | None = None, max_workers: int = 1,
+              trigger: list[str] | None = None) -> list[RecordOutcome]:
+        """Insert / update / upsert in batches of 100; outcomes in input order."""
+        if mode not in ("insert", "update", "upsert"):
+            raise ValueError(f"mode must be insert, update or upsert, not {mode!r}")
+        batches = [(start, records[start:start + MAX_BATCH]) for start in range(0, len(records), MAX_BATCH)]
+
+        def send(batch: tuple[int, list[dict]]) -> list[RecordOutcome]:
+            start, chunk = batch
+            body = {"data": chunk, "trigger": trigger if trigger is not None else []}
+            if duplicate_check_fields:
+                body["duplicate_check_fields"] = duplicate_check_fields  # in the body: a header is ignored
+            path = f"/crm/v8/{module}/upsert" if mode == "upsert" else f"/crm/v8/{module}"
+            resp = self.request("POST" if mode != "update" else "PUT", path, json=body,
+                                idempotent=mode != "insert")
+            return [_outcome(start + i, item) for i, item in enumerate(resp.json().get("data", []))]
+
+        if max_workers <= 1 or len(batches) <= 1:
+            results = [send(b) for b in batches]
+        else:
+            with ThreadPoolExecutor(max_workers=max_workers) as pool:
+                results = list(pool.map(send, batches))
+        return [o for chunk in results for o in chunk]
+
+    def upsert(self, module: str, records: list[dict], duplicate_check_fields: list[str] | None = None,
+               **kw) -> list[RecordOutcome]:
+        return self.write(module, records, "upsert", duplicate_check_fields, **kw)
+
+    def insert(self, module: str, records: list[dict], **kw) -> list[RecordOutcome]:
+        return self.write(module, records, "insert", **kw)
+
+    def update(self, module: str, records: list[dict], **kw) -> list[RecordOutcome]:
+        return self.write(module, records, "update", **kw)
+
+    def delete(self, module: str, ids: list[str]) -> list[RecordOutcome]:
+        out = []
+        for start in range(0, len(ids), MAX_BATCH):
+            resp = self.request("DELETE", f"/crm/v8/{module}", params={"ids": ",".join(ids[start:start + 100])})
+            out += [_outcome(start + i, item) for i, item in enumerate(resp.json().get("data", []))]
+        return out
+
+    # -------------------------------------------------------------------------------------------- bulk
+    def bulk_write(self, module: str, rows: list[dict], find_by: str, operation: str = "upsert",
+                   poll_interval: float = 1.0, timeout: float = 3600) -> BulkWriteResult:
+        """Upload rows as zipped CSV (25,000 rows per job), run the job, wait, and read per-row results."""
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        results = BulkWriteResult("", "COMPLETED", 0, 0, 0, 0, [])
+        for start in range(0, len(rows), 25_000):
+            part = self._bulk_write_part(module, rows[start:start + 25_000], columns, find_by, operation,
+                                         poll_interval, timeout)
+            results.job_id = ",".join(filter(None, [results.job_id, part.job_id]))
+            results.state = part.state if part.state != "COMPLETED" else results.state
+            for name in ("added", "updated", "skipped", "total"):
+                setattr(results, name, getattr(results, name) + getattr(part, name))
+            results.rows.extend(part.rows)
+        return results
+
+    def _bulk_write_part(self, module, rows, columns, find_by, operation, poll_interval, timeout) -> BulkWriteResult:
+        buf = io.StringIO()
+        out = csv.writer(buf)
+        out.writerow(columns)
+        for row in rows:
+            out.writerow([_csv_value(row.get(c)) for c in columns])
+        blob = io.BytesIO()
+        with zipfile.ZipFile(blob, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"{module}.csv", buf.getvalue())
+        upload = self.request("POST", "/crm/v8/upload", base=self.file_upload_url,
+                              headers={"feature": "bulk-write", "X-CRM-ORG": self.org_id or ""},
+                              files={"file": (f"{module}.zip", blob.getvalue(), "application/zip")}, idempotent=False)
+        file_id = upload.json()["details"]["file_id"]
+        job = self.request("POST", "/crm/bulk/v8/write", idempotent=False, json={
+            "operation": operation, "ignore_empty": True,
+            "resource": [{"type": "data", "module": {"api_name": module}, "file_id": file_id, "find_by": find_by,
+                          "field_mappings": [{"api_name": c, "index": i} for i, c in enumerate(columns)]}]})
+        job_id = job.json()["details"]["id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.request("GET", f"/crm/bulk/v8/write/{job_id}").json()["data"][0]
+            if status["status"] in ("COMPLETED", "FAILED"):
+                break
+            if time.monotonic() > deadline:
+                raise ZohoError(0, "TIMEOUT", f"bulk write job {job_id} not finished after {timeout} s",
+                                path="/crm/bulk/v8/write")
+            time.sleep(poll_interval)
+        files = [r["file"] for r in status.get("resource", []) if "file" in r]
+        result = BulkWriteResult(job_id, status["status"], *(sum(f.get(k, 0) for f in files) for k in
+                                                              ("added_count", "updated_count", "skipped_count",
+                                                               "total_count")), [])
+        if status.get("result", {}).get("download_url"):
+            url = status["result"]["download_url"]
+            resp = self.request("GET", url, base="" if url.startswith("http") else self.api_url)
+            with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
+                result.rows = list(csv.DictReader(io.TextIOWrapper(zf.open(zf.namelist()[0]), encoding="utf-8")))
+        return result
+
+    def bulk_read(self, module: str, fields: list[str], criteria: dict | None = None,
+                  poll_interval: float = 1.0, timeout: float = 3600) -> Iterator[dict]:
+        """Export records as CSV through bulk read jobs (200,000 rows per page)."""
+        page = 1
+        while True:
+            query = {"module": {"api_name": module}, "fields": fields, "page": page}
+            if criteria:
+                query["criteria"] = criteria
+            job_id = self.request("POST", "/crm/bulk/v8/read", json={"query": query, "file_type": "csv"}
+                                  ).json()["data"][0]["details"]["id"]
+            deadline = time.monotonic() + timeout
+            while True:
+                job = self.request("GET", f"/crm/bulk/v8/read/{job_id}").json()["data"][0]
+                if job["state"] in ("COMPLETED", "FAILURE"):
+                    break
+                if time.monotonic() > deadline:
+                    raise ZohoError(0, "TIMEOUT", f"bulk read job {job_id} not finished", path="/crm/bulk/v8/read")
+                time.sleep(poll_interval)
+            if job["state"] != "COMPLETED":
+                raise ZohoError(0, "BULK_READ_FAILED", f"bulk read job {job_id} failed", path="/crm/bulk/v8/read")
+            url = job["result"]["download_url"]
+            resp = self.request("GET", url, base="" if url.startswith("http") else self.api_url)
+            with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
+                yield from csv.DictReader(io.TextIOWrapper(zf.open(zf.namelist()[0]), encoding="utf-8"))
+            if not job["result"].get("more_records"):
+                return
+            page += 1
+
+
+def _never_sent(exc: Exception) -> bool:
+    """True when the request certainly did not reach the server (connection refused or connect timeout)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _json(resp: requests.Response) -> dict:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _outcome(index: int, item: dict) -> RecordOutcome:
+    details = item.get("details") or {}
+    ok = item.get("status") == "success"
+    return RecordOutcome(index=index, ok=ok, id=details.get("id") if ok else None, action=item.get("action"),
+                         code=item.get("code"), api_name=None if ok else details.get("api_name"),
+                         message=item.get("message"), details=details)
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return str(value.get("id", ""))
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return str(value)
