@@ -182,7 +182,8 @@ def test_field_types_are_enforced(api):
         resp = api("POST", "/Products", json={"data": [item]}).json()["data"][0]
         assert resp["code"] == "INVALID_DATA" and resp["details"]["api_name"] == field, field
         assert resp["details"]["expected_data_type"] == expected
-    lookup = api("POST", "/Contacts", json={"data": [{"Last_Name": "王", "Account_Name": {"id": "5843104999999999999"}}]})
+    unknown_account = {"id": "5843104999999999999"}
+    lookup = api("POST", "/Contacts", json={"data": [{"Last_Name": "王", "Account_Name": unknown_account}]})
     assert lookup.json()["data"][0]["details"]["api_name"] == "Account_Name"
 
 
