@@ -4,7 +4,7 @@ SHELL := /bin/bash
 RUN   := scripts/with_postgres.sh
 PY    := .venv/bin/python
 
-.PHONY: demo test venv lint lock erp-reset erp-summary erp-simulate erp-import clean
+.PHONY: demo test venv lint lock erp-reset erp-summary erp-simulate erp-import crm-serve crm-reset bench clean
 
 venv:
 	@scripts/ensure_venv.sh
@@ -33,6 +33,17 @@ erp-simulate: venv
 	@$(RUN) $(PY) -m include.sandbox.erp simulate --days $${DAYS:-1}
 erp-import: venv
 	@$(RUN) $(PY) -m include.sandbox.erp process-inbound
+
+# CRM sandbox (see README, "CRM sandbox"): serve on $CRM_SANDBOX_PORT (8765), data in .local/crm.
+crm-serve: venv
+	@. scripts/env.sh && $(PY) -m include.sandbox.crm serve $(CRM_ARGS)
+crm-reset: venv
+	@. scripts/env.sh && $(PY) -m include.sandbox.crm reset $(CRM_ARGS)
+
+# Benchmarks: scripts that print figures (README, "Benchmarks").
+bench: venv
+	@$(RUN) $(PY) -m tests.benchmarks.bench_erp_seed
+	@. scripts/env.sh && $(PY) -m tests.benchmarks.bench_crm_upsert
 
 clean:
 	rm -rf .local .pytest_cache .ruff_cache

@@ -13,7 +13,11 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 
+import requests
+
+from include.sandbox.crm.process import CrmSandboxProcess
 from include.sandbox.erp import db as erp_db
 from include.sandbox.erp import seed as erp_seed
 from include.sandbox.erp.report import print_summary
@@ -26,6 +30,7 @@ FLOW_ORDER: list[tuple[str, dict]] = [
 
 # Airflow's INFO logs would bury the demo's own report; task failures still print in full.
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 
 def airflow_db_ready() -> None:
@@ -45,6 +50,34 @@ def run_dag(dag_id: str, conf: dict) -> str:
     return str(run.state)
 
 
+def crm_sandbox(customers: int, skus: int, seed: int) -> CrmSandboxProcess | None:
+    """Use the CRM sandbox answering at CRM_SANDBOX_URL, or start one for the demo; reseed it either way."""
+    url = os.environ.get("CRM_SANDBOX_URL", "http://127.0.0.1:8765")
+    body = {"customers": customers, "skus": skus, "seed_value": seed}
+    try:
+        requests.get(f"{url}/__sandbox/health", timeout=1).raise_for_status()
+    except requests.RequestException:
+        process = CrmSandboxProcess(os.path.join(os.environ.get("LOCAL_DIR", ".local"), "crm"),
+                                    port=int(url.rsplit(":", 1)[1]))
+        print(f"    started CRM sandbox at {process.url} (log: {process.log_path})")
+        counts = process.reset(**body)["records"]
+        print(f"    seeded: {', '.join(f'{k} {v}' for k, v in counts.items())}")
+        return process
+    counts = requests.post(f"{url}/__sandbox/reset", json=body, timeout=120).json()["records"]
+    print(f"    using the CRM sandbox already running at {url}; reseeded: "
+          f"{', '.join(f'{k} {v}' for k, v in counts.items())}")
+    return None
+
+
+def check_crm_connection() -> None:
+    from zoho_crm.hook import ZohoCrmHook
+
+    ok, message = ZohoCrmHook("zoho_crm").test_connection()
+    print(f"    Airflow connection zoho_crm: {'OK, ' if ok else 'FAILED, '}{message}")
+    if not ok:
+        raise SystemExit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo")
     parser.add_argument("--customers", type=int, default=200)
@@ -56,15 +89,26 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     dbname = erp_db.erp_db_name()
-    print(f"==> 1/3 ERP sandbox: building database '{dbname}' with demo company data")
+    print(f"==> 1/4 ERP sandbox: building database '{dbname}' with demo company data")
     erp_db.build(dbname)
     with erp_db.connect(dbname) as conn:
         timings = erp_seed.seed(conn, customers=args.customers, skus=args.skus, seed=args.seed,
                                 history_days=args.history_days)
         print(f"    seeded in {sum(timings.values()):.1f} s")
 
-    print("==> 2/3 Airflow: metadata DB and pipelines")
+    print("==> 2/4 CRM sandbox (Zoho CRM v8 protocol), seeded from the same demo company")
+    crm = crm_sandbox(args.customers, args.skus, args.seed)
+    try:
+        return run_pipelines(dbname, started)
+    finally:
+        if crm:
+            crm.stop()
+
+
+def run_pipelines(dbname: str, started: float) -> int:
+    print("==> 3/4 Airflow: metadata DB, connections and pipelines")
     airflow_db_ready()
+    check_crm_connection()
     failed = []
     for dag_id, conf in FLOW_ORDER:
         t0 = time.monotonic()
@@ -73,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         if state != "success":
             failed.append(dag_id)
 
-    print("==> 3/3 what the systems hold now")
+    print("==> 4/4 what the systems hold now")
     with erp_db.connect(dbname) as conn:
         print_summary(conn)
+    stats = requests.get(f"{os.environ.get('CRM_SANDBOX_URL', 'http://127.0.0.1:8765')}/__sandbox/stats",
+                         timeout=10).json()
+    print("CRM sandbox holds:\n  " + ", ".join(f"{k} {v}" for k, v in stats["records"].items()))
     print(f"demo finished in {time.monotonic() - started:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

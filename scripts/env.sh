@@ -22,6 +22,13 @@ if [ ! -f "$SECRETS_FILE" ]; then
     echo "ERP_WRITE_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
   } > "$SECRETS_FILE"
 fi
+if ! grep -q '^ZOHO_CLIENT_ID=' "$SECRETS_FILE"; then  # OAuth client of the local CRM sandbox
+  {
+    echo "ZOHO_CLIENT_ID=1000.$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Z0-9')"
+    echo "ZOHO_CLIENT_SECRET=$(head -c 24 /dev/urandom | base64 | tr -dc 'a-z0-9')"
+    echo "ZOHO_REFRESH_TOKEN=1000.$(head -c 24 /dev/urandom | base64 | tr -dc 'a-f0-9').$(head -c 12 /dev/urandom | base64 | tr -dc 'a-f0-9')"
+  } >> "$SECRETS_FILE"
+fi
 set -a
 # shellcheck disable=SC1090
 . "$SECRETS_FILE"
@@ -34,7 +41,13 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$ROOT/plu
 export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 export PYTHONPATH="$ROOT:$ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
 
+# The Zoho CRM sandbox server (include/sandbox/crm): address and data folder.
+export CRM_SANDBOX_HOST="${CRM_SANDBOX_HOST:-127.0.0.1}"
+export CRM_SANDBOX_PORT="${CRM_SANDBOX_PORT:-8765}"
+export CRM_SANDBOX_URL="${CRM_SANDBOX_URL:-http://${CRM_SANDBOX_HOST}:${CRM_SANDBOX_PORT}}"
+
 # Airflow connections of the local setup (a real deployment defines these in its secrets backend).
 export AIRFLOW_CONN_ERP_READ="${AIRFLOW_CONN_ERP_READ:-postgresql://erp_reader:${ERP_READ_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
 export AIRFLOW_CONN_ERP_WRITE="${AIRFLOW_CONN_ERP_WRITE:-postgresql://erp_writer:${ERP_WRITE_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
+export AIRFLOW_CONN_ZOHO_CRM="${AIRFLOW_CONN_ZOHO_CRM:-{\"conn_type\": \"zoho_crm\", \"host\": \"${CRM_SANDBOX_URL}\", \"login\": \"${ZOHO_CLIENT_ID}\", \"password\": \"${ZOHO_CLIENT_SECRET}\", \"extra\": {\"accounts_url\": \"${CRM_SANDBOX_URL}\", \"file_upload_url\": \"${CRM_SANDBOX_URL}\", \"org_id\": \"60012345678\", \"refresh_token\": \"${ZOHO_REFRESH_TOKEN}\"}}}"
 export AIRFLOW_CONN_BRIDGE_DB="${AIRFLOW_CONN_BRIDGE_DB:-postgresql://${PGUSER}@${PGHOST}:${PGPORT}/${BRIDGE_DB}}"

@@ -11,6 +11,8 @@ import psycopg2
 import psycopg2.extras
 import pytest
 
+from include.sandbox.crm.process import CrmSandboxProcess
+
 os.environ.setdefault("PGHOST", "127.0.0.1")
 os.environ.setdefault("PGPORT", "5432")
 os.environ.setdefault("PGUSER", "postgres")
@@ -70,57 +72,14 @@ CRM_CREDENTIALS = {"ZOHO_CLIENT_ID": "1000.TESTCLIENT", "ZOHO_CLIENT_SECRET": "t
                    "ZOHO_REFRESH_TOKEN": "1000.test.refresh.token.Zk3"}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class CrmSandbox:
-    """A running CRM sandbox server process (real HTTP), controlled through /__sandbox/."""
+class CrmSandbox(CrmSandboxProcess):
+    """A running CRM sandbox server process (real HTTP) with the test OAuth client."""
 
     def __init__(self, data_dir, port: int | None = None):
-        import subprocess
-        import sys
-
-        self.data_dir, self.port = data_dir, port or _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = os.environ | CRM_CREDENTIALS
-        self.proc = subprocess.Popen([sys.executable, "-m", "include.sandbox.crm", "serve", "--port", str(self.port),
-                                      "--data-dir", str(data_dir)], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        import time
-
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"CRM sandbox exited: {self.proc.stdout.read()}")
-            try:
-                if requests.get(f"{self.url}/__sandbox/health", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("CRM sandbox did not start")
-
-    def admin(self, method: str, path: str, **kw):
-        import requests
-
-        resp = requests.request(method, f"{self.url}/__sandbox/{path}", timeout=60, **kw)
-        resp.raise_for_status()
-        return resp.json()
+        super().__init__(data_dir, port, env=CRM_CREDENTIALS)
 
     def reset(self, **body) -> dict:
-        return self.admin("POST", "reset", json={"customers": 30, "skus": 120} | body)
-
-    def configure(self, **settings) -> dict:
-        return self.admin("PUT", "config", json=settings)
+        return super().reset(**({"customers": 30, "skus": 120} | body))
 
     def client(self, **kw):
         from zoho_crm.client import _TOKEN_CACHE, ZohoCrmClient
@@ -131,13 +90,6 @@ class CrmSandbox:
                              client_secret=CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
                              refresh_token=CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"], org_id="60012345678",
                              backoff_base=kw.pop("backoff_base", 0.01), backoff_max=kw.pop("backoff_max", 0.2), **kw)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except Exception:
-            self.proc.kill()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Project files a user relies on: docker-compose.yaml, README's promises, the lock."""
 
+import json
 import re
 from pathlib import Path
 
@@ -12,7 +13,8 @@ def test_docker_compose_parses_and_names_every_service():
     compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
     services = compose["services"]
     for name in ("postgres", "redis", "erp-db", "mailpit", "airflow-apiserver", "airflow-scheduler",
-                 "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "airflow-init", "erp-sandbox-init"):
+                 "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "airflow-init", "erp-sandbox-init",
+                 "crm-sandbox"):
         assert name in services, name
     for name, svc in services.items():
         for dep in svc.get("depends_on", {}):
@@ -20,8 +22,13 @@ def test_docker_compose_parses_and_names_every_service():
     env = services["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     for conn in ("AIRFLOW_CONN_ERP_READ", "AIRFLOW_CONN_ERP_WRITE", "AIRFLOW_CONN_BRIDGE_DB",
-                 "AIRFLOW_CONN_SMTP_DEFAULT"):
+                 "AIRFLOW_CONN_SMTP_DEFAULT", "AIRFLOW_CONN_ZOHO_CRM"):
         assert conn in env, conn
+    zoho = json.loads(env["AIRFLOW_CONN_ZOHO_CRM"])
+    assert zoho["host"] == "http://crm-sandbox:8765" and zoho["extra"]["refresh_token"]
+    crm_env = services["crm-sandbox"]["environment"]
+    for var in ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"):  # server and client agree
+        assert crm_env[var].split(":-")[0] in env["AIRFLOW_CONN_ZOHO_CRM"]
     # the README promises these variables; the compose file must use each of them
     text = (ROOT / "docker-compose.yaml").read_text()
     readme = (ROOT / "README.md").read_text()

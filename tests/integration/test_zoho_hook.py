@@ -170,3 +170,55 @@ def test_field_check_against_crm_metadata(crm):
     problems = client.check_fields("Products", {"Avaliable_Qty": "double", "Product_Active": "text"})
     assert problems == ["Products.Avaliable_Qty does not exist in the CRM",
                         "Products.Product_Active is boolean, expected text"]
+
+
+def test_timeouts_are_retried_a_bounded_number_of_times(crm):
+    import threading
+
+    client = crm.client(timeout=0.25, max_retries=6)
+    client.access_token()  # the token endpoint is not slowed down; the API is
+    crm.configure(latency_ms=1000)
+    threading.Timer(0.6, lambda: crm.configure(latency_ms=0)).start()  # the slowness passes
+    assert client.request("GET", "/crm/v8/org").json()["org"][0]["id"] == "60012345678"
+    assert client.stats["retries"] >= 1
+    crm.configure(latency_ms=1000)
+    slow = crm.client(timeout=0.25, max_retries=2)
+    with pytest.raises(ZohoError) as exc:
+        slow.request("GET", "/crm/v8/org")
+    assert exc.value.code == "CONNECTION_FAILED" and slow.stats["retries"] == 2
+
+
+def test_watch_api_notifies_within_seconds(crm):
+    import http.server
+    import threading
+    import time
+
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = crm.client()
+        resp = client.request("POST", "/crm/v8/actions/watch", json={"watch": [{
+            "channel_id": "1000000068001", "events": ["Sales_Orders.edit"], "token": "shared-secret",
+            "notify_url": f"http://127.0.0.1:{server.server_port}/zoho/notify"}]})
+        assert resp.json()["watch"][0]["code"] == "SUCCESS"
+        order = next(client.iter_records("Sales_Orders", ["Status"]))
+        client.update("Sales_Orders", [{"id": order["id"], "Status": "Confirmed"}])
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received and received[0]["ids"] == [order["id"]]
+        assert received[0]["module"] == "Sales_Orders" and received[0]["operation"] == "edit"
+        assert received[0]["token"] == "shared-secret" and received[0]["channel_id"] == "1000000068001"
+    finally:
+        server.shutdown()
