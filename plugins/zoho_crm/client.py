@@ -335,15 +335,7 @@ class ZohoCrmClient:
             "resource": [{"type": "data", "module": {"api_name": module}, "file_id": file_id, "find_by": find_by,
                           "field_mappings": [{"api_name": c, "index": i} for i, c in enumerate(columns)]}]})
         job_id = job.json()["details"]["id"]
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.request("GET", f"/crm/bulk/v8/write/{job_id}").json()["data"][0]
-            if status["status"] in ("COMPLETED", "FAILED"):
-                break
-            if time.monotonic() > deadline:
-                raise ZohoError(0, "TIMEOUT", f"bulk write job {job_id} not finished after {timeout} s",
-                                path="/crm/bulk/v8/write")
-            time.sleep(poll_interval)
+        status = self._wait_for_job("write", job_id, "status", ("COMPLETED", "FAILED"), poll_interval, timeout)
         files = [r["file"] for r in status.get("resource", []) if "file" in r]
         result = BulkWriteResult(job_id, status["status"], *(sum(f.get(k, 0) for f in files) for k in
                                                               ("added_count", "updated_count", "skipped_count",
@@ -355,6 +347,19 @@ class ZohoCrmClient:
                 result.rows = list(csv.DictReader(io.TextIOWrapper(zf.open(zf.namelist()[0]), encoding="utf-8")))
         return result
 
+    def _wait_for_job(self, kind: str, job_id: str, state_key: str, final: tuple[str, ...], poll_interval: float,
+                      timeout: float) -> dict:
+        """Poll a bulk job until it reaches a final state (write jobs say `status`, read jobs `state`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.request("GET", f"/crm/bulk/v8/{kind}/{job_id}").json()["data"][0]
+            if job[state_key] in final:
+                return job
+            if time.monotonic() > deadline:
+                raise ZohoError(0, "TIMEOUT", f"bulk {kind} job {job_id} not finished after {timeout} s",
+                                path=f"/crm/bulk/v8/{kind}")
+            time.sleep(poll_interval)
+
     def bulk_read(self, module: str, fields: list[str], criteria: dict | None = None,
                   poll_interval: float = 1.0, timeout: float = 3600) -> Iterator[dict]:
         """Export records as CSV through bulk read jobs (200,000 rows per page)."""
@@ -365,14 +370,7 @@ class ZohoCrmClient:
                 query["criteria"] = criteria
             job_id = self.request("POST", "/crm/bulk/v8/read", json={"query": query, "file_type": "csv"}
                                   ).json()["data"][0]["details"]["id"]
-            deadline = time.monotonic() + timeout
-            while True:
-                job = self.request("GET", f"/crm/bulk/v8/read/{job_id}").json()["data"][0]
-                if job["state"] in ("COMPLETED", "FAILURE"):
-                    break
-                if time.monotonic() > deadline:
-                    raise ZohoError(0, "TIMEOUT", f"bulk read job {job_id} not finished", path="/crm/bulk/v8/read")
-                time.sleep(poll_interval)
+            job = self._wait_for_job("read", job_id, "state", ("COMPLETED", "FAILURE"), poll_interval, timeout)
             if job["state"] != "COMPLETED":
                 raise ZohoError(0, "BULK_READ_FAILED", f"bulk read job {job_id} failed", path="/crm/bulk/v8/read")
             url = job["result"]["download_url"]

@@ -470,10 +470,10 @@ def create_app(data_dir: str) -> FastAPI:
             data["result"] = {"download_url": f"/crm/bulk/v8/write/{job_id}/result"}
         return {"data": [data]}
 
-    @app.get("/crm/bulk/v8/write/{job_id}/result")
-    async def bulk_write_result(job_id: str):
-        path = store.data_dir / "bulk" / f"write-{job_id}.zip"
-        if not path.exists():
+    @app.get("/crm/bulk/v8/{kind}/{job_id}/result")
+    async def bulk_result(kind: str, job_id: str):
+        path = store.data_dir / "bulk" / f"{kind}-{job_id}.zip"
+        if kind not in ("read", "write") or not path.exists():
             return error(404, "RESOURCE_NOT_FOUND", "the result is not available")
         return Response(path.read_bytes(), media_type="application/zip")
 
@@ -562,13 +562,6 @@ def create_app(data_dir: str) -> FastAPI:
         if job["result"]:
             data["result"] = job["result"]
         return {"data": [data]}
-
-    @app.get("/crm/bulk/v8/read/{job_id}/result")
-    async def bulk_read_result(job_id: str):
-        path = store.data_dir / "bulk" / f"read-{job_id}.zip"
-        if not path.exists():
-            return error(404, "RESOURCE_NOT_FOUND", "the result is not available")
-        return Response(path.read_bytes(), media_type="application/zip")
 
     # ------------------------------------------------------------------------------ watch (notifications)
     @app.post("/crm/v8/actions/watch")
@@ -682,13 +675,27 @@ def create_app(data_dir: str) -> FastAPI:
         return {"data": data, "info": {"per_page": per_page, "count": len(data), "page": page,
                                        "more_records": len(rows) > per_page}}
 
-    @app.post("/crm/v8/{module}/upsert")
-    async def upsert(module: str, request: Request):
+    async def handle_write(module: str, mode: str, request: Request, record_id: str | None = None):
+        """Insert / update / upsert routes: module check, body, then the per-record write."""
         mod = module_or_error(module)
         if isinstance(mod, JSONResponse):
             return mod
         body = await body_json(request)
-        return body if isinstance(body, JSONResponse) else write_response(module, "upsert", body, request)
+        if isinstance(body, JSONResponse):
+            return body
+        if record_id is not None:  # PUT /{module}/{id}: the id (or external id) comes from the path
+            rid = external_id(module, record_id, request)
+            if isinstance(rid, JSONResponse):
+                return rid
+            items = body.get("data")
+            if isinstance(items, list) and len(items) == 1 and isinstance(items[0], dict):
+                items[0]["id"] = str(rid or record_id)
+        since = unmodified_since(request) if mode == "update" else None
+        return write_response(module, mode, body, request, since)
+
+    @app.post("/crm/v8/{module}/upsert")
+    async def upsert(module: str, request: Request):
+        return await handle_write(module, "upsert", request)
 
     def external_id(module: str, value: str, request: Request) -> int | None | JSONResponse:
         ext = request.headers.get("X-EXTERNAL")
@@ -717,19 +724,7 @@ def create_app(data_dir: str) -> FastAPI:
 
     @app.put("/crm/v8/{module}/{record_id}")
     async def update_one(module: str, record_id: str, request: Request):
-        mod = module_or_error(module)
-        if isinstance(mod, JSONResponse):
-            return mod
-        body = await body_json(request)
-        if isinstance(body, JSONResponse):
-            return body
-        rid = external_id(module, record_id, request)
-        if isinstance(rid, JSONResponse):
-            return rid
-        items = body.get("data")
-        if isinstance(items, list) and len(items) == 1 and isinstance(items[0], dict):
-            items[0]["id"] = str(rid or record_id)
-        return write_response(module, "update", body, request, unmodified_since(request))
+        return await handle_write(module, "update", request, record_id)
 
     @app.delete("/crm/v8/{module}/{record_id}")
     async def delete_one(module: str, record_id: str):
@@ -819,11 +814,7 @@ def create_app(data_dir: str) -> FastAPI:
 
     @app.post("/crm/v8/{module}")
     async def insert(module: str, request: Request):
-        mod = module_or_error(module)
-        if isinstance(mod, JSONResponse):
-            return mod
-        body = await body_json(request)
-        return body if isinstance(body, JSONResponse) else write_response(module, "insert", body, request)
+        return await handle_write(module, "insert", request)
 
     def unmodified_since(request: Request) -> float | None:
         header = request.headers.get("If-Unmodified-Since")
@@ -832,13 +823,7 @@ def create_app(data_dir: str) -> FastAPI:
 
     @app.put("/crm/v8/{module}")
     async def update(module: str, request: Request):
-        mod = module_or_error(module)
-        if isinstance(mod, JSONResponse):
-            return mod
-        body = await body_json(request)
-        if isinstance(body, JSONResponse):
-            return body
-        return write_response(module, "update", body, request, unmodified_since(request))
+        return await handle_write(module, "update", request)
 
     @app.delete("/crm/v8/{module}")
     async def delete_records(module: str, ids: str = ""):
