@@ -236,15 +236,20 @@ WHERE o.so_no = s.so_no
 UPDATE erp.sales_order SET updated_at = now()
 WHERE so_no IN (SELECT so_no FROM sim_pay WHERE so_no IS NOT NULL) AND status = 'Completed';
 
--- replenishment: bins projected below safety stock with nothing on order get a reorder request
-INSERT INTO erp.material_request (mr_no, sku, warehouse, qty, request_type, reason, required_by)
-SELECT erp.doc_no('MR', 'erp.mr_seq'),
-       b.sku, b.warehouse, greatest(ceil(2 * b.safety_stock - b.projected_14d), 1),
-       CASE WHEN i.is_manufactured THEN 'Manufacture' ELSE 'Purchase' END, 'REORDER', erp.today() + i.lead_time_days
+-- replenishment: bins projected below safety stock with nothing on order get a reorder request.
+-- Candidates are chosen before inserting: an INSERT whose NOT EXISTS reads the table it fills would
+-- rescan its own new rows for every candidate (quadratic on a busy day).
+CREATE TEMP TABLE sim_reorder ON COMMIT DROP AS
+SELECT b.sku, b.warehouse, greatest(ceil(2 * b.safety_stock - b.projected_14d), 1) AS qty,
+       CASE WHEN i.is_manufactured THEN 'Manufacture' ELSE 'Purchase' END AS request_type,
+       erp.today() + i.lead_time_days AS required_by
 FROM erp.bin b JOIN erp.item i USING (sku)
 WHERE b.projected_14d < b.safety_stock AND b.ordered_qty = 0 AND b.planned_qty = 0 AND i.is_stock_item
   AND NOT EXISTS (SELECT 1 FROM erp.material_request m
                   WHERE m.sku = b.sku AND m.warehouse = b.warehouse AND m.status = 'Pending');
+INSERT INTO erp.material_request (mr_no, sku, warehouse, qty, request_type, reason, required_by)
+SELECT erp.doc_no('MR', 'erp.mr_seq'), sku, warehouse, qty, request_type, 'REORDER', required_by
+FROM (SELECT * FROM sim_reorder ORDER BY sku, warehouse) r;
 
 -- pending requests become purchase orders (one per supplier) and production orders
 CREATE TEMP TABLE sim_mr ON COMMIT DROP AS
@@ -291,7 +296,9 @@ WHERE price_list = 'Standard Selling'
                                   FROM (SELECT max(item_id) AS n FROM erp.item) m,
                                        generate_series(1, greatest(1, ceil(m.n * 0.002)::int)) g));
 
--- derived figures: bins touched today or with dated events in the 14-day window, and every customer
+-- derived figures: bins touched today or with dated events in the 14-day window, and every customer.
+-- A busy day can grow the document tables many times over; fresh statistics keep the refresh plans sane.
+ANALYZE erp.material_request, erp.purchase_order_line, erp.production_order, erp.sales_order_line;
 SELECT erp.refresh_bins(ARRAY(
     SELECT DISTINCT sku FROM (
         SELECT sku FROM sim_touched
