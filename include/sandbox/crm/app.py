@@ -873,7 +873,7 @@ def create_app(data_dir: str) -> FastAPI:
         if isinstance(body, JSONResponse):
             return body
         store.reset()
-        state.set_config({k: v for k, v in asdict(Config()).items()})
+        state.set_config(asdict(Config()))
         state.credits.clear()
         state.stats.clear()
         counts = {}

@@ -100,7 +100,9 @@ class _Parser:
             self.take("kw", "by")
             while True:
                 name = self.take("word").value
-                desc = bool(self.accept("kw", "desc")) or (not self.accept("kw", "asc") and False)
+                desc = bool(self.accept("kw", "desc"))
+                if not desc:
+                    self.accept("kw", "asc")
                 order.append((name, desc))
                 if not self.accept("punct", ","):
                     break

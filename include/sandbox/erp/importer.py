@@ -67,7 +67,7 @@ def process_inbound(conn, batch_size: int = BATCH_SIZE) -> dict[str, dict[str, i
 
 def _drain(conn, table: str, post, batch_size: int) -> dict[str, int]:
     counts = {"processed": 0, "error": 0, "retry": 0}
-    seen: set[int] = set()
+    seen: set[int] = set()  # each row at most once per run, even one left NEW for a retry
     while True:
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             cur.execute(
