@@ -1,0 +1,95 @@
+"""Alerts: what happened, rendered for e-mail and for IM webhooks (WeCom, DingTalk, Feishu, Slack).
+
+Pure functions; sending lives in plugins/bridge_alerts. One alert per event per run: `claim()` records
+(flow, run id, event key) in bridge.alert_log and only the first claim may send.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+from dataclasses import dataclass, field
+
+IM_FORMATS = ("wecom", "dingtalk", "feishu", "slack")
+KIND_LABEL = {"task_failure": "Task failed", "gate_failure": "Data quality gate failed",
+              "business": "Business alert"}
+
+
+@dataclass
+class Alert:
+    kind: str                     # task_failure | gate_failure | business
+    flow: str                     # DAG / flow name
+    run_id: str                   # Airflow run id: dedup scope
+    event_key: str                # what happened, e.g. "gate" or "below_safety_stock"
+    title: str
+    lines: list[str] = field(default_factory=list)
+    link: str | None = None       # Airflow log, GX Data Docs, report
+    link_label: str = "Details"
+
+    @property
+    def headline(self) -> str:
+        return f"[{self.flow}] {KIND_LABEL.get(self.kind, self.kind)}: {self.title}"
+
+
+def email(alert: Alert) -> tuple[str, str]:
+    """(subject, html body)."""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in alert.lines)
+    link = (f'<p><a href="{html.escape(alert.link)}">{html.escape(alert.link_label)}</a></p>'
+            if alert.link else "")
+    body = (f"<h3>{html.escape(alert.headline)}</h3>"
+            f"<p>Flow <b>{html.escape(alert.flow)}</b>, run <code>{html.escape(alert.run_id)}</code></p>"
+            f"<ul>{items}</ul>{link}")
+    return alert.headline, body
+
+
+def im_payload(alert: Alert, fmt: str) -> dict:
+    """The JSON body each platform's group-robot webhook expects."""
+    lines = alert.lines + ([f"{alert.link_label}: {alert.link}"] if alert.link else [])
+    if fmt == "wecom":
+        text = "\n".join([f"**{alert.headline}**", f"> run: {alert.run_id}"] + [f"> {ln}" for ln in alert.lines])
+        if alert.link:
+            text += f"\n[{alert.link_label}]({alert.link})"
+        return {"msgtype": "markdown", "markdown": {"content": text}}
+    if fmt == "dingtalk":
+        text = "\n".join([f"#### {alert.headline}", f"run: {alert.run_id}", ""] + [f"- {ln}" for ln in alert.lines])
+        if alert.link:
+            text += f"\n\n[{alert.link_label}]({alert.link})"
+        return {"msgtype": "markdown", "markdown": {"title": alert.headline, "text": text}}
+    if fmt == "feishu":
+        return {"msg_type": "text", "content": {"text": "\n".join([alert.headline, f"run: {alert.run_id}", *lines])}}
+    if fmt == "slack":
+        blocks = [{"type": "header", "text": {"type": "plain_text", "text": alert.headline[:150]}},
+                  {"type": "section", "text": {"type": "mrkdwn",
+                                               "text": "\n".join([f"run `{alert.run_id}`"]
+                                                                 + [f"• {ln}" for ln in alert.lines])}}]
+        if alert.link:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{alert.link}|{alert.link_label}>"}})
+        return {"text": alert.headline, "blocks": blocks}
+    raise ValueError(f"unknown IM format {fmt!r}; use one of {', '.join(IM_FORMATS)}")
+
+
+def dingtalk_sign(secret: str, timestamp_ms: int) -> str:
+    """DingTalk robot 加签: base64(HMAC-SHA256(key=secret, msg=f'{timestamp}\\n{secret}')), sent url-encoded."""
+    digest = hmac.new(secret.encode(), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def feishu_sign(secret: str, timestamp_s: int) -> str:
+    """Feishu bot signature: base64(HMAC-SHA256(key=f'{timestamp}\\n{secret}', msg=b''))."""
+    digest = hmac.new(f"{timestamp_s}\n{secret}".encode(), b"", hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def claim(conn, alert: Alert, channels: list[str]) -> bool:
+    """True for the first claim of (flow, run, event); later claims in the same run return False."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO bridge.alert_log (flow, run_id, event_key, kind, title, channels)
+               VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1""",
+            (alert.flow, alert.run_id, alert.event_key, alert.kind, alert.title, channels),
+        )
+        first = cur.fetchone() is not None
+    conn.commit()
+    return first

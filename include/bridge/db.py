@@ -1,0 +1,22 @@
+"""The integration state DB (conn `bridge_db`): schema install and connections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql" / "bridge"
+
+
+def install_schema(conn) -> None:
+    """Create or complete schema `bridge` (every statement is idempotent)."""
+    with conn.cursor() as cur:
+        for path in sorted(SQL_DIR.glob("*.sql")):
+            cur.execute(path.read_text(encoding="utf-8"))
+    conn.commit()
+
+
+def connect(conn_id: str = "bridge_db"):
+    """A psycopg2 connection through the Airflow connection (imported lazily: callers may run without Airflow)."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=conn_id).get_conn()

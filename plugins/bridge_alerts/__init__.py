@@ -1,0 +1,1 @@
+"""Alert channels of the bridge: e-mail through the smtp provider, IM group robots through webhooks."""
