@@ -61,6 +61,24 @@ class ErpSandbox:
 
 
 @pytest.fixture(scope="module")
+def bridge():
+    """A fresh integration state DB with schema bridge: (database name, psycopg2 connection)."""
+    from include.bridge import db as bridge_db
+
+    name = f"bridge_test_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    conn = psycopg2.connect(dbname=name)
+    bridge_db.install_schema(conn)
+    bridge_db.install_schema(conn)  # idempotent
+    yield name, conn
+    conn.close()
+    admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="module")
 def erp():
     sandbox = ErpSandbox()
     yield sandbox

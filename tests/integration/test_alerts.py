@@ -6,14 +6,11 @@ import hmac
 import http.server
 import json
 import threading
-import uuid
 from email import message_from_bytes
 from urllib.parse import parse_qs, unquote, urlparse
 
-import psycopg2
 import pytest
 
-from include.bridge import db as bridge_db
 from include.bridge.alerts import Alert, im_payload
 from include.sandbox.crm.process import free_port
 
@@ -64,21 +61,6 @@ def smtp():
     controller.start()
     yield controller, Handler.messages
     controller.stop()
-
-
-@pytest.fixture(scope="module")
-def bridge():
-    name = f"bridge_test_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    conn = psycopg2.connect(dbname=name)
-    bridge_db.install_schema(conn)
-    bridge_db.install_schema(conn)  # idempotent
-    yield name, conn
-    conn.close()
-    admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 @pytest.fixture

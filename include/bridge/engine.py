@@ -1,0 +1,139 @@
+"""Sync-engine bookkeeping in the bridge DB: run ledger, watermarks, quarantine, audit.
+
+Plain functions over a psycopg2 connection (the caller commits where a step ends), so a flow's steps
+can be unit-tested without a scheduler. The batch id is derived from flow + Airflow run id: a retry or
+a clear of the same run reuses its batch (restaged from scratch), which keeps re-runs idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+import psycopg2.extras
+
+
+def batch_id_for(flow: str, run_id: str) -> str:
+    return f"{flow}-{hashlib.sha1(f'{flow}|{run_id}'.encode()).hexdigest()[:12]}"
+
+
+# ------------------------------------------------------------------------------------------- run ledger
+def start_run(conn, flow: str, run_id: str) -> str:
+    """Open (or reopen, on retry) the ledger row of this run; returns its batch id."""
+    batch_id = batch_id_for(flow, run_id)
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO bridge.run_ledger (batch_id, flow, airflow_run_id) VALUES (%s, %s, %s)
+               ON CONFLICT (batch_id) DO UPDATE SET status = 'running', started_at = now(), finished_at = NULL,
+                   message = NULL, rows_extracted = 0, rows_passed = 0, rows_loaded = 0, rows_quarantined = 0,
+                   rows_failed = 0, step_seconds = '{}'""",
+            (batch_id, flow, run_id),
+        )
+    conn.commit()
+    return batch_id
+
+
+def record_step(conn, batch_id: str, step: str, seconds: float, **counts: int) -> None:
+    """Add a step's duration and set counts (rows_extracted=…, rows_loaded=…) on the ledger row."""
+    sets = "".join(f", {name} = %s" for name in counts)
+    with conn.cursor() as cur:
+        cur.execute(f"""UPDATE bridge.run_ledger SET step_seconds = step_seconds || jsonb_build_object(%s, %s){sets}
+                        WHERE batch_id = %s""", (step, round(seconds, 3), *counts.values(), batch_id))
+    conn.commit()
+
+
+def finish_run(conn, batch_id: str, status: str, message: str | None = None) -> dict:
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("""UPDATE bridge.run_ledger SET status = %s, message = %s, finished_at = now()
+                       WHERE batch_id = %s RETURNING *""", (status, message, batch_id))
+        row = dict(cur.fetchone())
+    conn.commit()
+    return row
+
+
+def previous_count(conn, flow: str, batch_id: str) -> int | None:
+    """Rows extracted by the flow's last successful run (for the gate's row-count bounds)."""
+    with conn.cursor() as cur:
+        cur.execute("""SELECT rows_extracted FROM bridge.run_ledger
+                       WHERE flow = %s AND batch_id <> %s AND status IN ('success', 'partial')
+                       ORDER BY finished_at DESC LIMIT 1""", (flow, batch_id))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+# ------------------------------------------------------------------------------------------- watermarks
+def get_watermark(conn, flow: str, source: str = "default") -> dt.datetime | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT value FROM bridge.watermark WHERE flow = %s AND source = %s", (flow, source))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def advance_watermark(conn, flow: str, value: dt.datetime, run_id: str, source: str = "default") -> None:
+    """Move forward only: a backfill of an old interval never moves the watermark back."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO bridge.watermark (flow, source, value, run_id) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (flow, source) DO UPDATE SET value = excluded.value, run_id = excluded.run_id,
+                   updated_at = now()
+               WHERE bridge.watermark.value < excluded.value""",
+            (flow, source, value, run_id),
+        )
+
+
+# ------------------------------------------------------------------------------------------- quarantine
+def quarantine(conn, flow: str, batch_id: str, rows: list[tuple[str, dict, list[str]]]) -> int:
+    """(business key, payload, reasons) per bad record. An open entry for the same key is refreshed, not
+    duplicated, so a record that keeps failing run after run is one row with the latest reasons."""
+    if not rows:
+        return 0
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS q_in (business_key text, payload jsonb, reasons text[]) "
+                    "ON COMMIT DROP; TRUNCATE q_in")
+        psycopg2.extras.execute_values(
+            cur, "INSERT INTO q_in VALUES %s",
+            [(key, json.dumps(payload, default=str, ensure_ascii=False), reasons) for key, payload, reasons in rows],
+            page_size=5000)
+        cur.execute("""UPDATE bridge.quarantine q SET payload = i.payload, reasons = i.reasons, batch_id = %s,
+                           created_at = now()
+                       FROM q_in i WHERE q.flow = %s AND q.status = 'open' AND q.business_key = i.business_key""",
+                    (batch_id, flow))
+        cur.execute("""INSERT INTO bridge.quarantine (flow, batch_id, business_key, payload, reasons)
+                       SELECT %s, %s, i.business_key, i.payload, i.reasons FROM q_in i
+                       WHERE NOT EXISTS (SELECT 1 FROM bridge.quarantine q WHERE q.flow = %s AND q.status = 'open'
+                                         AND q.business_key = i.business_key)""", (flow, batch_id, flow))
+    return len(rows)
+
+
+def open_quarantine(conn, flow: str) -> list[dict]:
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("SELECT * FROM bridge.quarantine WHERE flow = %s AND status = 'open' ORDER BY business_key",
+                    (flow,))
+        return [dict(r) for r in cur.fetchall()]
+
+
+def resolve_quarantine(conn, flow: str, business_keys: list[str], status: str = "replayed",
+                       by: str | None = None) -> int:
+    """Mark open entries replayed (their records passed the gate and loaded) or dismissed (by a person)."""
+    with conn.cursor() as cur:
+        cur.execute("""UPDATE bridge.quarantine SET status = %s, resolved_at = now(), resolved_by = %s
+                       WHERE flow = %s AND status = 'open' AND business_key = ANY (%s)""",
+                    (status, by, flow, business_keys))
+        return cur.rowcount
+
+
+# ------------------------------------------------------------------------------------------------ audit
+def audit(conn, flow: str, target_system: str, entity: str, changes: list[tuple[str, dict | None, dict | None]],
+          run_id: str, batch_id: str) -> int:
+    """One audit row per written record: (business key, before, after)."""
+    if not changes:
+        return 0
+    with conn.cursor() as cur:
+        psycopg2.extras.execute_values(cur, """
+            INSERT INTO bridge.audit_log (flow, target_system, entity, business_key, before, after, run_id, batch_id)
+            VALUES %s""", [(flow, target_system, entity, key,
+                            json.dumps(before, default=str, ensure_ascii=False) if before is not None else None,
+                            json.dumps(after, default=str, ensure_ascii=False) if after is not None else None,
+                            run_id, batch_id) for key, before, after in changes], page_size=5000)
+    return len(changes)

@@ -1,0 +1,145 @@
+"""The Great Expectations gate on a staged batch.
+
+The suite is data: expectations/<flow>.json, one expectation list in GX 1.x's JSON shape, each
+expectation marked `"meta": {"level": "batch" | "row"}`, and gate settings in the suite's `meta`:
+`max_failing_share` (share of rows that may fail row-level expectations and be quarantined while the
+rest loads; above it nothing loads) and `row_count` bounds relative to the previous run.
+
+- Batch-level expectations (row count, columns) run once inside PostgreSQL through GX's SQL data
+  source: any failure stops the whole batch.
+- Row-level expectations run on bounded chunks read with a server-side cursor (`chunk_rows` at a time),
+  so 1,000,000 staged rows never sit in memory together; GX reports the failing rows by `row_no`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
+@dataclass
+class GateResult:
+    flow: str
+    batch_id: str
+    rows: int
+    may_load: bool
+    bad_rows: dict[int, list[str]] = field(default_factory=dict)   # row_no -> failed expectations
+    failures: dict[str, int] = field(default_factory=dict)         # expectation -> failing rows (row level)
+    batch_failures: list[str] = field(default_factory=list)        # failed batch-level expectations
+    threshold: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def failing_share(self) -> float:
+        return len(self.bad_rows) / self.rows if self.rows else 0.0
+
+    def summary(self) -> list[str]:
+        lines = [f"{f}" for f in self.batch_failures]
+        lines += [f"{name}: {n:,} rows" for name, n in sorted(self.failures.items(), key=lambda kv: -kv[1])]
+        if self.bad_rows and not self.batch_failures:
+            lines.append(f"{len(self.bad_rows):,} of {self.rows:,} rows failed ({self.failing_share:.1%}; "
+                         f"the limit is {self.threshold:.1%})")
+        return lines
+
+
+def load_suite(flow: str, directory: Path = EXPECTATIONS_DIR) -> dict:
+    path = directory / f"{flow}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no expectation suite for flow {flow}: {path} is missing")
+    suite = json.loads(path.read_text(encoding="utf-8"))
+    for n, e in enumerate(suite.get("expectations", [])):
+        if (e.get("meta") or {}).get("level") not in ("batch", "row"):
+            raise ValueError(f"{path.name}: expectation {n} ({e.get('type')}) needs meta.level 'batch' or 'row'")
+    return suite
+
+
+def describe(config) -> str:
+    """expect_column_values_to_be_between(on_hand, min_value=0): readable for quarantine reasons and alerts."""
+    kwargs = {k: int(v) if isinstance(v, float) and v.is_integer() else v
+              for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
+    column = kwargs.pop("column", None)
+    for k, v in kwargs.items():
+        if isinstance(v, list | set | tuple) and len(v) > 10:  # a reason stays short
+            kwargs[k] = f"<{len(v)} values>"
+    args = ([column] if column else []) + [f"{k}={v}" for k, v in kwargs.items() if not isinstance(v, dict)]
+    return f"{config.type}({', '.join(str(a) for a in args)})"
+
+
+def _context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
+def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str, columns: list[str],
+             parameters: dict | None = None, chunk_rows: int = 100_000, suite: dict | None = None) -> GateResult:
+    """Validate the staged rows of `batch_id` in `table` (which has batch_id and row_no columns)."""
+    import great_expectations as gx
+
+    for name in (table, batch_id, *columns):
+        if not SAFE_NAME.match(name):
+            raise ValueError(f"unsafe identifier for the gate: {name!r}")
+    started = time.monotonic()
+    suite = suite or load_suite(flow)
+    settings = suite.get("meta") or {}
+    threshold = float(settings.get("max_failing_share", 0.0))
+    by_level = {level: [e for e in suite["expectations"] if e["meta"]["level"] == level] for level in ("batch", "row")}
+    ctx = _context()
+    result = GateResult(flow, batch_id, 0, True, threshold=threshold)
+
+    # batch level, inside PostgreSQL
+    cols = ", ".join(["row_no", *columns])
+    source = ctx.data_sources.add_postgres("staging", connection_string=sqlalchemy_url)
+    asset = source.add_query_asset("batch", query=f"SELECT {cols} FROM {table} WHERE batch_id = '{batch_id}'")
+    batch_suite = ctx.suites.add(gx.ExpectationSuite(name=f"{flow}.batch", expectations=by_level["batch"]))
+    batch_run = ctx.validation_definitions.add(gx.ValidationDefinition(
+        name=f"{flow}.batch", data=asset.add_batch_definition_whole_table("all"), suite=batch_suite))
+    outcome = batch_run.run(expectation_parameters=parameters or {})
+    for r in outcome.results:
+        if not r.success:
+            observed = r.result.get("observed_value")
+            result.batch_failures.append(f"{describe(r.expectation_config)}: observed {observed}")
+
+    # row level, chunk by chunk
+    row_suite = ctx.suites.add(gx.ExpectationSuite(name=f"{flow}.row", expectations=by_level["row"]))
+    frames = ctx.data_sources.add_pandas("chunks").add_dataframe_asset("chunk")
+    row_run = ctx.validation_definitions.add(gx.ValidationDefinition(
+        name=f"{flow}.row", data=frames.add_batch_definition_whole_dataframe("chunk"), suite=row_suite))
+    result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": ["row_no"],
+                     "partial_unexpected_count": 0}
+    import pandas as pd
+
+    with conn.cursor(name=f"gate_{int(time.time() * 1000)}") as cur:  # server-side: bounded memory
+        cur.itersize = chunk_rows
+        cur.execute(f"SELECT {cols} FROM {table} WHERE batch_id = %s ORDER BY row_no", (batch_id,))
+        while rows := cur.fetchmany(chunk_rows):
+            frame = pd.DataFrame.from_records(rows, columns=["row_no", *columns])
+            result.rows += len(frame)
+            checked = row_run.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {},
+                                  result_format=result_format)
+            for r in checked.results:
+                if r.success:
+                    continue
+                name = describe(r.expectation_config)
+                failing = r.result.get("unexpected_index_list") or []
+                result.failures[name] = result.failures.get(name, 0) + len(failing)
+                for item in failing:
+                    result.bad_rows.setdefault(int(item["row_no"]), []).append(name)
+    conn.commit()
+    result.may_load = not result.batch_failures and result.failing_share <= threshold
+    result.seconds = round(time.monotonic() - started, 3)
+    log.info("gate %s %s: %s rows, %s failing, %s", flow, batch_id, result.rows, len(result.bad_rows),
+             "may load" if result.may_load else "blocked")
+    return result

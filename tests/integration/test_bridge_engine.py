@@ -1,0 +1,148 @@
+"""Sync-engine bookkeeping and the Great Expectations gate, on a real bridge DB."""
+
+import datetime as dt
+
+import psycopg2.extras
+import pytest
+
+from include.bridge import engine
+from include.bridge.gate import load_suite, run_gate
+
+FLOW = "erp_stock_to_crm"
+COLUMNS = ["sku", "warehouse", "uom", "on_hand", "reserved", "available", "incoming_po", "incoming_mo",
+           "projected_14d", "safety_stock", "updated_at", "known_sku"]
+PARAMS = {"min_rows": 1, "max_rows": 10_000_000, "warehouses": ["SH01", "SZ01", "SZ02"]}
+
+
+@pytest.fixture(scope="module")
+def staging(bridge):
+    name, conn = bridge
+    with conn.cursor() as cur:
+        cur.execute("""CREATE TABLE IF NOT EXISTS bridge.stg_gate_test (
+                           batch_id text NOT NULL, row_no bigint NOT NULL, sku text, warehouse text, uom text,
+                           on_hand numeric, reserved numeric, available numeric, incoming_po numeric,
+                           incoming_mo numeric, projected_14d numeric, safety_stock numeric, updated_at timestamptz,
+                           known_sku boolean, PRIMARY KEY (batch_id, row_no))""")
+    conn.commit()
+    info = conn.info
+    return conn, f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{name}"
+
+
+def stage(conn, batch_id, n, dirty=()):
+    """n clean rows, then dirty overrides {row_no: {column: value}}."""
+    dirty = dict(dirty)
+    rows = []
+    for i in range(n):
+        row = {"sku": f"MTR-{i:06d}", "warehouse": ("SH01", "SZ01", "SZ02")[i % 3], "uom": "PCS", "on_hand": 10,
+               "reserved": 2, "available": 8, "incoming_po": 0, "incoming_mo": 0, "projected_14d": 8,
+               "safety_stock": 1, "updated_at": dt.datetime(2026, 11, 24, tzinfo=dt.UTC), "known_sku": True}
+        row.update(dirty.get(i, {}))
+        rows.append((batch_id, i, *[row[c] for c in COLUMNS]))
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM bridge.stg_gate_test WHERE batch_id = %s", (batch_id,))
+        sql = f"INSERT INTO bridge.stg_gate_test (batch_id, row_no, {', '.join(COLUMNS)}) VALUES %s"
+        psycopg2.extras.execute_values(cur, sql, rows, page_size=10_000)
+    conn.commit()
+
+
+def gate(staging, batch_id, **kw):
+    conn, url = staging
+    return run_gate(conn, url, flow=FLOW, table="bridge.stg_gate_test", batch_id=batch_id, columns=COLUMNS,
+                    parameters=kw.pop("parameters", PARAMS), **kw)
+
+
+def test_suite_is_loaded_from_the_expectations_folder():
+    suite = load_suite(FLOW)
+    assert suite["name"] == FLOW and suite["meta"]["max_failing_share"] == 0.05
+    assert {e["meta"]["level"] for e in suite["expectations"]} == {"batch", "row"}
+    with pytest.raises(FileNotFoundError, match="no expectation suite for flow nope"):
+        load_suite("nope")
+
+
+def test_dirty_rows_are_named_with_their_failed_expectations(staging):
+    stage(staging[0], "b-dirty", 1000, {7: {"on_hand": -5}, 20: {"known_sku": False, "sku": "NOPE-1"},
+                                        33: {"sku": None}, 40: {"warehouse": "XX9"}})
+    result = gate(staging, "b-dirty")
+    assert result.may_load and result.rows == 1000 and not result.batch_failures
+    assert set(result.bad_rows) == {7, 20, 33, 40}
+    assert result.bad_rows[7] == ["expect_column_values_to_be_between(on_hand, min_value=0)"]
+    assert result.bad_rows[20] == ["expect_column_values_to_be_in_set(known_sku, value_set=[True])"]
+    assert result.bad_rows[33] == ["expect_column_values_to_not_be_null(sku)"]
+    assert result.bad_rows[40] == ["expect_column_values_to_be_in_set(warehouse, value_set=['SH01', 'SZ01', 'SZ02'])"]
+    assert any("4 of 1,000 rows failed" in line for line in result.summary())
+
+
+def test_over_threshold_batch_may_not_load(staging):
+    stage(staging[0], "b-bad", 200, {i: {"on_hand": -1} for i in range(0, 200, 10)})  # 10 % > 5 %
+    result = gate(staging, "b-bad")
+    assert not result.may_load and len(result.bad_rows) == 20
+    assert result.failures == {"expect_column_values_to_be_between(on_hand, min_value=0)": 20}
+
+
+def test_batch_level_failures_stop_the_batch(staging):
+    stage(staging[0], "b-small", 50)
+    result = gate(staging, "b-small", parameters=PARAMS | {"min_rows": 900, "max_rows": 1100})
+    assert not result.may_load and not result.bad_rows
+    assert result.batch_failures == ["expect_table_row_count_to_be_between(min_value=900, max_value=1100): observed 50"]
+
+
+def test_large_batch_is_validated_in_bounded_chunks(staging):
+    n = 120_000
+    stage(staging[0], "b-large", n, {5: {"on_hand": -1}, 60_000: {"sku": None}, n - 1: {"reserved": -2}})
+    result = gate(staging, "b-large", chunk_rows=25_000)
+    assert result.rows == n and set(result.bad_rows) == {5, 60_000, n - 1} and result.may_load
+
+
+def test_run_ledger_is_reused_by_retries(bridge):
+    conn = bridge[1]
+    first = engine.start_run(conn, FLOW, "scheduled__2026-11-24T08:00:00+00:00")
+    engine.record_step(conn, first, "extract", 1.25, rows_extracted=10)
+    again = engine.start_run(conn, FLOW, "scheduled__2026-11-24T08:00:00+00:00")
+    assert again == first
+    engine.record_step(conn, again, "extract", 0.5, rows_extracted=12)
+    engine.record_step(conn, again, "load", 2.0, rows_loaded=11, rows_quarantined=1)
+    row = engine.finish_run(conn, again, "partial", "1 row quarantined")
+    assert (row["rows_extracted"], row["rows_loaded"], row["rows_quarantined"], row["status"]) == (12, 11, 1, "partial")
+    assert row["step_seconds"] == {"extract": 0.5, "load": 2.0}
+    other = engine.start_run(conn, FLOW, "scheduled__2026-11-24T08:15:00+00:00")
+    assert other != first and engine.previous_count(conn, FLOW, other) == 12
+
+
+def test_watermark_only_moves_forward(bridge):
+    conn = bridge[1]
+    t1, t0 = dt.datetime(2026, 11, 24, 8, tzinfo=dt.UTC), dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    assert engine.get_watermark(conn, "wm_test") is None
+    engine.advance_watermark(conn, "wm_test", t1, "run-1")
+    engine.advance_watermark(conn, "wm_test", t0, "backfill-old")  # an old interval replayed
+    conn.commit()
+    assert engine.get_watermark(conn, "wm_test") == t1
+
+
+def test_quarantine_refreshes_open_entries_and_resolves(bridge):
+    conn = bridge[1]
+    engine.quarantine(conn, "q_test", "b1", [("MTR-1", {"on_hand": -1}, ["on_hand < 0"]),
+                                             ("MTR-2", {"sku": None}, ["sku is null"])])
+    engine.quarantine(conn, "q_test", "b2", [("MTR-1", {"on_hand": -3}, ["on_hand < 0"])])
+    conn.commit()
+    rows = engine.open_quarantine(conn, "q_test")
+    assert [(r["business_key"], r["batch_id"], r["payload"]) for r in rows] == [
+        ("MTR-1", "b2", {"on_hand": -3}), ("MTR-2", "b1", {"sku": None})]
+    assert engine.resolve_quarantine(conn, "q_test", ["MTR-1"], "replayed", "run-9") == 1
+    conn.commit()
+    assert [r["business_key"] for r in engine.open_quarantine(conn, "q_test")] == ["MTR-2"]
+    many = [(f"K{i}", {"i": i}, ["bad"]) for i in range(12_000)]  # more than one execute_values page
+    engine.quarantine(conn, "q_many", "b1", many)
+    conn.commit()
+    assert len(engine.open_quarantine(conn, "q_many")) == 12_000
+
+
+def test_audit_rows_keep_before_and_after(bridge):
+    conn = bridge[1]
+    n = engine.audit(conn, FLOW, "crm", "product", [("MTR-000001", {"Qty_in_Stock": 5}, {"Qty_in_Stock": 7}),
+                                                    ("MTR-000002", None, {"Qty_in_Stock": 1})], "run-1", "b-1")
+    conn.commit()
+    with conn.cursor() as cur:
+        cur.execute("SELECT business_key, before, after FROM bridge.audit_log WHERE batch_id = 'b-1' ORDER BY 1")
+        assert cur.fetchall() == [("MTR-000001", {"Qty_in_Stock": 5}, {"Qty_in_Stock": 7}),
+                                  ("MTR-000002", None, {"Qty_in_Stock": 1})]
+    assert n == 2
