@@ -40,6 +40,9 @@ def send_alert(alert: Alert, *, email_to: str | Iterable[str] | None = None, smt
     from bridge_alerts.im_webhook import ImWebhookHook
 
     for conn_id in im_conn_ids:
+        if not _configured(conn_id):
+            log.info("alert channel %s is not configured; skipped", conn_id)
+            continue
         try:
             fmt = ImWebhookHook(conn_id).send(lambda f: alerts.im_payload(alert, f))
             sent.append(f"im:{conn_id}:{fmt}")
@@ -51,10 +54,34 @@ def send_alert(alert: Alert, *, email_to: str | Iterable[str] | None = None, smt
     return sent
 
 
+def _configured(conn_id: str) -> bool:
+    from airflow.sdk import BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except Exception:  # AirflowNotFoundException and friends: no such connection
+        return False
+    return True
+
+
+def alert_sender(bridge_conn, email_variable: str = "bridge_alert_email", im_conn_ids: Iterable[str] = ("im_webhook",)):
+    """A send function for flows: e-mail to the addresses in an Airflow Variable (if set), IM on the given
+    connections (if defined), deduplicated per run through the bridge DB."""
+    from airflow.sdk import Variable
+
+    email_to = Variable.get(email_variable, default=None) or None
+
+    def send(alert: Alert) -> list[str]:
+        return send_alert(alert, email_to=email_to, im_conn_ids=im_conn_ids, bridge_conn=bridge_conn)
+
+    return send
+
+
 class BridgeFailureNotifier(BaseNotifier):
     """on_failure_callback: one alert per failed task per run, on e-mail and IM."""
 
     template_fields = ("email_to",)
+    # an empty rendered address list means: no e-mail, IM only
 
     def __init__(self, *, email_to: str | list[str] | None = None, smtp_conn_id: str = "smtp_default",
                  im_conn_ids: Iterable[str] = ("im_webhook",), bridge_conn_id: str | None = "bridge_db"):
@@ -65,6 +92,8 @@ class BridgeFailureNotifier(BaseNotifier):
     def notify(self, context) -> None:
         ti = context["ti"]
         exception = context.get("exception")
+        if getattr(exception, "alert_sent", False):  # e.g. a gate block: its own alert already went out
+            return
         alert = Alert(
             kind="task_failure", flow=ti.dag_id, run_id=ti.run_id, event_key=f"task_failure:{ti.task_id}",
             title=f"task {ti.task_id} failed (try {getattr(ti, 'try_number', '?')})",
@@ -79,7 +108,8 @@ class BridgeFailureNotifier(BaseNotifier):
             except Exception as exc:  # better a duplicate alert than none
                 log.warning("bridge DB unavailable for alert dedup: %s", type(exc).__name__)
         try:
-            send_alert(alert, email_to=self.email_to, smtp_conn_id=self.smtp_conn_id, im_conn_ids=self.im_conn_ids,
+            send_alert(alert, email_to=self.email_to or None, smtp_conn_id=self.smtp_conn_id,
+                       im_conn_ids=self.im_conn_ids,
                        bridge_conn=bridge_conn)
         finally:
             if bridge_conn is not None:

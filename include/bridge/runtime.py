@@ -1,0 +1,60 @@
+"""The three systems a flow task talks to, opened from Airflow connections (ids configurable per flow).
+
+Tests build the same object from plain connections (`Systems.from_connections`), so flow functions
+never care where their connections came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Systems:
+    bridge_conn_id: str = "bridge_db"
+    erp_conn_id: str = "erp_read"
+    crm_conn_id: str = "zoho_crm"
+    _open: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_connections(cls, bridge, bridge_url: str, erp=None, crm=None) -> Systems:
+        return cls(_open={"bridge": bridge, "bridge_url": bridge_url, "erp": erp, "crm": crm})
+
+    def bridge(self):
+        if "bridge" not in self._open:
+            from include.bridge import db
+
+            self._open["bridge"] = db.connect(self.bridge_conn_id)
+        return self._open["bridge"]
+
+    def bridge_url(self) -> str:
+        """SQLAlchemy URL of the bridge DB (for GX's SQL data source); never logged."""
+        if "bridge_url" not in self._open:
+            from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+            url = PostgresHook(postgres_conn_id=self.bridge_conn_id).sqlalchemy_url
+            self._open["bridge_url"] = url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+        return self._open["bridge_url"]
+
+    def erp(self):
+        if self._open.get("erp") is None:
+            from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+            self._open["erp"] = PostgresHook(postgres_conn_id=self.erp_conn_id).get_conn()
+        return self._open["erp"]
+
+    def crm(self):
+        if self._open.get("crm") is None:
+            from zoho_crm.hook import ZohoCrmHook
+
+            self._open["crm"] = ZohoCrmHook(self.crm_conn_id).get_conn()
+        return self._open["crm"]
+
+    def __enter__(self) -> Systems:
+        return self
+
+    def __exit__(self, *_) -> None:
+        for name in ("bridge", "erp"):
+            conn = self._open.pop(name, None)
+            if conn is not None:
+                conn.close()
