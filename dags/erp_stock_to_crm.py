@@ -32,8 +32,8 @@ ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_
     tags=["stage-1", "erp-to-crm"],
     doc_md=__doc__,
     params={"replay_quarantine": Param(False, type="boolean", description="re-submit quarantined SKUs")},
-    default_args={"owner": "integration", "retries": 2, "retry_delay": pendulum.duration(minutes=1),
-                  "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+    # retry delay: Airflow's [core] default_task_retry_delay (300 s unless configured)
+    default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
 )
 def erp_stock_to_crm():
     @task

@@ -15,8 +15,16 @@ def install_schema(conn) -> None:
     conn.commit()
 
 
-def connect(conn_id: str = "bridge_db"):
-    """A psycopg2 connection through the Airflow connection (imported lazily: callers may run without Airflow)."""
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
+def connect(conn_id: str = "bridge_db", **options):
+    """A psycopg2 connection from an Airflow connection's fields.
 
-    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+    The postgres provider's hook may hand out psycopg 3 connections; the flows use psycopg2's COPY
+    streaming and execute_values, so the connection is opened here from the same fields."""
+    import psycopg2
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson or {}
+    return psycopg2.connect(host=conn.host, port=conn.port or 5432, user=conn.login, password=conn.password,
+                            dbname=conn.schema, sslmode=extra.get("sslmode"), connect_timeout=int(extra.get(
+                                "connect_timeout", 30)), application_name=f"crm-erp-bridge:{conn_id}", **options)

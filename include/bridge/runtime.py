@@ -30,17 +30,20 @@ class Systems:
     def bridge_url(self) -> str:
         """SQLAlchemy URL of the bridge DB (for GX's SQL data source); never logged."""
         if "bridge_url" not in self._open:
-            from airflow.providers.postgres.hooks.postgres import PostgresHook
+            from airflow.sdk import BaseHook
+            from sqlalchemy.engine import URL
 
-            url = PostgresHook(postgres_conn_id=self.bridge_conn_id).sqlalchemy_url
-            self._open["bridge_url"] = url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+            c = BaseHook.get_connection(self.bridge_conn_id)
+            url = URL.create("postgresql+psycopg2", username=c.login, password=c.password, host=c.host,
+                             port=c.port or 5432, database=c.schema)
+            self._open["bridge_url"] = url.render_as_string(hide_password=False)
         return self._open["bridge_url"]
 
     def erp(self):
         if self._open.get("erp") is None:
-            from airflow.providers.postgres.hooks.postgres import PostgresHook
+            from include.bridge import db
 
-            self._open["erp"] = PostgresHook(postgres_conn_id=self.erp_conn_id).get_conn()
+            self._open["erp"] = db.connect(self.erp_conn_id)
         return self._open["erp"]
 
     def crm(self):

@@ -1,8 +1,10 @@
 """Zoho CRM REST API v8 client: what the flows need, with Zoho's rules built in.
 
-- OAuth refresh-token flow: the access token is cached (per process) and refreshed only when it is
-  about to expire, or once when the API answers INVALID_TOKEN. Zoho lets one refresh token mint at
-  most 10 access tokens per 10 minutes, so never refreshing per request matters.
+- OAuth refresh-token flow: the access token is cached and refreshed only when it is about to expire,
+  or once when the API answers INVALID_TOKEN. Zoho lets one refresh token mint at most 10 access
+  tokens per 10 minutes, and Airflow runs every task in its own process, so the cache is shared
+  between processes through a private file (0600 in a 0700 folder; the file name is a hash, the
+  content the access token and its expiry) and minting is serialized with a file lock.
 - Retries: 429, 5xx, timeouts and dropped connections are retried with exponential backoff and full
   jitter, bounded by `max_retries`. A 4xx data error is never retried. Inserts are not retried after
   an ambiguous failure (the write may have happened); upserts and updates are idempotent and are.
@@ -16,10 +18,14 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
+import json
 import logging
+import os
 import random
+import tempfile
 import threading
 import time
 import zipfile
@@ -85,7 +91,7 @@ class ZohoCrmClient:
     def __init__(self, api_url: str, accounts_url: str, client_id: str, client_secret: str, refresh_token: str,
                  file_upload_url: str | None = None, org_id: str | None = None, timeout: float = 30.0,
                  max_retries: int = 6, backoff_base: float = 0.5, backoff_max: float = 30.0,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, token_cache_dir: str | None = None):
         self.api_url = api_url.rstrip("/")
         self.accounts_url = accounts_url.rstrip("/")
         self.file_upload_url = (file_upload_url or api_url).rstrip("/")
@@ -94,6 +100,7 @@ class ZohoCrmClient:
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self._client_id, self._client_secret, self._refresh_token = client_id, client_secret, refresh_token
         self._cache_key = hashlib.sha256(f"{self.accounts_url}|{client_id}|{refresh_token}".encode()).hexdigest()
+        self._cache_dir = token_cache_dir or os.path.join(tempfile.gettempdir(), f"zoho-token-cache-{os.getuid()}")
         self.session = session or requests.Session()
         self.stats = {"requests": 0, "retries": 0, "token_refreshes": 0}
 
@@ -101,14 +108,47 @@ class ZohoCrmClient:
         return f"ZohoCrmClient(api_url={self.api_url!r}, accounts_url={self.accounts_url!r})"
 
     # ------------------------------------------------------------------------------------------ OAuth
-    def access_token(self, force_refresh: bool = False) -> str:
+    def access_token(self, force_refresh: bool = False, rejected: str | None = None) -> str:
+        """A valid access token: from this process, else from the shared file, else freshly minted.
+
+        `force_refresh` (after INVALID_TOKEN) skips the token that was `rejected`, but still takes one
+        another process minted after it (a later expiry), rather than minting again."""
         with _TOKEN_LOCK:
             cached = _TOKEN_CACHE.get(self._cache_key)
             if cached and not force_refresh and cached[1] > time.time() + 60:
                 return cached[0]
-            token, expires_in = self._mint_token()
-            _TOKEN_CACHE[self._cache_key] = (token, time.time() + expires_in)
-            return token
+            os.makedirs(self._cache_dir, mode=0o700, exist_ok=True)
+            path = os.path.join(self._cache_dir, f"{self._cache_key}.json")
+            with open(path + ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one process mints, the others then read its token
+                shared = self._read_shared(path)
+                newer = not force_refresh or (shared and shared[0] != rejected and (cached is None
+                                                                                     or shared[1] > cached[1]))
+                if shared and shared[1] > time.time() + 60 and newer:
+                    _TOKEN_CACHE[self._cache_key] = shared
+                    return shared[0]
+                token, expires_in = self._mint_token()
+                entry = (token, time.time() + expires_in)
+                self._write_shared(path, entry)
+                _TOKEN_CACHE[self._cache_key] = entry
+                return token
+
+    @staticmethod
+    def _read_shared(path: str) -> tuple[str, float] | None:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            return data["token"], float(data["expires_at"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    @staticmethod
+    def _write_shared(path: str, entry: tuple[str, float]) -> None:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"token": entry[0], "expires_at": entry[1]}, f)
+        os.replace(tmp, path)
 
     def _mint_token(self) -> tuple[str, int]:
         url = f"{self.accounts_url}/oauth/v2/token"
@@ -152,7 +192,8 @@ class ZohoCrmClient:
         refreshed = False
         attempt = 0
         while True:
-            hdrs = {"Authorization": f"Zoho-oauthtoken {self.access_token()}"} | (headers or {})
+            token = self.access_token()
+            hdrs = {"Authorization": f"Zoho-oauthtoken {token}"} | (headers or {})
             self.stats["requests"] += 1
             try:
                 resp = self.session.request(method, url, params=params, json=json, headers=hdrs, files=files,
@@ -174,7 +215,7 @@ class ZohoCrmClient:
             body = _json(resp)
             code = body.get("code", f"HTTP_{resp.status_code}")
             if resp.status_code == 401 and code == "INVALID_TOKEN" and not refreshed:
-                self.access_token(force_refresh=True)
+                self.access_token(force_refresh=True, rejected=token)
                 refreshed = True
                 continue
             retryable = resp.status_code in RETRYABLE_STATUS and (idempotent or resp.status_code == 429)

@@ -46,7 +46,8 @@ class ZohoCrmHook(BaseHook):
             client_id=conn.login or extra["client_id"], client_secret=conn.password or extra["client_secret"],
             refresh_token=extra["refresh_token"], org_id=str(extra["org_id"]) if extra.get("org_id") else None,
             timeout=float(extra.get("timeout", 30)), max_retries=int(extra.get("max_retries", 6)),
-            backoff_base=float(extra.get("backoff_base", 0.5)), backoff_max=float(extra.get("backoff_max", 30)))
+            backoff_base=float(extra.get("backoff_base", 0.5)), backoff_max=float(extra.get("backoff_max", 30)),
+            token_cache_dir=extra.get("token_cache_dir"))
 
     def get_conn(self) -> ZohoCrmClient:
         if self._client is None:

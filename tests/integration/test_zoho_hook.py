@@ -31,7 +31,7 @@ def test_hook_builds_client_from_connection(crm, monkeypatch):
     client = hook.get_conn()
     assert client.api_url == crm.url and hook.get_conn() is client
     ok, message = hook.test_connection()
-    assert ok and "60012345678" in message
+    assert ok and "60012345678" in message, message
     assert CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"] not in repr(client)
 
 
@@ -222,3 +222,25 @@ def test_watch_api_notifies_within_seconds(crm):
         assert received[0]["token"] == "shared-secret" and received[0]["channel_id"] == "1000000068001"
     finally:
         server.shutdown()
+
+
+def test_token_is_shared_between_processes(crm, tmp_path):
+    """Airflow runs each task in its own process: they share one token through the cache file."""
+    from zoho_crm import client as zc
+
+    crm.configure(token_mints_per_10min=2)
+    first = crm.client(token_cache_dir=str(tmp_path / "tokens"))
+    first.request("GET", "/crm/v8/org")
+    for _ in range(5):  # five more "processes": nothing cached in memory, the file has the token
+        zc._TOKEN_CACHE.clear()
+        again = crm.client(token_cache_dir=str(tmp_path / "tokens"))
+        zc._TOKEN_CACHE.clear()
+        again.request("GET", "/crm/v8/org")
+        assert again.stats["token_refreshes"] == 0
+    cache_files = list((tmp_path / "tokens").glob("*.json"))
+    assert len(cache_files) == 1 and oct(cache_files[0].stat().st_mode & 0o777) == "0o600"
+    assert CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"] not in cache_files[0].read_text()
+    crm.admin("POST", "tokens/expire")  # rejected everywhere: one process refreshes, the file follows
+    zc._TOKEN_CACHE.clear()
+    again.request("GET", "/crm/v8/org")
+    assert again.stats["token_refreshes"] == 1
