@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 
+import psycopg2
 import requests
 
 from include.sandbox.crm.process import CrmSandboxProcess
@@ -22,10 +23,18 @@ from include.sandbox.erp import db as erp_db
 from include.sandbox.erp import seed as erp_seed
 from include.sandbox.erp.report import print_summary
 
-# DAGs the demo runs, in order, with their run conf.
+# DAGs the demo runs, in order, with their run conf: a first sync, a second one that finds nothing to
+# push, a business day in the ERP, and a sync that moves only what changed.
 FLOW_ORDER: list[tuple[str, dict]] = [
+    ("erp_stock_to_crm", {}),
+    ("erp_stock_to_crm", {}),
     ("erp_sandbox_business_day", {"days": 1}),
+    ("erp_stock_to_crm", {}),
 ]
+LEDGER_SQL = """SELECT flow, status, rows_extracted, rows_loaded, rows_quarantined, rows_failed,
+                       (SELECT string_agg(k || ' ' || round((v #>> '{}')::numeric, 1) || 's', ', ')
+                        FROM jsonb_each(step_seconds) AS s(k, v)) AS steps
+                FROM bridge.run_ledger ORDER BY started_at"""
 
 
 # Airflow's INFO logs would bury the demo's own report; task failures still print in full.
@@ -34,9 +43,32 @@ warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testcli
 
 
 def airflow_db_ready() -> None:
-    """Create / upgrade Airflow's metadata DB (SQLite under .local/airflow by default)."""
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "airflow"), "db", "migrate"], check=True,
+    """Create / upgrade Airflow's metadata DB (SQLite under .local/airflow by default) and the CRM pool."""
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    subprocess.run([airflow, "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+    # load tasks share this pool: its size is the CRM's concurrency limit (Zoho Standard edition: 10)
+    subprocess.run([airflow, "pools", "set", "zoho_crm", "10", "Zoho CRM concurrent API requests"], check=True,
                    stdout=subprocess.DEVNULL)
+
+
+def fresh_bridge_db() -> None:
+    """The demo starts both sandboxes afresh, so the integration's state starts afresh too."""
+    from include.bridge import db as bridge_db
+
+    name = os.environ.get("BRIDGE_DB", "bridge")
+    erp_db.create_database(name, drop=True)
+    with psycopg2.connect(dbname=name) as conn:
+        bridge_db.install_schema(conn)
+
+
+def print_ledger() -> None:
+    with psycopg2.connect(dbname=os.environ.get("BRIDGE_DB", "bridge")) as conn, conn.cursor() as cur:
+        cur.execute(LEDGER_SQL)
+        rows = cur.fetchall()
+    print("Run ledger (bridge.run_ledger):")
+    print(f"  {'flow':<18} {'status':<12} {'extracted':>9} {'loaded':>7} {'quarant.':>8} {'failed':>6}  steps")
+    for flow, status, extracted, loaded, quarantined, failed, steps in rows:
+        print(f"  {flow:<18} {status:<12} {extracted:>9} {loaded:>7} {quarantined:>8} {failed:>6}  {steps or ''}")
 
 
 def run_dag(dag_id: str, conf: dict) -> str:
@@ -108,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_pipelines(dbname: str, started: float) -> int:
     print("==> 3/4 Airflow: metadata DB, connections and pipelines")
     airflow_db_ready()
+    fresh_bridge_db()
     check_crm_connection()
     failed = []
     for dag_id, conf in FLOW_ORDER:
@@ -123,6 +156,7 @@ def run_pipelines(dbname: str, started: float) -> int:
     stats = requests.get(f"{os.environ.get('CRM_SANDBOX_URL', 'http://127.0.0.1:8765')}/__sandbox/stats",
                          timeout=10).json()
     print("CRM sandbox holds:\n  " + ", ".join(f"{k} {v}" for k, v in stats["records"].items()))
+    print_ledger()
     print(f"demo finished in {time.monotonic() - started:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
