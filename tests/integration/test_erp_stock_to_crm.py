@@ -1,5 +1,6 @@
 """erp_stock_to_crm end to end: the real DAG run by Airflow (dag.test) against both sandboxes and a bridge DB."""
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -195,3 +196,27 @@ def test_a_load_killed_midway_then_a_storm_leave_no_gap_and_no_duplicate(airflow
     assert storm.get("injected_500", 0) > 0 and storm.get("injected_429", 0) == 2
     assert_crm_matches_erp(erp, crm_client, skip={"ERP-ONLY-1"})  # still quarantined: not in the CRM
     assert crm_for_erp.admin("GET", "stats")["records"]["Products"] == count_before  # updates only, no duplicate
+
+
+def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_client, monkeypatch):
+    import psycopg2
+
+    from include.bridge.runtime import Systems
+    from include.flows import erp_stock_to_crm as flow
+
+    monkeypatch.setitem(flow.mapping()["settings"], "bulk_threshold", 50)
+    with bridge[1].cursor() as cur:  # forget what was pushed: every product counts as changed
+        cur.execute("DELETE FROM bridge.synced_state WHERE flow = 'erp_stock_to_crm'")
+    bridge[1].commit()
+    erp_conn = psycopg2.connect(dbname=erp.dbname, user="erp_reader", password=os.environ["ERP_READ_PASSWORD"])
+    url = f"postgresql+psycopg2://{bridge[1].info.user}@{bridge[1].info.host}:{bridge[1].info.port}/{bridge[0]}"
+    systems = Systems.from_connections(bridge[1], url, erp=erp_conn, crm=crm_client)
+    info = flow.run_extract(systems, "manual__bulk", backfill=(dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+                                                               dt.datetime(2100, 1, 1, tzinfo=dt.UTC)))
+    planned = flow.run_validate(systems, info)
+    assert planned["bulk"] and planned["chunks"] == [0] and planned["queued"] > 250
+    loaded = flow.run_load(systems, planned, 0)
+    result = flow.run_finish(systems, planned)
+    erp_conn.close()
+    assert loaded == {"loaded": planned["queued"], "failed": 0} and result["loaded"] == planned["queued"]
+    assert_crm_matches_erp(erp, crm_client, skip={"ERP-ONLY-1"})
