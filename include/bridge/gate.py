@@ -37,6 +37,7 @@ class GateResult:
     batch_failures: list[str] = field(default_factory=list)        # failed batch-level expectations
     threshold: float = 0.0
     seconds: float = 0.0
+    docs_url: str | None = None                                     # GX Data Docs of this batch
 
     @property
     def failing_share(self) -> float:
@@ -84,8 +85,12 @@ def _context():
 
 
 def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str, columns: list[str],
-             parameters: dict | None = None, chunk_rows: int = 100_000, suite: dict | None = None) -> GateResult:
-    """Validate the staged rows of `batch_id` in `table` (which has batch_id and row_no columns)."""
+             parameters: dict | None = None, chunk_rows: int = 100_000, suite: dict | None = None,
+             docs_dir: str | None = None) -> GateResult:
+    """Validate the staged rows of `batch_id` in `table` (which has batch_id and row_no columns).
+
+    With `docs_dir`, GX Data Docs of this batch's validations (batch level and every chunk) are built
+    there and `docs_url` points at their index."""
     import great_expectations as gx
 
     for name in (table, batch_id, *columns):
@@ -97,6 +102,10 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
     threshold = float(settings.get("max_failing_share", 0.0))
     by_level = {level: [e for e in suite["expectations"] if e["meta"]["level"] == level] for level in ("batch", "row")}
     ctx = _context()
+    if docs_dir:
+        ctx.add_data_docs_site(site_name="bridge", site_config={
+            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir}})
     result = GateResult(flow, batch_id, 0, True, threshold=threshold)
 
     # batch level, inside PostgreSQL
@@ -138,6 +147,8 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
                 for item in failing:
                     result.bad_rows.setdefault(int(item["row_no"]), []).append(name)
     conn.commit()
+    if docs_dir:
+        result.docs_url = ctx.build_data_docs(site_names=["bridge"])["bridge"]
     result.may_load = not result.batch_failures and result.failing_share <= threshold
     result.seconds = round(time.monotonic() - started, 3)
     log.info("gate %s %s: %s rows, %s failing, %s", flow, batch_id, result.rows, len(result.bad_rows),

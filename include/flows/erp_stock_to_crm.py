@@ -131,13 +131,23 @@ def extract(erp, bridge, batch_id: str, since: dt.datetime, until: dt.datetime,
 
 
 # ------------------------------------------------------------------------------------------ validate
+def data_docs_dir() -> str:
+    """Where the gate's GX Data Docs go: $BRIDGE_DATA_DOCS_DIR/<flow> (default under .local or the temp dir)."""
+    import tempfile
+
+    base = os.environ.get("BRIDGE_DATA_DOCS_DIR") or os.path.join(
+        os.environ.get("LOCAL_DIR") or tempfile.gettempdir(), "data_docs")
+    return os.path.join(base, FLOW)
+
+
 def validate(bridge, sqlalchemy_url: str, batch_id: str, warehouses: list[str], rows: int) -> GateResult:
     """Run the gate; quarantine the bad rows' SKUs (all warehouses of a SKU move together) if it may load."""
     previous = engine.previous_count(bridge, FLOW, batch_id)
     # incremental batches vary a lot: only a sudden jump far above the last batch blocks the load
     max_rows = max(50_000, (previous or 0) * 50)
     result = run_gate(bridge, sqlalchemy_url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=GATED_COLUMNS,
-                      parameters={"min_rows": 0, "max_rows": max_rows, "warehouses": warehouses})
+                      parameters={"min_rows": 0, "max_rows": max_rows, "warehouses": warehouses},
+                      docs_dir=data_docs_dir())
     if not result.may_load:
         return result
     bad_skus: dict[str, list[str]] = {}
@@ -316,12 +326,12 @@ def run_validate(systems, info: dict, send_alert=None) -> dict:
     engine.record_step(bridge, info["batch_id"], "gate", time.monotonic() - started,
                        rows_passed=result.rows - len(result.bad_rows), rows_quarantined=len(result.bad_rows))
     if not result.may_load:
-        message = "; ".join(result.summary())
+        message = "; ".join(result.summary()) + (f" (Data Docs: {result.docs_url})" if result.docs_url else "")
         engine.finish_run(bridge, info["batch_id"], "gate_failed", message)
         if send_alert:
             send_alert(Alert(kind="gate_failure", flow=FLOW, run_id=info["run_id"], event_key="gate",
                              title=f"batch {info['batch_id']} not loaded ({result.rows:,} rows)",
-                             lines=result.summary()))
+                             lines=result.summary(), link=result.docs_url, link_label="Data Docs"))
         raise GateBlocked(f"gate refused batch {info['batch_id']}: {message}")
     started = time.monotonic()
     planned = plan(bridge, info["batch_id"])

@@ -72,6 +72,17 @@ def test_dirty_rows_are_named_with_their_failed_expectations(staging):
     assert any("4 of 1,000 rows failed" in line for line in result.summary())
 
 
+def test_data_docs_are_built_for_the_batch(staging, tmp_path):
+    stage(staging[0], "b-docs", 100, {3: {"on_hand": -1}})
+    result = gate(staging, "b-docs", docs_dir=str(tmp_path / "docs"), chunk_rows=40)
+    assert result.docs_url == f"file://{tmp_path / 'docs' / 'index.html'}"
+    index = (tmp_path / "docs" / "index.html").read_text()
+    assert "erp_stock_to_crm" in index
+    pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
+    assert len(pages) == 1 + 3  # batch level, and one per chunk of 40 rows
+    assert any("on_hand" in p.read_text() for p in pages)
+
+
 def test_over_threshold_batch_may_not_load(staging):
     stage(staging[0], "b-bad", 200, {i: {"on_hand": -1} for i in range(0, 200, 10)})  # 10 % > 5 %
     result = gate(staging, "b-bad")

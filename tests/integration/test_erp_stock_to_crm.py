@@ -41,6 +41,7 @@ def airflow_env(tmp_path_factory, erp, bridge, crm_for_erp):
         "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(ROOT, "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+        "BRIDGE_DATA_DOCS_DIR": str(home / "data_docs"),
         "AIRFLOW_CONN_ERP_READ": f"postgresql://erp_reader:{os.environ['ERP_READ_PASSWORD']}@"
                                  f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}",
         "AIRFLOW_CONN_BRIDGE_DB": f"postgresql://{os.environ['PGUSER']}@{os.environ['PGHOST']}:"
@@ -162,7 +163,7 @@ def test_over_threshold_batch_loads_nothing(airflow_env, erp, bridge, crm_for_er
     assert run_flow(airflow_env) == "failed"
     run = last_run(bridge)
     assert run["status"] == "gate_failed" and run["loaded"] == 0
-    assert "rows failed" in run["message"]
+    assert "rows failed" in run["message"] and "Data Docs: file://" in run["message"]
     assert crm_totals(crm_client) == crm_before
     erp.query("UPDATE erp.bin SET actual_qty = 1, updated_at = now() WHERE actual_qty = -1")
 
