@@ -49,10 +49,10 @@ def normalize_sku(code: str | None) -> str | None:
 def refresh_product_map(bridge, crm) -> int:
     """Link CRM Products to ERP SKUs by Product_Code (exact after trimming and upper-casing), incrementally."""
     since = engine.get_watermark(bridge, PRODUCT_MAP_FLOW)
-    modified_since = (since - dt.timedelta(seconds=1)).isoformat() if since else None
+    # COQL paged by id: the records list stops at 100,000 records even with page tokens
+    where = f"Modified_Time >= '{(since - dt.timedelta(seconds=1)).isoformat()}'" if since else None
     rows, newest = [], since
-    for rec in crm.iter_records("Products", ["Product_Code", "Modified_Time"], modified_since=modified_since,
-                                sort_by="Modified_Time", sort_order="asc"):
+    for rec in crm.iter_coql("Products", ["Product_Code", "Modified_Time"], where=where):
         sku = normalize_sku(rec.get("Product_Code"))
         if sku:
             rule = "sku" if rec["Product_Code"] == sku else "sku_normalized"
