@@ -143,8 +143,9 @@ def data_docs_dir() -> str:
 def validate(bridge, sqlalchemy_url: str, batch_id: str, warehouses: list[str], rows: int) -> GateResult:
     """Run the gate; quarantine the bad rows' SKUs (all warehouses of a SKU move together) if it may load."""
     previous = engine.previous_count(bridge, FLOW, batch_id)
-    # incremental batches vary a lot: only a sudden jump far above the last batch blocks the load
-    max_rows = max(50_000, (previous or 0) * 50)
+    # incremental batches vary a lot: only a sudden jump far above the last batch blocks the load;
+    # the first run (nothing to compare with) is the initial full load
+    max_rows = max(50_000, previous * 50) if previous is not None else 10**12
     result = run_gate(bridge, sqlalchemy_url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=GATED_COLUMNS,
                       parameters={"min_rows": 0, "max_rows": max_rows, "warehouses": warehouses},
                       docs_dir=data_docs_dir())

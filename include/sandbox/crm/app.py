@@ -412,7 +412,7 @@ def create_app(data_dir: str) -> FastAPI:
             chunk = data[start:start + 1000]
             items = [csv_record(module, row, mapping) for row in chunk]
             mode = "upsert" if op == "upsert" else op
-            if op == "update":  # find the record by find_by, as Zoho's bulk update does
+            if op == "update" and res["find_by"] != "id":  # find by the field (by id: the key itself)
                 for item in items:
                     ids = store.find_ids(module.api_name, res["find_by"], item.get(res["find_by"]))
                     if ids:
