@@ -101,15 +101,12 @@ class CrmSandbox(CrmSandboxProcess):
 
     def client(self, **kw):
         """A client with fresh token caches (in-process and on disk): tests count token mints."""
-        import shutil
         import tempfile
 
         from zoho_crm.client import _TOKEN_CACHE, ZohoCrmClient
 
         _TOKEN_CACHE.clear()
-        if "token_cache_dir" not in kw:
-            kw["token_cache_dir"] = tempfile.mkdtemp(prefix="zoho-token-test-")
-            shutil.rmtree(kw["token_cache_dir"])
+        kw.setdefault("token_cache_dir", os.path.join(tempfile.gettempdir(), f"zoho-token-test-{uuid.uuid4().hex}"))
         return ZohoCrmClient(api_url=self.url, accounts_url=self.url, file_upload_url=self.url,
                              client_id=CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
                              client_secret=CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],

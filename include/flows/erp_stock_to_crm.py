@@ -282,11 +282,6 @@ def safety_alert(run_id: str, skus: list[str]) -> Alert | None:
                  title=f"{len(skus)} products fell below safety stock", lines=[shown])
 
 
-def timed(fn, *args, **kwargs):
-    started = time.monotonic()
-    out = fn(*args, **kwargs)
-    return out, time.monotonic() - started
-
 
 # ------------------------------------------------------------------------------ task entry points
 class GateBlocked(Exception):
