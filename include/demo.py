@@ -24,13 +24,22 @@ from include.sandbox.erp import db as erp_db
 from include.sandbox.erp import seed as erp_seed
 from include.sandbox.erp.report import print_summary
 
-# DAGs the demo runs, in order, with their run conf: a first sync, a second one that finds nothing to
-# push, a business day in the ERP, and a sync that moves only what changed.
+# DAGs the demo runs, in order, with their run conf: stage 1 (master data first, then every ERP -> CRM
+# mirror), a second stock sync that finds nothing to push, a business day in the ERP, and syncs that move
+# only what changed.
+STAGE_1 = ["master_data_match", "erp_stock_to_crm", "erp_credit_to_crm", "erp_prices_to_crm", "erp_history_to_crm"]
+# Stage 2: accounts and confirmed orders to the ERP, the ERP's import job, the answers back, ten business
+# days of shipping / invoicing / collecting, and the fulfilment status back to the CRM orders.
+STAGE_2 = [("crm_customers_to_erp", {"wait_for_erp_seconds": 0}), ("crm_orders_to_erp", {"wait_for_erp_seconds": 0}),
+           ("erp_sandbox_import_job", {}),
+           ("crm_customers_to_erp", {"wait_for_erp_seconds": 0}), ("crm_orders_to_erp", {"wait_for_erp_seconds": 0}),
+           ("erp_sandbox_business_day", {"days": 10}), ("erp_fulfilment_to_crm", {})]
 FLOW_ORDER: list[tuple[str, dict]] = [
-    ("erp_stock_to_crm", {}),
+    *[(dag_id, {}) for dag_id in STAGE_1],
     ("erp_stock_to_crm", {}),
     ("erp_sandbox_business_day", {"days": 1}),
-    ("erp_stock_to_crm", {}),
+    *[(dag_id, {}) for dag_id in STAGE_1[1:]],
+    *STAGE_2,
 ]
 LEDGER_SQL = """SELECT flow, status, rows_extracted, rows_loaded, rows_quarantined, rows_failed,
                        (SELECT string_agg(k || ' ' || round((v #>> '{}')::numeric, 1) || 's', ', ')
@@ -67,9 +76,9 @@ def print_ledger() -> None:
         cur.execute(LEDGER_SQL)
         rows = cur.fetchall()
     print("Run ledger (bridge.run_ledger):")
-    print(f"  {'flow':<18} {'status':<12} {'extracted':>9} {'loaded':>7} {'quarant.':>8} {'failed':>6}  steps")
+    print(f"  {'flow':<27} {'status':<8} {'extracted':>9} {'loaded':>7} {'quarant.':>8} {'failed':>6}  steps")
     for flow, status, extracted, loaded, quarantined, failed, steps in rows:
-        print(f"  {flow:<18} {status:<12} {extracted:>9} {loaded:>7} {quarantined:>8} {failed:>6}  {steps or ''}")
+        print(f"  {flow:<27} {status:<8} {extracted:>9} {loaded:>7} {quarantined:>8} {failed:>6}  {steps or ''}")
 
 
 @functools.cache
@@ -106,6 +115,40 @@ def crm_sandbox(customers: int, skus: int, seed: int) -> CrmSandboxProcess | Non
     print(f"    using the CRM sandbox already running at {url}; reseeded: "
           f"{', '.join(f'{k} {v}' for k, v in counts.items())}")
     return None
+
+
+def print_write_back(dbname: str) -> None:
+    """Stage 2 as the business sees it: each confirmed CRM order once in the ERP, held ones not, fulfilment back."""
+    from collections import Counter
+
+    from zoho_crm.hook import ZohoCrmHook
+
+    with erp_db.connect(dbname) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT count(*), count(DISTINCT source_id), count(*) FILTER (WHERE status = 'On Hold')
+                       FROM erp.sales_order WHERE source_system = 'zoho_crm'""")
+        documents, orders, erp_held = cur.fetchone()
+        cur.execute("SELECT count(*) FROM erp.customer WHERE source_system = 'zoho_crm'")
+        customers = cur.fetchone()[0]
+    crm = ZohoCrmHook("zoho_crm").get_conn()
+    fields = ["Status", "ERP_Order_No", "Fulfilment_Status"]
+    with psycopg2.connect(dbname=os.environ.get("BRIDGE_DB", "bridge")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT crm_id FROM bridge.id_map WHERE entity = 'sales_order' "
+                    "AND match_rule LIKE 'created by erp%%'")
+        mirrored = {r[0] for r in cur.fetchall()}
+        cur.execute("SELECT count(*) FROM bridge.quarantine WHERE flow = 'crm_orders_to_erp' AND status = 'open'")
+        quarantined = cur.fetchone()[0]
+    # the CRM's own orders, not the copies the history mirror made of ERP orders
+    mine = [r for r in crm.iter_records("Sales_Orders", fields) if r["id"] not in mirrored]
+    numbered = sum(1 for r in mine if r.get("ERP_Order_No"))
+    held = sum(1 for r in mine if r.get("Status") == "Credit Hold")
+    shipped = Counter(r.get("Fulfilment_Status") or "not shipped yet" for r in mine if r.get("ERP_Order_No"))
+    print("Stage 2 (write-back):")
+    print(f"  ERP sales orders from the CRM: {documents} for {orders} CRM orders "
+          f"({'each exactly once' if documents == orders else 'DUPLICATES'}), {erp_held} on hold in the ERP; "
+          f"{customers} ERP customers created from CRM accounts")
+    print(f"  CRM orders showing their ERP number: {numbered}; on credit hold, not sent: {held}; "
+          f"quarantined with the reason on the order: {quarantined}")
+    print("  fulfilment back in the CRM: " + ", ".join(f"{k} {v}" for k, v in sorted(shipped.items())))
 
 
 def check_crm_connection() -> None:
@@ -163,6 +206,7 @@ def run_pipelines(dbname: str, started: float) -> int:
     stats = requests.get(f"{os.environ.get('CRM_SANDBOX_URL', 'http://127.0.0.1:8765')}/__sandbox/stats",
                          timeout=10).json()
     print("CRM sandbox holds:\n  " + ", ".join(f"{k} {v}" for k, v in stats["records"].items()))
+    print_write_back(dbname)
     print_ledger()
     print(f"demo finished in {time.monotonic() - started:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

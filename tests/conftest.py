@@ -126,3 +126,64 @@ def crm(crm_server):
     """The running sandbox, reset to the small demo company with default limits and no faults."""
     crm_server.reset()
     return crm_server
+
+
+# ------------------------------------------------------------------ running DAGs through Airflow in tests
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_DAG = """
+import datetime, json, sys
+from airflow.dag_processing.dagbag import DagBag
+conf = json.loads(sys.argv[1])
+when = conf.pop("logical_date", None)  # the same date again = the same run id: a clear + re-run of that run
+kw = {"logical_date": datetime.datetime.fromisoformat(when), "run_after": datetime.datetime.fromisoformat(when)} \\
+    if when else {}
+run = DagBag().get_dag(sys.argv[2]).test(run_conf=conf, **kw)
+print("STATE", run.state, run.run_id)
+"""
+
+
+def airflow_env_for(home, erp, bridge, crm) -> dict:
+    """Environment of an Airflow (own AIRFLOW_HOME, SQLite metadata) wired to the test ERP, bridge DB and CRM."""
+    import json
+    import subprocess
+    import sys
+
+    env = os.environ | {
+        "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(ROOT, "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+        "BRIDGE_DATA_DOCS_DIR": str(home / "data_docs"), "BRIDGE_REPORTS_DIR": str(home / "reports"),
+        "AIRFLOW_CONN_ERP_READ": f"postgresql://erp_reader:{os.environ['ERP_READ_PASSWORD']}@"
+                                 f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}",
+        "AIRFLOW_CONN_BRIDGE_DB": f"postgresql://{os.environ['PGUSER']}@{os.environ['PGHOST']}:"
+                                  f"{os.environ['PGPORT']}/{bridge[0]}",
+        "AIRFLOW_CONN_ZOHO_CRM": json.dumps({
+            "conn_type": "zoho_crm", "host": crm.url, "login": CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
+            "password": CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
+            "extra": {"accounts_url": crm.url, "file_upload_url": crm.url, "org_id": "60012345678",
+                      "refresh_token": CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"], "max_retries": 12,
+                      "backoff_base": 0.02, "backoff_max": 0.3}}),
+    }
+    env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW_CONN_IM")}
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([airflow, "pools", "set", "zoho_crm", "5", "Zoho CRM concurrent requests"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    return env
+
+
+def run_dag(env, dag_id: str, **conf) -> str:
+    """One DAG run through Airflow (dag.test) in a subprocess; output in AIRFLOW_HOME/last_run_output.txt."""
+    import json
+    import subprocess
+    import sys
+
+    out_path = os.path.join(env["AIRFLOW_HOME"], "last_run_output.txt")
+    with open(out_path, "w") as out:
+        subprocess.run([sys.executable, "-c", RUN_DAG, json.dumps(conf), dag_id], env=env, stdout=out,
+                       stderr=subprocess.STDOUT, timeout=300, cwd=ROOT)
+    with open(out_path) as out:
+        text = out.read()
+    states = [ln.split()[1] for ln in text.splitlines() if ln.startswith("STATE")]
+    assert states, text[-6000:]
+    return states[0]

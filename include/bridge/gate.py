@@ -3,7 +3,9 @@
 The suite is data: expectations/<flow>.json, one expectation list in GX 1.x's JSON shape, each
 expectation marked `"meta": {"level": "batch" | "row"}`, and gate settings in the suite's `meta`:
 `max_failing_share` (share of rows that may fail row-level expectations and be quarantined while the
-rest loads; above it nothing loads) and `row_count` bounds relative to the previous run.
+rest loads; above it nothing loads), `min_rows_for_share` (batches smaller than this are never blocked by
+the share: in flows fed by people, a few bad records among few are each quarantined, not a systemic fault)
+and `row_count` bounds relative to the previous run.
 
 - Batch-level expectations (row count, columns) run once inside PostgreSQL through GX's SQL data
   source: any failure stops the whole batch.
@@ -36,6 +38,7 @@ class GateResult:
     failures: dict[str, int] = field(default_factory=dict)         # expectation -> failing rows (row level)
     batch_failures: list[str] = field(default_factory=list)        # failed batch-level expectations
     threshold: float = 0.0
+    min_rows_for_share: int = 0
     seconds: float = 0.0
     docs_url: str | None = None                                     # GX Data Docs of this batch
 
@@ -106,7 +109,8 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
         ctx.add_data_docs_site(site_name="bridge", site_config={
             "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir}})
-    result = GateResult(flow, batch_id, 0, True, threshold=threshold)
+    result = GateResult(flow, batch_id, 0, True, threshold=threshold,
+                        min_rows_for_share=int(settings.get("min_rows_for_share", 0)))
 
     # batch level, inside PostgreSQL
     cols = ", ".join(["row_no", *columns])
@@ -149,7 +153,8 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
     conn.commit()
     if docs_dir:
         result.docs_url = ctx.build_data_docs(site_names=["bridge"])["bridge"]
-    result.may_load = not result.batch_failures and result.failing_share <= threshold
+    share_applies = result.rows >= result.min_rows_for_share
+    result.may_load = not result.batch_failures and (result.failing_share <= threshold or not share_applies)
     result.seconds = round(time.monotonic() - started, 3)
     log.info("gate %s %s: %s rows, %s failing, %s", flow, batch_id, result.rows, len(result.bad_rows),
              "may load" if result.may_load else "blocked")

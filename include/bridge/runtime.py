@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 class Systems:
     bridge_conn_id: str = "bridge_db"
     erp_conn_id: str = "erp_read"
+    erp_write_conn_id: str = "erp_write"
     crm_conn_id: str = "zoho_crm"
     _open: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_connections(cls, bridge, bridge_url: str, erp=None, crm=None) -> Systems:
-        return cls(_open={"bridge": bridge, "bridge_url": bridge_url, "erp": erp, "crm": crm})
+    def from_connections(cls, bridge, bridge_url: str, erp=None, crm=None, erp_write=None) -> Systems:
+        return cls(_open={"bridge": bridge, "bridge_url": bridge_url, "erp": erp, "crm": crm, "erp_write": erp_write})
 
     def bridge(self):
         if "bridge" not in self._open:
@@ -46,6 +47,14 @@ class Systems:
             self._open["erp"] = db.connect(self.erp_conn_id)
         return self._open["erp"]
 
+    def erp_write(self):
+        """The ERP's inbound interface tables (stage 2): INSERT and SELECT there, nothing else."""
+        if self._open.get("erp_write") is None:
+            from include.bridge import db
+
+            self._open["erp_write"] = db.connect(self.erp_write_conn_id)
+        return self._open["erp_write"]
+
     def crm(self):
         if self._open.get("crm") is None:
             from zoho_crm.hook import ZohoCrmHook
@@ -57,7 +66,7 @@ class Systems:
         return self
 
     def __exit__(self, *_) -> None:
-        for name in ("bridge", "erp"):
+        for name in ("bridge", "erp", "erp_write"):
             conn = self._open.pop(name, None)
             if conn is not None:
                 conn.close()

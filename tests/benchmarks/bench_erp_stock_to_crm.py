@@ -51,6 +51,26 @@ def run_once(systems: Systems, run_id: str) -> dict:
 
 def bench(skus: int) -> None:
     erp_name, bridge_name = f"erp_bench_flow_{skus}", f"bridge_bench_{uuid.uuid4().hex[:6]}"
+    try:
+        full, delta, crm_seed = run_size(skus, erp_name, bridge_name)
+    finally:
+        admin = psycopg2.connect(dbname="postgres")
+        admin.autocommit = True
+        for name in (bridge_name, erp_name):
+            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for name, r in (("full", full), ("1,000 changed", delta)):
+        total = r["extract"] + r["gate+plan"] + r["load"] + r["finish"]
+        load_rate = r["loaded"] / r["load"] if r["load"] else 0
+        print(f"{skus:>10,} {name:<14} {r['rows']:>10,} {r['loaded']:>9,} {total:>8.1f} {r['rows'] / total:>9,.0f} "
+              f"{r['extract']:>8.1f} {r['gate+plan']:>9.1f} {r['load']:>7.1f} {r['finish']:>7.1f} "
+              f"{load_rate / CRM_UPDATE_CEILING:>7.0%} {'bulk' if r['bulk'] else 'batches':>8} {peak:>8.0f}",
+              flush=True)
+    print(f"{'':>10} (CRM sandbox seeded with {skus:,} products in {crm_seed:.0f} s)", flush=True)
+
+
+def run_size(skus: int, erp_name: str, bridge_name: str):
     erp_db.build(erp_name)
     with erp_db.connect(erp_name) as conn:
         erp_seed.seed(conn, customers=2000, skus=skus, seed=42, start_date=dt.date(2026, 6, 15), history_days=0,
@@ -84,18 +104,7 @@ def bench(skus: int) -> None:
         finally:
             crm.stop()
     bridge.close()
-    admin.cursor().execute(f'DROP DATABASE "{bridge_name}" WITH (FORCE)')
-    admin.cursor().execute(f'DROP DATABASE "{erp_name}" WITH (FORCE)')
-    admin.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    for name, r in (("full", full), ("1,000 changed", delta)):
-        total = r["extract"] + r["gate+plan"] + r["load"] + r["finish"]
-        load_rate = r["loaded"] / r["load"] if r["load"] else 0
-        print(f"{skus:>10,} {name:<14} {r['rows']:>10,} {r['loaded']:>9,} {total:>8.1f} {r['rows'] / total:>9,.0f} "
-              f"{r['extract']:>8.1f} {r['gate+plan']:>9.1f} {r['load']:>7.1f} {r['finish']:>7.1f} "
-              f"{load_rate / CRM_UPDATE_CEILING:>7.0%} {'bulk' if r['bulk'] else 'batches':>8} {peak:>8.0f}",
-              flush=True)
-    print(f"{'':>10} (CRM sandbox seeded with {skus:,} products in {crm_seed:.0f} s)", flush=True)
+    return full, delta, crm_seed
 
 
 def main() -> None:

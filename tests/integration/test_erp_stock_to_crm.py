@@ -10,16 +10,9 @@ from decimal import Decimal
 import pytest
 
 from include.sandbox.erp import simulator
-from tests.conftest import CRM_CREDENTIALS
+from tests.conftest import ROOT, RUN_DAG, airflow_env_for, run_dag
 
 pytestmark = pytest.mark.slow
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RUN_DAG = """
-import json, sys
-from airflow.dag_processing.dagbag import DagBag
-run = DagBag().get_dag("erp_stock_to_crm").test(run_conf=json.loads(sys.argv[1]))
-print("STATE", run.state)
-"""
 
 
 @pytest.fixture(scope="module")
@@ -35,43 +28,11 @@ def crm_client(crm_for_erp):
 
 @pytest.fixture(scope="module")
 def airflow_env(tmp_path_factory, erp, bridge, crm_for_erp):
-    home = tmp_path_factory.mktemp("airflow")
-    crm = crm_for_erp
-    env = os.environ | {
-        "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(ROOT, "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
-        "BRIDGE_DATA_DOCS_DIR": str(home / "data_docs"),
-        "AIRFLOW_CONN_ERP_READ": f"postgresql://erp_reader:{os.environ['ERP_READ_PASSWORD']}@"
-                                 f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}",
-        "AIRFLOW_CONN_BRIDGE_DB": f"postgresql://{os.environ['PGUSER']}@{os.environ['PGHOST']}:"
-                                  f"{os.environ['PGPORT']}/{bridge[0]}",
-        "AIRFLOW_CONN_ZOHO_CRM": json.dumps({
-            "conn_type": "zoho_crm", "host": crm.url, "login": CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
-            "password": CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
-            "extra": {"accounts_url": crm.url, "file_upload_url": crm.url, "org_id": "60012345678",
-                      "refresh_token": CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"], "max_retries": 12,
-                      "backoff_base": 0.02, "backoff_max": 0.3}}),
-    }
-    env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW_CONN_IM")}
-    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    subprocess.run([airflow, "pools", "set", "zoho_crm", "5", "Zoho CRM concurrent requests"], env=env, check=True,
-                   capture_output=True, timeout=120)
-    return env
+    return airflow_env_for(tmp_path_factory.mktemp("airflow"), erp, bridge, crm_for_erp)
 
 
 def run_flow(env, **conf) -> str:
-    """One DAG run through Airflow in a subprocess; its output goes to AIRFLOW_HOME/last_run_output.txt."""
-    out_path = os.path.join(env["AIRFLOW_HOME"], "last_run_output.txt")
-    with open(out_path, "w") as out:
-        subprocess.run([sys.executable, "-c", RUN_DAG, json.dumps(conf)], env=env, stdout=out,
-                       stderr=subprocess.STDOUT, timeout=300, cwd=ROOT)
-    with open(out_path) as out:
-        text = out.read()
-    states = [ln.split()[1] for ln in text.splitlines() if ln.startswith("STATE")]
-    assert states, text[-6000:]
-    return states[0]
+    return run_dag(env, "erp_stock_to_crm", **conf)
 
 
 def last_run(bridge) -> dict:
@@ -168,35 +129,63 @@ def test_over_threshold_batch_loads_nothing(airflow_env, erp, bridge, crm_for_er
     erp.query("UPDATE erp.bin SET actual_qty = 1, updated_at = now() WHERE actual_qty = -1")
 
 
-def test_a_load_killed_midway_then_a_storm_leave_no_gap_and_no_duplicate(airflow_env, erp, bridge, crm_for_erp,
-                                                                         crm_client):
-    import psycopg2
-
-    from include.bridge.runtime import Systems
-    from include.flows import erp_stock_to_crm as flow
+def test_a_load_killed_midway_then_cleared_under_a_storm_leaves_no_gap_and_no_duplicate(
+        airflow_env, erp, bridge, crm_for_erp, crm_client):
+    import signal
+    import time
 
     count_before = crm_for_erp.admin("GET", "stats")["records"]["Products"]
     simulator.simulate(erp.admin, 1)
-    # a run that dies after loading its first chunk: no finish, no watermark, no synced state
-    erp_conn = psycopg2.connect(dbname=erp.dbname, user="erp_reader", password=os.environ["ERP_READ_PASSWORD"])
-    url = f"postgresql+psycopg2://{bridge[1].info.user}@{bridge[1].info.host}:{bridge[1].info.port}/{bridge[0]}"
-    systems = Systems.from_connections(bridge[1], url, erp=erp_conn, crm=crm_client)
-    info = flow.run_extract(systems, "manual__killed-midway")
-    planned = flow.run_validate(systems, info)
-    assert planned["queued"] > 0
-    loaded_before_crash = flow.run_load(systems, planned, planned["chunks"][0])["loaded"]
-    erp_conn.close()
-    assert 0 < loaded_before_crash < planned["queued"]
-    # the next run, under a storm of 500s and 429s, finds what the dead run did not write
+    # slow CRM writes, then SIGKILL the Airflow process right after the first update batch was committed
+    crm_for_erp.configure(latency_ms=600, fault_methods=["PUT"])
+    puts = crm_for_erp.admin("GET", "stats")["stats"].get("handled_PUT", 0)
+    logical_date = "2026-03-02T08:00:00+00:00"
+    log_path = os.path.join(airflow_env["AIRFLOW_HOME"], "killed_run_output.txt")
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", RUN_DAG, json.dumps({"logical_date": logical_date}),
+                                 "erp_stock_to_crm"],
+                                env=airflow_env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while crm_for_erp.admin("GET", "stats")["stats"].get("handled_PUT", 0) == puts:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its load began"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        crm_for_erp.configure(latency_ms=0, fault_methods=["GET", "POST", "PUT", "DELETE"])
+    killed = last_run(bridge)
+    assert killed["status"] == "running" and killed["loaded"] == 0  # died mid-load: no finish, no watermark
+    with bridge[1].cursor() as cur:
+        cur.execute("""SELECT count(*) FILTER (WHERE q.status = 'pending'), count(*) FROM bridge.load_queue q
+                       JOIN bridge.run_ledger l USING (batch_id)
+                       WHERE l.status = 'running' AND l.flow = 'erp_stock_to_crm'""")
+        pending, queued = cur.fetchone()
+    bridge[1].commit()
+    assert queued > 100 and 0 < pending < queued + 1  # the CRM holds part of it (recorded or not)
+    erp_now, crm_now = erp_totals(erp), crm_totals(crm_client)
+    assert any(crm_now.get(k) != float(v) for k, v in erp_now.items() if k != "ERP-ONLY-1")  # a gap, for now
+
+    # the operator clears the run (same run id, next try) while the CRM throws 500s and 429s
     crm_for_erp.configure(error_rate=0.6, burst_429=2, fault_seed=3)
     try:
-        assert run_flow(airflow_env) == "success"
+        assert run_flow(airflow_env, logical_date=logical_date) == "success"
     finally:
         crm_for_erp.configure(error_rate=0.0, burst_429=0)
     storm = crm_for_erp.admin("GET", "stats")["stats"]
     assert storm.get("injected_500", 0) > 0 and storm.get("injected_429", 0) == 2
+    retried = last_run(bridge)
+    assert retried["status"] in ("success", "partial") and retried["loaded"] == queued and retried["failed"] == 0
     assert_crm_matches_erp(erp, crm_client, skip={"ERP-ONLY-1"})  # still quarantined: not in the CRM
     assert crm_for_erp.admin("GET", "stats")["records"]["Products"] == count_before  # updates only, no duplicate
+    with bridge[1].cursor() as cur:  # one ledger row and one audit row per product for the killed-and-cleared run
+        cur.execute("""SELECT count(*), count(DISTINCT business_key) FROM bridge.audit_log a
+                       JOIN bridge.run_ledger l USING (batch_id) WHERE l.airflow_run_id LIKE %s""",
+                    (f"%{logical_date[:10]}%",))
+        audits, keys = cur.fetchone()
+    bridge[1].commit()
+    assert audits == keys == queued
 
 
 def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_client, monkeypatch):

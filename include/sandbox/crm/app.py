@@ -138,7 +138,9 @@ class ZohoGate:
                 return await error(500, "INTERNAL_ERROR", "Internal Server Error")(scope, receive, send)
             drop = faulty and cfg.drop_rate and st.rng.random() < cfg.drop_rate
             if not drop:
-                return await self.app(scope, receive, send)
+                await self.app(scope, receive, send)
+                st.stats[f"handled_{scope['method']}"] += 1  # the request was processed and answered
+                return
             # Process the request completely (a write is committed), then lose the reply: the client
             # cannot tell whether its write happened, which is exactly what retries must survive.
             async def swallow(_message):

@@ -46,13 +46,14 @@ class CrmSandboxProcess:
         self.stop()
         raise RuntimeError(f"CRM sandbox did not answer within {timeout} s; see {self.log_path}")
 
-    def admin(self, method: str, path: str, **kw) -> dict:
-        resp = requests.request(method, f"{self.url}/__sandbox/{path}", timeout=120, **kw)
+    def admin(self, method: str, path: str, timeout: float = 120, **kw) -> dict:
+        resp = requests.request(method, f"{self.url}/__sandbox/{path}", timeout=timeout, **kw)
         resp.raise_for_status()
         return resp.json()
 
-    def reset(self, **body) -> dict:
-        return self.admin("POST", "reset", json=body)
+    def reset(self, timeout: float = 600, **body) -> dict:
+        """Wipe and reseed (1,000,000 products take a few minutes)."""
+        return self.admin("POST", "reset", timeout=timeout, json=body)
 
     def configure(self, **settings) -> dict:
         return self.admin("PUT", "config", json=settings)

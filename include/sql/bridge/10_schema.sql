@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS bridge.id_map (
     PRIMARY KEY (entity, erp_key)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS id_map_crm ON bridge.id_map (entity, crm_id);
+CREATE INDEX IF NOT EXISTS id_map_updated ON bridge.id_map (entity, updated_at);  -- newly linked keys
 
 -- Every write to either system: who (flow, run) / what (key) / when / before / after.
 CREATE TABLE IF NOT EXISTS bridge.audit_log (

@@ -187,6 +187,7 @@ CREATE TABLE erp.sales_order_line (
     PRIMARY KEY (so_no, line_no)
 );
 CREATE INDEX sales_order_line_bin ON erp.sales_order_line (sku, warehouse);
+CREATE INDEX bin_updated_at ON erp.bin (updated_at);  -- incremental reads of stock_availability
 
 CREATE SEQUENCE erp.dn_seq;
 CREATE TABLE erp.delivery_note (
@@ -366,3 +367,13 @@ CREATE TABLE erp.customer_credit_summary (
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX customer_credit_summary_updated_at ON erp.customer_credit_summary (updated_at);
+
+-- Deletion log: documents removed (not cancelled) leave a tombstone, so integrations can follow deletions
+-- incrementally (like ERPNext's "Deleted Document" doctype).
+CREATE TABLE erp.deleted_document (
+    doc_type    text NOT NULL,                 -- SALES_ORDER, SALES_INVOICE
+    doc_no      text NOT NULL,
+    deleted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (doc_type, doc_no, deleted_at)
+);
+CREATE INDEX deleted_document_at ON erp.deleted_document (deleted_at);

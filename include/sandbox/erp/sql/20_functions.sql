@@ -197,3 +197,14 @@ CREATE FUNCTION erp.rnd(p_key text) RETURNS numeric LANGUAGE sql STABLE AS $$
     SELECT ('x' || substr(md5(coalesce((SELECT value FROM erp.setting WHERE key = 'seed'), '0') || ':' || p_key),
                           1, 8))::bit(32)::bigint / 4294967296::numeric
 $$;
+
+CREATE FUNCTION erp.log_deletion() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO erp.deleted_document (doc_type, doc_no)
+    VALUES (TG_ARGV[0], to_jsonb(OLD) ->> TG_ARGV[1]);  -- (doc type, its number column)
+    RETURN OLD;
+END $$;
+CREATE TRIGGER sales_order_deleted AFTER DELETE ON erp.sales_order
+    FOR EACH ROW EXECUTE FUNCTION erp.log_deletion('SALES_ORDER', 'so_no');
+CREATE TRIGGER sales_invoice_deleted AFTER DELETE ON erp.sales_invoice
+    FOR EACH ROW EXECUTE FUNCTION erp.log_deletion('SALES_INVOICE', 'invoice_no');

@@ -211,3 +211,5 @@ SELECT c.code, c.name, c.is_home, r.rate_to_home, r.rate_date
 FROM erp.currency c
 LEFT JOIN LATERAL (SELECT rate_to_home, rate_date FROM erp.exchange_rate x
                    WHERE x.currency = c.code ORDER BY rate_date DESC LIMIT 1) r ON true;
+
+CREATE VIEW erp_api.deleted_documents AS SELECT doc_type, doc_no, deleted_at FROM erp.deleted_document;

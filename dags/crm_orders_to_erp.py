@@ -1,0 +1,86 @@
+"""
+### CRM confirmed orders → ERP sales orders, ERP number back (stage 2)
+
+Every 5 minutes, and within seconds of a CRM change notification (Asset `bridge://crm_order_events`, see
+`crm_watch_renewal`): CRM Sales_Orders whose Status
+became **Confirmed** and Quotes that became **Accepted** (connection `zoho_crm`) are validated by the gate
+`expectations/crm_orders_to_erp.json` (known customer, known SKUs, qty > 0, allowed tax rate, line totals,
+currency and rate), credit-checked on the ERP's latest figures (over available credit → "Credit Hold"; items
+overdue beyond 60 days → only prepaid orders pass; an approval recorded in the CRM — Credit_Check = Approved
+with Approved_By — releases the order), and sent once to the ERP inbound tables (`erp_write`) with an
+idempotency key derived from the CRM id and the order's content. A changed order already in the ERP goes as an
+amendment, a cancelled one as a cancellation — never as a second order. The ERP order number, status, holds
+and stock shortfalls come back to the CRM order (Integration_Message tells the salesperson).
+
+Bad orders are quarantined with a reason the CRM order shows; the rest proceed. Param `wait_for_erp_seconds`:
+how long write-back waits for the ERP's import job before leaving the answer to the next run.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, Param, dag, task
+from bridge_alerts.notifier import BridgeFailureNotifier
+from bridge_flows.crm_events import CrmChangeEventTrigger
+
+ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
+
+
+# CRM change notifications (crm_watch_renewal subscribes them) wake the flow within seconds; the 5-minute
+# schedule stays as the safety net, so nothing depends on a notification arriving.
+CRM_ORDER_EVENTS = Asset("bridge://crm_order_events", watchers=[
+    AssetWatcher(name="crm_order_events", trigger=CrmChangeEventTrigger(bridge_conn_id="bridge_db"))])
+
+
+@dag(
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("*/5 * * * *", timezone="Asia/Shanghai"),
+                                 assets=CRM_ORDER_EVENTS),
+    start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["stage-2", "crm-to-erp"],
+    doc_md=__doc__,
+    params={"replay_quarantine": Param(False, type="boolean", description="re-read every order (after fixes)"),
+            "wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer")},
+    default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+)
+def crm_orders_to_erp():
+    @task
+    def extract(params: dict | None = None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
+        from include.bridge.runtime import Systems
+        from include.flows import crm_orders_to_erp as flow
+
+        backfill = (data_interval_start, data_interval_end) if dag_run.run_type == "backfill" else None
+        with Systems() as systems:
+            return flow.run_extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]))
+
+    @task(retries=0)
+    def validate(info: dict) -> dict:
+        from bridge_alerts.notifier import alert_sender
+
+        from include.bridge.runtime import Systems
+        from include.flows import crm_orders_to_erp as flow
+
+        with Systems() as systems:
+            return flow.run_validate(systems, info, alert_sender(systems.bridge()))
+
+    @task(pool="zoho_crm")
+    def send(info: dict) -> dict:
+        from include.bridge.runtime import Systems
+        from include.flows import crm_orders_to_erp as flow
+
+        with Systems() as systems:
+            return flow.run_send(systems, info)
+
+    @task(pool="zoho_crm", outlets=[Asset("bridge://crm_orders_to_erp")])
+    def write_back(info: dict, params: dict | None = None) -> dict:
+        from include.bridge.runtime import Systems
+        from include.flows import crm_orders_to_erp as flow
+
+        with Systems() as systems:
+            return flow.run_write_back(systems, info, wait_seconds=int(params["wait_for_erp_seconds"]))
+
+    write_back(send(validate(extract())))
+
+
+crm_orders_to_erp()

@@ -1,0 +1,210 @@
+"""Master-data matching of CRM accounts to ERP customers: pure functions, settings from
+include/mappings/master_data.yaml.
+
+Order of evidence: the ERP customer code in Account_Number, then a valid unified social credit code, then
+the name. Names are compared after normalization (NFKC full-width -> half-width, case, punctuation and
+whitespace, legal-form suffixes) with the city taken out and compared separately, because the same trade
+name in two cities is usually two companies (branches). A name match links only when it is both strong
+and clearly ahead of the runner-up; everything doubtful goes to the review list, never merged silently.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+
+from include.bridge.uscc import is_valid_uscc
+
+RULE_RANK = {"manual": 0, "erp_code": 1, "uscc": 2, "name": 3}
+PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+BRACKETED = re.compile(r"[(\[]([^)\]]*)[)\]]")
+
+
+@dataclass(frozen=True)
+class NameKey:
+    core: str
+    city: str | None
+
+
+@dataclass
+class Normalizer:
+    suffixes: list[str]
+    cities: dict[str, list[str]]
+    _alias: dict[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.suffixes = sorted(self.suffixes, key=len, reverse=True)
+        self._alias = {}
+        for city, aliases in self.cities.items():
+            for a in [city, *aliases]:
+                self._alias[PUNCT.sub("", unicodedata.normalize("NFKC", a).lower())] = city
+        self._prefixes = sorted(self._alias, key=len, reverse=True)
+
+    def city(self, text: str | None) -> str | None:
+        if not text:
+            return None
+        return self._alias.get(PUNCT.sub("", unicodedata.normalize("NFKC", text).lower()))
+
+    def key(self, name: str | None) -> NameKey:
+        text = unicodedata.normalize("NFKC", name or "").lower()
+        city = None
+        for inner in BRACKETED.findall(text):  # 华东机电（苏州）有限公司
+            if self.city(inner):
+                city = self.city(inner)
+                text = text.replace(f"({inner})", " ").replace(f"[{inner}]", " ")
+        core = PUNCT.sub("", text)
+        for prefix in self._prefixes:  # 苏州华东机电 / suzhou huadong ...
+            if core.startswith(prefix) and len(core) > len(prefix) + 1:
+                city, core = city or self._alias[prefix], core[len(prefix):]
+                break
+        stripped = True
+        while stripped:  # 股份有限公司, Co., Ltd. ... (possibly stacked: "Group Co., Ltd.")
+            stripped = False
+            for suffix in self.suffixes:
+                if core.endswith(suffix) and len(core) > len(suffix) + 1:
+                    core, stripped = core[: -len(suffix)], True
+                    break
+        return NameKey(core, city)
+
+
+@dataclass
+class Account:           # CRM side
+    crm_id: str
+    name: str
+    number: str | None = None
+    uscc: str | None = None
+    city: str | None = None
+
+
+@dataclass
+class Customer:          # ERP side
+    code: str
+    name: str
+    name_en: str | None = None
+    uscc: str | None = None
+    city: str | None = None
+
+
+@dataclass
+class Link:
+    erp_key: str
+    crm_id: str
+    rule: str
+    score: float
+
+
+@dataclass
+class Review:
+    issue: str
+    crm_id: str | None
+    crm_label: str | None
+    erp_key: str | None
+    score: float | None
+    candidates: list[dict]
+    detail: str
+
+
+def similarity(a: NameKey, b: NameKey, different_city_factor: float) -> float:
+    if not a.core or not b.core:
+        return 0.0
+    score = 1.0 if a.core == b.core else SequenceMatcher(None, a.core, b.core, autojunk=False).ratio()
+    if a.city and b.city and a.city != b.city:
+        score *= different_city_factor
+    return round(score, 3)
+
+
+def bigrams(text: str) -> set[str]:
+    return {text[i:i + 2] for i in range(max(len(text) - 1, 1))}
+
+
+def match_customers(accounts: list[Account], customers: list[Customer], cfg: dict) -> tuple[list[Link], list[Review]]:
+    norm = Normalizer(cfg["suffixes"], cfg["cities"])
+    factor = float(cfg["different_city_factor"])
+    auto, margin, review_at = float(cfg["auto_link_score"]), float(cfg["auto_link_margin"]), float(cfg["review_score"])
+    reviews: list[Review] = []
+
+    by_code = {c.code.strip().upper(): c for c in customers}
+    by_uscc: dict[str, list[Customer]] = defaultdict(list)
+    keys: dict[str, list[NameKey]] = {}
+    index: dict[str, set[str]] = defaultdict(set)
+    by_name: dict[NameKey, list[Customer]] = defaultdict(list)
+    for c in customers:
+        if is_valid_uscc(c.uscc):
+            by_uscc[c.uscc.upper()].append(c)
+        city = norm.city(c.city)
+        ks = [k if k.city else NameKey(k.core, city) for k in (norm.key(c.name), norm.key(c.name_en)) if k.core]
+        keys[c.code] = ks
+        by_name[ks[0]].append(c)
+        for k in ks:
+            for g in bigrams(k.core):
+                index[g].add(c.code)
+    erp_duplicates: set[str] = set()
+    for groups, what in ((by_uscc, "credit code"), (by_name, "name and city")):
+        for group in groups.values():
+            if len(group) > 1:
+                erp_duplicates.update(c.code for c in group)
+                reviews.append(Review("duplicate_in_erp", None, None, group[0].code, None,
+                                      [{"erp_key": c.code, "name": c.name} for c in group],
+                                      f"{len(group)} ERP customers share the same {what}"))
+
+    def name_candidates(a: Account) -> list[dict]:
+        k = norm.key(a.name)
+        if not k.city and a.city:
+            k = NameKey(k.core, norm.city(a.city))
+        shared: dict[str, int] = defaultdict(int)
+        for g in bigrams(k.core):
+            for code in index.get(g, ()):
+                shared[code] += 1
+        scored = []
+        for code, _ in sorted(shared.items(), key=lambda kv: -kv[1])[:50]:
+            s = max(similarity(k, ck, factor) for ck in keys[code])
+            scored.append({"erp_key": code, "name": by_code[code.upper()].name, "score": s, "rule": "name"})
+        return sorted(scored, key=lambda c: (-c["score"], c["erp_key"]))[:3]
+
+    proposals: dict[str, list[tuple[Account, str, float]]] = defaultdict(list)
+    for a in accounts:
+        code_hit = by_code.get((a.number or "").strip().upper()) if a.number else None
+        uscc = (a.uscc or "").strip().upper()
+        if uscc and not is_valid_uscc(uscc):
+            reviews.append(Review("invalid_credit_code", a.crm_id, a.name, None, None, [],
+                                  f"Unified_Social_Credit_Code {uscc!r} fails the GB 32100 check character"))
+            uscc = ""
+        uscc_hits = by_uscc.get(uscc, []) if uscc else []
+        uscc_hit = uscc_hits[0] if len(uscc_hits) == 1 else None
+        if code_hit and uscc_hit and code_hit.code != uscc_hit.code:
+            reviews.append(Review("conflict", a.crm_id, a.name, code_hit.code, None,
+                                  [{"erp_key": code_hit.code, "name": code_hit.name, "rule": "erp_code"},
+                                   {"erp_key": uscc_hit.code, "name": uscc_hit.name, "rule": "uscc"}],
+                                  "Account_Number and the credit code point at different ERP customers"))
+            continue
+        if code_hit or uscc_hit:
+            hit = code_hit or uscc_hit
+            score = max(similarity(norm.key(a.name), ck, factor) for ck in keys[hit.code]) if keys[hit.code] else 0
+            proposals[hit.code].append((a, "erp_code" if code_hit else "uscc", score))
+            continue
+        cands = name_candidates(a)
+        best = cands[0] if cands else None
+        runner = cands[1]["score"] if len(cands) > 1 else 0.0
+        clear = best and best["score"] - runner >= margin and best["erp_key"] not in erp_duplicates
+        if best and best["score"] >= auto and clear:
+            proposals[best["erp_key"]].append((a, "name", best["score"]))
+        elif best and best["score"] >= review_at:
+            why = ("the best name match is too close to the runner-up" if best["score"] >= auto
+                   else "the best name match is not strong enough to link automatically")
+            reviews.append(Review("ambiguous", a.crm_id, a.name, best["erp_key"], best["score"], cands, why))
+
+    links: list[Link] = []
+    for code, props in proposals.items():
+        props.sort(key=lambda p: (RULE_RANK[p[1]], -p[2], p[0].crm_id))
+        winner = props[0]
+        links.append(Link(code, winner[0].crm_id, winner[1], winner[2]))
+        for a, rule, score in props[1:]:
+            reviews.append(Review("duplicate_in_crm", a.crm_id, a.name, code, score,
+                                  [{"erp_key": code, "crm_id": winner[0].crm_id, "name": winner[0].name,
+                                    "rule": winner[1]}],
+                                  f"also matches ERP customer {code} ({rule}), already linked to CRM account "
+                                  f"{winner[0].crm_id}: probably the same company entered twice"))
+    return links, reviews

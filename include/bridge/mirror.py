@@ -1,0 +1,569 @@
+"""ERP view -> CRM module mirrors: the one data path every stage-1 flow follows.
+
+A mirror is data: include/mappings/<flow>.yaml names the ERP view, the business key, the staged columns,
+the CRM module and how a record is found there, and the CRM fields as SQL over the staged rows.
+
+extract   the rows of every key that changed in the ERP since the watermark (minus a lookback, so late
+          commits are never missed), plus replayed and drifted keys, streamed ERP -> staging with COPY
+validate  the GX gate (expectations/<flow>.json); a failing row quarantines its whole key, the rest may load
+plan      per key, the CRM values; only keys whose values differ from what the CRM holds go to the load queue
+load      one chunk: update by CRM record id (target.find_by: id, linked through bridge.id_map) or upsert by
+          an ERP-number field (target.find_by: <field>, creating missing records); batches of 100 or bulk write
+finish    synced state + audit (before / after), CRM rejections -> quarantine, replayed quarantine entries
+          closed, ERP deletions removed from the CRM, watermark
+Every step is idempotent: a retry or clear of the same run restages the same batch id and re-writes the
+same values; XCom carries ids and counts only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import psycopg2.extras
+
+from include.bridge import engine
+from include.bridge.alerts import Alert
+from include.bridge.gate import GateResult, run_gate
+
+MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
+
+
+class GateBlocked(Exception):
+    """The gate refused the batch; operators were alerted (task-failure alerts skip it: alert_sent)."""
+
+    alert_sent = True
+
+
+@dataclass(frozen=True)
+class Mirror:
+    flow: str
+    spec: dict
+
+    @property
+    def source(self) -> dict:
+        return self.spec["source"]
+
+    @property
+    def target(self) -> dict:
+        return self.spec["target"]
+
+    @property
+    def settings(self) -> dict:
+        return self.spec["settings"]
+
+    @property
+    def key(self) -> str:
+        return self.source["key"]
+
+    @property
+    def staging(self) -> str:
+        return f"bridge.stg_{self.flow}"
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.source["columns"])
+
+    @property
+    def link(self) -> dict | None:
+        """The staged column that says whether a row's linked record exists (known_sku, known_customer)."""
+        return self.source.get("link")
+
+    @property
+    def quarantine_unlinked(self) -> bool:
+        """Unlinked rows are errors (stock: every ERP product must exist in the CRM) or out of scope
+        (credit, history: the CRM holds only the customers sales work with); those are skipped and load
+        as soon as master_data_match links them."""
+        return bool(self.link) and self.link.get("unlinked", "quarantine") == "quarantine"
+
+    @property
+    def gated_columns(self) -> list[str]:
+        hidden = set(self.source.get("not_gated", []))
+        link = [self.link["column"]] if self.quarantine_unlinked else []
+        return [c for c in self.columns if c not in hidden] + link
+
+    @property
+    def by_id(self) -> bool:
+        return self.target["find_by"] == "id"
+
+
+@cache
+def load(flow: str) -> Mirror:
+    import yaml
+
+    spec = yaml.safe_load((MAPPINGS_DIR / f"{flow}.yaml").read_text("utf-8"))
+    missing = [k for k in ("source", "target", "fields", "settings") if k not in spec]
+    if missing:
+        raise ValueError(f"mapping {flow}.yaml lacks {missing}")
+    return Mirror(flow, spec)
+
+
+def data_docs_dir(flow: str) -> str:
+    """Where the gate's GX Data Docs go: $BRIDGE_DATA_DOCS_DIR/<flow> (default under .local or the temp dir)."""
+    import tempfile
+
+    base = os.environ.get("BRIDGE_DATA_DOCS_DIR") or os.path.join(
+        os.environ.get("LOCAL_DIR") or tempfile.gettempdir(), "data_docs")
+    return os.path.join(base, flow)
+
+
+# ------------------------------------------------------------------------------------------- extract
+def window(m: Mirror, bridge, erp, *, backfill: tuple[dt.datetime, dt.datetime] | None = None):
+    """(since, until): the watermark (minus lookback) to the ERP's clock, or a backfill interval."""
+    lookback = dt.timedelta(minutes=m.settings.get("lookback_minutes", 10))
+    if backfill:
+        return backfill[0] - lookback, backfill[1]
+    with erp.cursor() as cur:
+        cur.execute("SELECT now()")
+        until = cur.fetchone()[0]
+    erp.rollback()
+    watermark = engine.get_watermark(bridge, m.flow)
+    return (watermark - lookback if watermark else dt.datetime(1970, 1, 1, tzinfo=dt.UTC)), until
+
+
+def newly_linked(m: Mirror, bridge) -> list[str]:
+    """Link keys (SKUs, customer codes) linked since this flow's last completed run: their rows load now
+    even if the ERP did not change them."""
+    if not m.link:
+        return []
+    with bridge.cursor() as cur:
+        cur.execute("""SELECT i.erp_key FROM bridge.id_map i
+                       JOIN bridge.watermark w ON w.flow = %s AND w.source = 'default'
+                       WHERE i.entity = %s AND i.updated_at > w.updated_at - interval '1 minute' * %s""",
+                    (m.flow, m.link["entity"], m.settings.get("lookback_minutes", 10)))
+        return [r[0] for r in cur.fetchall()]
+
+
+def extract(m: Mirror, erp, bridge, batch_id: str, since: dt.datetime, until: dt.datetime,
+            extra_keys: list[str] | None = None, linked_keys: list[str] | None = None) -> int:
+    """Stream every row of each changed (or replayed / drifted / newly linked) key from the ERP view."""
+    cols = ", ".join(m.columns)
+    source_cols = ", ".join("s." + c for c in m.columns)
+    where = f" AND ({m.source['filter']})" if m.source.get("filter") else ""
+    view, key, changed = m.source["view"], m.key, m.source.get("changed_column", "updated_at")
+    with erp.cursor() as ecur:
+        select = ecur.mogrify(
+            f"""SELECT %s, row_number() OVER (ORDER BY s.{key}, {m.source.get('order', 's.' + key)}), {source_cols}
+                FROM {view} s
+                WHERE s.{key} IN (SELECT {key} FROM {view} WHERE {changed} > %s AND {changed} <= %s
+                                  UNION SELECT unnest(%s::text[])
+                                  UNION SELECT {key} FROM {view}
+                                        WHERE {m.link['from'] if m.link else key} = ANY (%s::text[])){where}""",
+            (batch_id, since, until, extra_keys or [], linked_keys or [])).decode()
+    with bridge.cursor() as bcur:
+        bcur.execute(f"DELETE FROM {m.staging} WHERE batch_id = %s", (batch_id,))  # a retry restages from scratch
+    bridge.commit()
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def export() -> None:  # ERP -> pipe, while the bridge reads the other end: bounded memory at any size
+        try:
+            with os.fdopen(write_fd, "wb") as sink, erp.cursor() as cur:
+                cur.copy_expert(f"COPY ({select}) TO STDOUT", sink)
+        except BaseException as exc:  # reported after the import side finished
+            failure.append(exc)
+        finally:
+            erp.rollback()
+
+    worker = threading.Thread(target=export, name="erp-export")
+    worker.start()
+    with os.fdopen(read_fd, "rb") as source, bridge.cursor() as bcur:
+        bcur.copy_expert(f"COPY {m.staging} (batch_id, row_no, {cols}) FROM STDIN", source)
+    worker.join()
+    if failure:
+        bridge.rollback()
+        raise failure[0]
+    with bridge.cursor() as bcur:
+        if m.link:
+            bcur.execute(f"""UPDATE {m.staging} s SET {m.link['column']} = EXISTS (
+                                 SELECT 1 FROM bridge.id_map i WHERE i.entity = %s AND i.erp_key = s.{m.link['from']})
+                             WHERE s.batch_id = %s""", (m.link["entity"], batch_id))
+        bcur.execute(f"SELECT count(*) FROM {m.staging} WHERE batch_id = %s", (batch_id,))
+        n = bcur.fetchone()[0]
+    bridge.commit()
+    return n
+
+
+def crm_drift(m: Mirror, bridge, crm) -> list[str]:
+    """Keys whose CRM copy was edited in the CRM since the last check (the ERP is master for these fields).
+
+    What the CRM now holds replaces the synced state, so the plan sees a difference and the next load
+    overwrites the edit, with the edited value as the audit's before-image."""
+    if not m.settings.get("overwrite_crm_edits"):
+        return []
+    since = engine.get_watermark(bridge, m.flow, "crm_drift")
+    fields = [f for f in m.spec["fields"] if not m.spec["fields"][f].get("lookup")]
+    where = f"Modified_Time >= '{(since - dt.timedelta(seconds=1)).isoformat()}'" if since else None
+    started = dt.datetime.now(dt.UTC)
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("SELECT business_key, crm_id, values FROM bridge.synced_state WHERE flow = %s", (m.flow,))
+        synced = {r["crm_id"]: r for r in cur.fetchall()}
+    drifted: list[tuple[str, dict]] = []
+    if synced and since is not None:
+        for rec in crm.iter_coql(m.target["module"], fields, where=where):
+            state = synced.get(rec["id"])
+            if state and any(not same(rec.get(f), state["values"].get(f)) for f in fields):
+                drifted.append((state["business_key"], state["values"] | {f: rec.get(f) for f in fields}))
+    with bridge.cursor() as cur:
+        for key, values in drifted:
+            text = json.dumps(values, ensure_ascii=False)
+            cur.execute("""UPDATE bridge.synced_state SET values = %s::jsonb, values_hash = md5(%s::jsonb::text)
+                           WHERE flow = %s AND business_key = %s""", (text, text, m.flow, key))
+    engine.advance_watermark(bridge, m.flow, started, "crm-drift", source="crm_drift")
+    bridge.commit()
+    return [k for k, _ in drifted]
+
+
+def same(a, b) -> bool:
+    """CRM value vs the value last pushed: numbers by value, everything else by text."""
+    if isinstance(a, int | float) or isinstance(b, int | float):
+        try:
+            return abs(float(a) - float(b)) < 1e-6
+        except (TypeError, ValueError):
+            return False
+    return (a or None) == (b or None)
+
+
+# ------------------------------------------------------------------------------------------ validate
+def validate(m: Mirror, bridge, sqlalchemy_url: str, batch_id: str, parameters: dict) -> GateResult:
+    """Run the gate; quarantine the bad rows' keys (all rows of a key move together) if it may load."""
+    previous = engine.previous_count(bridge, m.flow, batch_id)
+    # incremental batches vary a lot: only a sudden jump far above the last batch blocks the load;
+    # the first run (nothing to compare with) is the initial full load
+    max_rows = max(50_000, previous * 50) if previous is not None else 10**12
+    result = run_gate(bridge, sqlalchemy_url, flow=m.flow, table=m.staging, batch_id=batch_id,
+                      columns=m.gated_columns, parameters={"min_rows": 0, "max_rows": max_rows} | parameters,
+                      docs_dir=data_docs_dir(m.flow))
+    if not result.may_load:
+        return result
+    bad: dict[str, list[str]] = {}
+    detail = m.source.get("row_label")  # e.g. warehouse: "SZ01: <reason>"
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        if result.bad_rows:
+            cur.execute(f"SELECT * FROM {m.staging} WHERE batch_id = %s AND row_no = ANY (%s)",
+                        (batch_id, list(result.bad_rows)))
+            payloads: dict[str, list[dict]] = {}
+            for row in cur.fetchall():
+                key = row[m.key] or f"(row {row['row_no']}: no {m.key})"
+                prefix = f"{row[detail]}: " if detail else ""
+                bad.setdefault(key, []).extend(prefix + r for r in result.bad_rows[row["row_no"]])
+                payloads.setdefault(key, []).append({k: v for k, v in row.items() if k not in ("batch_id", "gate_ok")})
+            engine.quarantine(bridge, m.flow, batch_id, [(k, {"rows": payloads[k]}, reasons)
+                                                         for k, reasons in bad.items()])
+        cur.execute(f"UPDATE {m.staging} SET gate_ok = NOT (coalesce({m.key}, '') = ANY (%s) OR row_no = ANY (%s)) "
+                    "WHERE batch_id = %s", (list(bad), list(result.bad_rows), batch_id))
+    bridge.commit()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def plan(m: Mirror, bridge, batch_id: str) -> dict:
+    """Compute CRM values per key and queue only those that differ from what the CRM holds."""
+    chunks = int(m.settings["load_chunks"])
+    plain = {n: f for n, f in m.spec["fields"].items() if not f.get("lookup")}
+    lookups = {n: f["lookup"] for n, f in m.spec["fields"].items() if f.get("lookup")}
+    values_sql = ", ".join(f"'{name}', {field_sql(spec, m.settings)}" for name, spec in plain.items()) \
+        .replace("%", "%%")  # the statement below takes parameters: a literal % in a mapping must be doubled
+    ok = "gate_ok" + ("" if m.quarantine_unlinked or not m.link else f" AND {m.link['column']}")
+    if m.source.get("aggregate"):  # many staged rows per key (stock: one per warehouse)
+        per_key = f"SELECT {m.key} AS key, jsonb_build_object({values_sql}) AS values FROM {m.staging} " \
+                  f"WHERE batch_id = %(batch)s AND {ok} GROUP BY {m.key}"
+    else:
+        per_key = f"SELECT DISTINCT ON ({m.key}) {m.key} AS key, jsonb_build_object({values_sql}) AS values, * " \
+                  f"FROM {m.staging} WHERE batch_id = %(batch)s AND {ok} ORDER BY {m.key}, row_no"
+    joins, extra = [], []
+    for n, (name, lk) in enumerate(lookups.items()):  # CRM lookup fields: {"id": <linked CRM record>}
+        joins.append(f"LEFT JOIN bridge.id_map l{n} ON l{n}.entity = '{lk['entity']}' AND l{n}.erp_key = p.{lk['key']}")
+        extra.append(f"CASE WHEN l{n}.crm_id IS NULL THEN '{{}}'::jsonb "  # not linked (yet): field left out
+                     f"ELSE jsonb_build_object('{name}', jsonb_build_object('id', l{n}.crm_id)) END")
+    values = " || ".join(["p.values", *extra])
+    own = m.target["entity"]
+    target_join = ("JOIN" if m.by_id else "LEFT JOIN") + \
+        f" bridge.id_map m ON m.entity = '{m.link['entity'] if m.by_id else own}' AND m.erp_key = p.key"
+    with bridge.cursor() as cur:
+        cur.execute("DELETE FROM bridge.load_queue WHERE batch_id = %(batch)s", {"batch": batch_id})
+        cur.execute(f"""
+            WITH per_key AS ({per_key}),
+            planned AS (SELECT p.key, m.crm_id, {values} AS values FROM per_key p {target_join} {' '.join(joins)})
+            INSERT INTO bridge.load_queue (flow, batch_id, business_key, chunk_no, crm_id, values, values_hash)
+            SELECT %(flow)s, %(batch)s, p.key, abs(hashtext(p.key)) %% %(chunks)s, p.crm_id, p.values,
+                   md5(p.values::text)
+            FROM planned p
+            LEFT JOIN bridge.synced_state s ON s.flow = %(flow)s AND s.business_key = p.key
+            WHERE s.values_hash IS DISTINCT FROM md5(p.values::text) OR s.crm_id IS DISTINCT FROM p.crm_id""",
+                    {"batch": batch_id, "flow": m.flow, "chunks": chunks})
+        queued = cur.rowcount
+    bridge.commit()
+    bulk = queued > int(m.settings["bulk_threshold"])
+    return {"queued": queued, "chunks": [0] if bulk else list(range(chunks)), "bulk": bulk}
+
+
+def field_sql(spec: dict, settings: dict) -> str:
+    """A CRM field's SQL: `sql` (with {setting} placeholders) or a value `map` over a staged column."""
+    if "map" in spec:
+        whens = " ".join(f"WHEN {quote(k)} THEN {quote(v)}" for k, v in spec["map"].items())
+        default = quote(spec["default"]) if spec.get("default") is not None else "NULL"
+        return f"CASE {spec['column']} {whens} ELSE {default} END"
+    return spec["sql"].format_map(settings)
+
+
+def quote(value) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# ---------------------------------------------------------------------------------------------- load
+def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool = False) -> dict:
+    """Write one chunk's pending records to the CRM and record each outcome (and new CRM ids).
+
+    Pages of `load_page_rows` (default 100,000) are read, written and recorded in turn, so a bulk load of a
+    million records never holds them all in memory, and a killed task resumes after its last recorded page."""
+    page_rows = int(m.settings.get("load_page_rows", 100_000))
+    loaded = failed = 0
+    last = ""
+    while True:
+        with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute("""SELECT business_key, crm_id, values FROM bridge.load_queue
+                           WHERE batch_id = %s AND status = 'pending' AND (%s OR chunk_no = %s) AND business_key > %s
+                           ORDER BY business_key LIMIT %s""", (batch_id, bulk, chunk_no, last, page_rows))
+            pending = cur.fetchall()
+        bridge.rollback()
+        if not pending:
+            return {"loaded": loaded, "failed": failed}
+        outcomes = write_page(m, crm, pending, bulk)
+        record_outcomes(m, bridge, batch_id, outcomes)
+        ok = sum(o[1] for o in outcomes)
+        loaded, failed, last = loaded + ok, failed + len(outcomes) - ok, pending[-1]["business_key"]
+
+
+def write_page(m: Mirror, crm, pending: list[dict], bulk: bool) -> list[tuple]:
+    """(business key, ok, error, CRM id) per pending record, in order."""
+    module, find_by = m.target["module"], m.target["find_by"]
+    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    stamp_field = {m.spec["stamp_field"]: stamp} if m.spec.get("stamp_field") else {}
+    if m.by_id:
+        records = [{"id": r["crm_id"], **r["values"], **stamp_field} for r in pending]
+    else:  # upsert by the ERP number: a retry finds the record the first try created
+        records = [{**r["values"], find_by: r["business_key"], **stamp_field} for r in pending]
+    if bulk:
+        result = crm.bulk_write(module, [{k: lookup_id(v) for k, v in r.items()} for r in records],
+                                find_by=find_by, operation="update" if m.by_id else "upsert")
+        return [(r["business_key"], row.get("STATUS") in ("UPDATED", "ADDED"), row.get("ERRORS") or None,
+                 row.get("RECORD_ID") or r["crm_id"]) for r, row in zip(pending, result.rows, strict=True)]
+    written = crm.update(module, records) if m.by_id else crm.upsert(module, records, [find_by])
+    return [(r["business_key"], o.ok, None if o.ok else f"{o.code} {o.api_name or ''}".strip(), o.id or r["crm_id"])
+            for r, o in zip(pending, written, strict=True)]
+
+
+def record_outcomes(m: Mirror, bridge, batch_id: str, outcomes: list[tuple]) -> None:
+    with bridge.cursor() as cur:
+        psycopg2.extras.execute_values(cur, """
+            UPDATE bridge.load_queue q SET status = v.status, error = v.error, crm_id = v.crm_id
+            FROM (VALUES %s) AS v(batch_id, business_key, status, error, crm_id)
+            WHERE q.batch_id = v.batch_id AND q.business_key = v.business_key""",
+            [(batch_id, key, "loaded" if ok else "failed", err, cid) for key, ok, err, cid in outcomes],
+            page_size=5000)
+        if not m.by_id:  # remember the CRM record of each ERP document
+            psycopg2.extras.execute_values(cur, """
+                INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule) VALUES %s
+                ON CONFLICT (entity, erp_key) DO UPDATE SET crm_id = excluded.crm_id, updated_at = now()
+                WHERE bridge.id_map.crm_id IS DISTINCT FROM excluded.crm_id""",
+                [(m.target["entity"], key, cid, f"created by {m.flow}") for key, ok, _, cid in outcomes if ok and cid],
+                page_size=5000)
+    bridge.commit()
+
+
+def lookup_id(value):
+    """Bulk write CSV takes a lookup as the bare record id."""
+    return value["id"] if isinstance(value, dict) and set(value) == {"id"} else value
+
+
+# -------------------------------------------------------------------------------------------- finish
+def finish(m: Mirror, bridge, batch_id: str, run_id: str, until: dt.datetime | None) -> dict:
+    """Synced state, audit, CRM rejections to quarantine, replayed quarantine entries, watermark."""
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("""INSERT INTO bridge.audit_log (flow, target_system, entity, business_key, before, after,
+                                                     run_id, batch_id)
+                       SELECT q.flow, 'crm', %s, q.business_key, s.values, q.values, %s, q.batch_id
+                       FROM bridge.load_queue q
+                       LEFT JOIN bridge.synced_state s ON s.flow = q.flow AND s.business_key = q.business_key
+                       WHERE q.batch_id = %s AND q.status = 'loaded'""", (m.target["entity"], run_id, batch_id))
+        cur.execute("""INSERT INTO bridge.synced_state (flow, business_key, crm_id, values, values_hash, batch_id)
+                       SELECT flow, business_key, crm_id, values, values_hash, batch_id FROM bridge.load_queue
+                       WHERE batch_id = %s AND status = 'loaded'
+                       ON CONFLICT (flow, business_key) DO UPDATE SET crm_id = excluded.crm_id,
+                           values = excluded.values, values_hash = excluded.values_hash,
+                           batch_id = excluded.batch_id, synced_at = now()""", (batch_id,))
+        cur.execute("""SELECT business_key, values, error FROM bridge.load_queue
+                       WHERE batch_id = %s AND status = 'failed'""", (batch_id,))
+        rejected = cur.fetchall()
+        engine.quarantine(bridge, m.flow, batch_id, [(r["business_key"], r["values"], [f"CRM rejected: {r['error']}"])
+                                                     for r in rejected])
+        cur.execute(f"""SELECT DISTINCT s.{m.key} AS key FROM {m.staging} s WHERE s.batch_id = %s AND s.gate_ok
+                        AND NOT EXISTS (SELECT 1 FROM bridge.load_queue q WHERE q.batch_id = s.batch_id
+                                        AND q.business_key = s.{m.key} AND q.status = 'failed')""", (batch_id,))
+        passed = [r["key"] for r in cur.fetchall()]
+        replayed = engine.resolve_quarantine(bridge, m.flow, passed, "replayed", run_id)
+        cur.execute("""SELECT count(*) FILTER (WHERE status = 'loaded') AS loaded,
+                              count(*) FILTER (WHERE status = 'failed') AS failed,
+                              count(*) FILTER (WHERE status = 'pending') AS pending
+                       FROM bridge.load_queue WHERE batch_id = %s""", (batch_id,))
+        counts = dict(cur.fetchone())
+        if counts["pending"]:
+            raise RuntimeError(f"{counts['pending']} records of batch {batch_id} were not loaded; retry the load")
+        if until is not None:
+            engine.advance_watermark(bridge, m.flow, until, run_id)
+    bridge.commit()
+    return counts | {"rejected": len(rejected), "replayed": replayed}
+
+
+def remove_deleted(m: Mirror, bridge, erp, crm, batch_id: str, run_id: str, since: dt.datetime,
+                   until: dt.datetime) -> int:
+    """ERP documents deleted in the window (the ERP's deletion log) leave the CRM too, with an audit row."""
+    spec = m.source.get("deletions")
+    if not spec:
+        return 0
+    with erp.cursor() as cur:
+        cur.execute(f"SELECT doc_no FROM {spec['view']} WHERE doc_type = %s AND deleted_at > %s AND deleted_at <= %s",
+                    (spec["doc_type"], since, until))
+        deleted = [r[0] for r in cur.fetchall()]
+    erp.rollback()
+    if not deleted:
+        return 0
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("""SELECT i.erp_key, i.crm_id, s.values FROM bridge.id_map i
+                       LEFT JOIN bridge.synced_state s ON s.flow = %s AND s.business_key = i.erp_key
+                       WHERE i.entity = %s AND i.erp_key = ANY (%s)""", (m.flow, m.target["entity"], deleted))
+        linked = cur.fetchall()
+    bridge.rollback()
+    if not linked:
+        return 0
+    outcomes = crm.delete(m.target["module"], [r["crm_id"] for r in linked])
+    gone = [r for r, o in zip(linked, outcomes, strict=True) if o.ok or o.code == "INVALID_DATA"]  # already gone
+    engine.audit(bridge, m.flow, "crm", m.target["entity"], [(r["erp_key"], r["values"], None) for r in gone],
+                 run_id, batch_id)
+    with bridge.cursor() as cur:
+        keys = [r["erp_key"] for r in gone]
+        cur.execute("DELETE FROM bridge.synced_state WHERE flow = %s AND business_key = ANY (%s)", (m.flow, keys))
+        cur.execute("DELETE FROM bridge.id_map WHERE entity = %s AND erp_key = ANY (%s)", (m.target["entity"], keys))
+    bridge.commit()
+    return len(gone)
+
+
+# ------------------------------------------------------------------------------ task entry points
+def run_extract(m: Mirror, systems, run_id: str, backfill: tuple[dt.datetime, dt.datetime] | None = None,
+                replay_quarantine: bool = False, before_extract=None) -> dict:
+    """Open the run, refresh what the flow links through (before_extract), detect CRM edits, stage."""
+    from include.bridge import db
+
+    bridge = systems.bridge()
+    db.install_schema(bridge)
+    batch_id = engine.start_run(bridge, m.flow, run_id)
+    started = time.monotonic()
+    info = before_extract(systems, replay_quarantine) if before_extract else {}
+    since, until = window(m, bridge, systems.erp(), backfill=backfill)
+    replay = [q["business_key"] for q in engine.open_quarantine(bridge, m.flow)] if replay_quarantine else []
+    drifted = crm_drift(m, bridge, systems.crm())
+    linked = newly_linked(m, bridge) if not backfill else []
+    rows = extract(m, systems.erp(), bridge, batch_id, since, until, replay + drifted, linked)
+    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=rows)
+    return info | {"flow": m.flow, "batch_id": batch_id, "run_id": run_id, "since": since.isoformat(),
+                   "until": until.isoformat(), "rows": rows, "replayed_keys": len(replay),
+                   "crm_edits": len(drifted), "newly_linked": len(linked), "backfill": bool(backfill)}
+
+
+def run_validate(m: Mirror, systems, info: dict, send_alert=None, parameters: dict | None = None) -> dict:
+    """Gate + plan. Returns the load plan; raises GateBlocked (after one alert) when nothing may load."""
+    bridge = systems.bridge()
+    if info["rows"] == 0:
+        return info | {"queued": 0, "chunks": [], "bulk": False}
+    started = time.monotonic()
+    result = validate(m, bridge, systems.bridge_url(), info["batch_id"], parameters or {})
+    engine.record_step(bridge, info["batch_id"], "gate", time.monotonic() - started,
+                       rows_passed=result.rows - len(result.bad_rows), rows_quarantined=len(result.bad_rows))
+    unlinked = 0
+    if m.link and not m.quarantine_unlinked:
+        with bridge.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {m.staging} WHERE batch_id = %s AND NOT {m.link['column']}",
+                        (info["batch_id"],))
+            unlinked = cur.fetchone()[0]
+        bridge.rollback()
+    if not result.may_load:
+        message = "; ".join(result.summary()) + (f" (Data Docs: {result.docs_url})" if result.docs_url else "")
+        engine.finish_run(bridge, info["batch_id"], "gate_failed", message)
+        if send_alert:
+            send_alert(Alert(kind="gate_failure", flow=m.flow, run_id=info["run_id"], event_key="gate",
+                             title=f"batch {info['batch_id']} not loaded ({result.rows:,} rows)",
+                             lines=result.summary(), link=result.docs_url, link_label="Data Docs"))
+        raise GateBlocked(f"gate refused batch {info['batch_id']}: {message}")
+    started = time.monotonic()
+    planned = plan(m, bridge, info["batch_id"])
+    engine.record_step(bridge, info["batch_id"], "plan", time.monotonic() - started)
+    return info | planned | {"quarantined": len(result.bad_rows), "not_linked": unlinked}
+
+
+def run_load(m: Mirror, systems, info: dict, chunk_no: int) -> dict:
+    started = time.monotonic()
+    counts = load_chunk(m, systems.bridge(), systems.crm(), info["batch_id"], chunk_no, info.get("bulk", False))
+    engine.record_step(systems.bridge(), info["batch_id"], f"load_{chunk_no}", time.monotonic() - started)
+    return counts
+
+
+def run_finish(m: Mirror, systems, info: dict, before_finish=None) -> tuple[dict, dict]:
+    """Record the outcome; returns (task result, finish counts). before_finish(bridge, batch_id) runs first
+    (e.g. the stock flow reads which products fell below safety stock while the old state is still there)."""
+    bridge = systems.bridge()
+    started = time.monotonic()
+    extra = before_finish(bridge, info["batch_id"]) if before_finish else {}
+    # a backfill replays an old interval: it never moves the watermark
+    until = None if info.get("backfill") else dt.datetime.fromisoformat(info["until"])
+    counts = finish(m, bridge, info["batch_id"], info["run_id"], until) | extra
+    if m.source.get("deletions"):
+        counts["deleted"] = remove_deleted(m, bridge, systems.erp(), systems.crm(), info["batch_id"], info["run_id"],
+                                           dt.datetime.fromisoformat(info["since"]),
+                                           dt.datetime.fromisoformat(info["until"]))
+    engine.record_step(bridge, info["batch_id"], "finish", time.monotonic() - started,
+                       rows_loaded=counts["loaded"], rows_failed=counts["failed"],
+                       rows_quarantined=info.get("quarantined", 0) + counts["rejected"])
+    status = "partial" if counts["failed"] or info.get("quarantined") else "success"
+    noun = m.settings.get("noun", "records")
+    deleted = f", {counts['deleted']} deleted" if counts.get("deleted") else ""
+    deleted += f", {info['not_linked']} rows skipped (no linked CRM record)" if info.get("not_linked") else ""
+    ledger = engine.finish_run(bridge, info["batch_id"], status,
+                               f"{counts['loaded']} {noun} written{deleted}, {counts['failed']} rejected by the CRM")
+    return ({"status": ledger["status"], "loaded": counts["loaded"], "failed": counts["failed"],
+             "replayed": counts["replayed"], "deleted": counts.get("deleted", 0)}, counts)
+
+
+def erp_values(systems, sql: str) -> list:
+    """One column of a small ERP reference view (warehouses, tax rates, currencies) for gate parameters."""
+    with systems.erp().cursor() as cur:
+        cur.execute(sql)
+        values = [r[0] for r in cur.fetchall()]
+    systems.erp().rollback()
+    return values
+
+
+def entry_points(flow: str, *, before_extract=None, parameters=None):
+    """The four task entry points of a plain mirror flow (what the DAG's tasks call):
+    run_extract(systems, run_id, backfill, replay_quarantine), run_validate(systems, info, send_alert),
+    run_load(systems, info, chunk_no), run_finish(systems, info, send_alert)."""
+
+    def run_extract_(systems, run_id: str, backfill=None, replay_quarantine: bool = False) -> dict:
+        return run_extract(load(flow), systems, run_id, backfill, replay_quarantine, before_extract)
+
+    def run_validate_(systems, info: dict, send_alert=None) -> dict:
+        return run_validate(load(flow), systems, info, send_alert, parameters(systems) if parameters else {})
+
+    def run_load_(systems, info: dict, chunk_no: int) -> dict:
+        return run_load(load(flow), systems, info, chunk_no)
+
+    def run_finish_(systems, info: dict, send_alert=None) -> dict:
+        return run_finish(load(flow), systems, info)[0]
+
+    return run_extract_, run_validate_, run_load_, run_finish_

@@ -1,0 +1,508 @@
+"""Flow crm_orders_to_erp: confirmed CRM orders (and accepted quotes) -> ERP inbound sales orders (stage 2).
+
+extract     CRM Sales_Orders / Quotes modified since the watermark (minus a lookback) whose status says
+            "send" (Confirmed / Accepted), "approved" (a credit approval recorded in the CRM) or "cancel";
+            every line staged with the ERP customer and SKU it maps to (bridge.id_map)
+validate    the GX gate (expectations/crm_orders_to_erp.json): a failing line quarantines its whole order with a
+            reason a salesperson can read, shown on the CRM order; the other orders proceed
+credit      on the latest ERP figures (erp_api.customer_credit): over the available credit -> hold; items overdue
+            beyond overdue_block_days -> only prepaid orders pass; an approval in the CRM releases the hold;
+            held orders are not sent, the CRM order shows "Credit Hold", finance and sales get one alert
+send        one ERP inbound sales order per order and version, idempotency key = module:crm id:action:payload
+            hash; a changed order already in the ERP goes as AMEND, a cancelled one as CANCEL — never re-sent as new
+write_back  the ERP's answer (order number, status, hold, shortage) -> the CRM order; bridge.id_map links the two
+Exactly once: the outbox row is written before the ERP insert, the ERP insert is ON CONFLICT DO NOTHING on its
+unique key, and write-back is an update by record id — a retry, a clear, a second run at the same time or a
+backfill re-does each step with the same keys and finds it done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+
+import psycopg2.extras
+import yaml
+
+from include.bridge import engine
+from include.bridge.alerts import Alert
+from include.bridge.gate import run_gate
+from include.bridge.mirror import GateBlocked, data_docs_dir
+
+FLOW = "crm_orders_to_erp"
+STAGING = "bridge.stg_crm_orders_to_erp"
+COLUMNS = ["crm_id", "source_module", "subject", "crm_status", "customer_crm_id", "customer_code", "known_customer",
+           "currency", "exchange_rate", "home_currency", "rate_ok", "grand_total", "is_prepaid", "credit_check",
+           "approved_by", "due_date", "line_no", "product_crm_id", "sku", "known_sku", "qty", "list_price", "discount",
+           "line_net", "total_ok", "tax_rate", "payload_hash"]
+HEADER_FIELDS = {"Sales_Orders": ["Subject", "Status", "Account_Name", "Currency", "Exchange_Rate", "Grand_Total",
+                                  "Is_Prepaid", "Credit_Check", "Approved_By", "Due_Date", "ERP_Order_No"],
+                 "Quotes": ["Subject", "Quote_Stage", "Account_Name", "Currency", "Exchange_Rate", "Grand_Total",
+                            "Valid_Till", "ERP_Order_No"]}
+
+
+@cache
+def spec() -> dict:
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "mappings" / f"{FLOW}.yaml").read_text("utf-8"))
+
+
+def status_of(module: str, rec: dict) -> str | None:
+    """send / cancel / None for a CRM record, by the rules of the mapping."""
+    src = spec()["sources"][module]
+    value = rec.get(src["send_when"]["field"])
+    if value in src["send_when"]["values"]:
+        return "send"
+    cancel = src.get("cancel_when")
+    if cancel and rec.get(cancel["field"]) in cancel["values"]:
+        return "cancel"
+    if module == "Sales_Orders" and rec.get("Status") == "Credit Hold" and rec.get("Credit_Check") == "Approved":
+        return "send"  # an approval recorded in the CRM releases the order
+    return None
+
+
+# ------------------------------------------------------------------------------------------- extract
+def order_rows(module: str, rec: dict, customers: dict[str, str], skus: dict[str, str]) -> list[list]:
+    """The staged rows (COLUMNS order) of one CRM order: one per line, header fields repeated.
+
+    The payload hash covers exactly what the ERP would receive (customer, currency, rate, prepaid, dates and
+    each line's SKU, qty, price, discount, tax): a resend of the same content has the same hash."""
+    src, home = spec()["sources"][module], spec()["settings"]["home_currency"]
+    account = (rec.get("Account_Name") or {}).get("id")
+    code = customers.get(account)
+    currency, rate = rec.get("Currency"), rec.get("Exchange_Rate")
+    items = sorted(rec.get(src["items"]) or [], key=lambda i: int(i.get("Sequence_Number") or 0))
+    lines = []
+    for n, item in enumerate(items, 1):
+        product = (item.get("Product_Name") or {}).get("id")
+        qty, price = Decimal(str(item.get("Quantity") or 0)), Decimal(str(item.get("List_Price") or 0))
+        gross, discount = qty * price, Decimal(str(item.get("Discount") or 0))
+        taxes = [t.get("percentage") for t in item.get("Line_Tax") or [] if isinstance(t, dict)]
+        tax = Decimal(str(taxes[0])) if taxes else None
+        total = Decimal(str(item["Total"])) if item.get("Total") is not None else gross
+        net_total = Decimal(str(item["Net_Total"])) if item.get("Net_Total") is not None else None
+        total_ok = abs(total - gross) <= Decimal("0.01") and (
+            net_total is None or tax is None
+            or abs(net_total - (gross - discount) * (1 + tax / 100)) <= Decimal("0.01") * (1 + len(taxes)))
+        lines.append([int(item.get("Sequence_Number") or n), product, skus.get(product), skus.get(product) is not None,
+                      qty, price, discount, gross - discount, total_ok, tax])
+    content = {"customer": code, "currency": currency, "rate": rate, "prepaid": bool(rec.get("Is_Prepaid")),
+               "date": rec.get("Due_Date") or rec.get("Valid_Till"),
+               "lines": [[str(x) for x in (ln[0], ln[2], ln[4], ln[5], ln[6], ln[9])] for ln in lines]}
+    phash = hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    header = [rec["id"], module, rec.get("Subject"), rec.get(src["send_when"]["field"]), account, code,
+              code is not None, currency, rate, home, currency == home or bool(rate), rec.get("Grand_Total"),
+              bool(rec.get("Is_Prepaid")), rec.get("Credit_Check"), rec.get("Approved_By"),
+              rec.get("Due_Date") or rec.get("Valid_Till")]
+    if not lines:  # an order without lines still gets a row, so the gate can say so
+        return [header + [None] * 10 + [phash]]
+    return [header + ln + [phash] for ln in lines]
+
+
+def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: dt.datetime) -> dict:
+    """Stage every line of each CRM order / quote that is to be sent (or cancelled) in the window."""
+    with bridge.cursor() as cur:
+        cur.execute("SELECT crm_id, erp_key FROM bridge.id_map WHERE entity = 'customer'")
+        customers = dict(cur.fetchall())
+        cur.execute("SELECT crm_id, erp_key FROM bridge.id_map WHERE entity = 'product'")
+        skus = dict(cur.fetchall())
+        cur.execute(f"DELETE FROM {STAGING} WHERE batch_id = %s", (batch_id,))
+    with erp.cursor() as cur:  # a CRM product code is only a SKU if the ERP sells that item
+        cur.execute("SELECT sku FROM erp_api.items WHERE is_active AND sku = ANY (%s)", (list(set(skus.values())),))
+        sellable = {r[0] for r in cur.fetchall()}
+    erp.rollback()
+    skus = {crm_id: sku for crm_id, sku in skus.items() if sku in sellable}
+    with bridge.cursor() as cur:  # versions already handled: sent, or quarantined and not changed since
+        cur.execute("""SELECT DISTINCT ON (crm_id) crm_id, payload_hash FROM bridge.order_outbox
+                       WHERE action <> 'CANCEL' AND sent_at IS NOT NULL ORDER BY crm_id, created_at DESC""")
+        handled = {(c, h) for c, h in cur.fetchall()}
+        cur.execute("SELECT business_key, payload ->> 'payload_hash' FROM bridge.quarantine "
+                    "WHERE flow = %s AND status = 'open'", (FLOW,))
+        handled |= {(c, h) for c, h in cur.fetchall()}
+        # read-only copies of ERP orders (erp_history_to_crm) are the ERP's, never sent back to it
+        cur.execute("SELECT crm_id FROM bridge.id_map WHERE entity = 'sales_order' "
+                    "AND match_rule LIKE 'created by erp%%'")
+        mirrored = {r[0] for r in cur.fetchall()}
+    bridge.rollback()
+    rows, cancels, seen = [], [], 0
+    modified_since = since.isoformat() if since else None
+    for module in spec()["sources"]:
+        fields = HEADER_FIELDS[module] + [spec()["sources"][module]["items"], "Modified_Time"]
+        for rec in crm.iter_records(module, fields, modified_since=modified_since):
+            seen += 1
+            if dt.datetime.fromisoformat(rec["Modified_Time"]) > until or rec["id"] in mirrored:
+                continue  # the next run's window, or an ERP order's copy
+            what = status_of(module, rec)
+            if what == "cancel":
+                cancels.append((module, rec["id"]))
+            elif what == "send":
+                staged = order_rows(module, rec, customers, skus)
+                if (rec["id"], staged[0][-1]) not in handled:  # our own write-backs bring them back: skip
+                    rows.extend(staged)
+    with bridge.cursor() as cur:
+        psycopg2.extras.execute_values(
+            cur, f"INSERT INTO {STAGING} (batch_id, row_no, {', '.join(COLUMNS)}) VALUES %s",
+            [(batch_id, n, *r) for n, r in enumerate(rows, 1)], page_size=2000)
+    bridge.commit()
+    return {"rows": len(rows), "orders_read": seen, "cancels": cancels}
+
+
+# ------------------------------------------------------------------------------------------ validate
+def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: str) -> dict:
+    """Gate; a failing line quarantines its whole order. Returns {crm_id: reasons} of the held-back orders."""
+    result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=COLUMNS,
+                      parameters={"min_rows": 0, "max_rows": 10**9, "tax_rates": tax_rates},
+                      docs_dir=data_docs_dir(FLOW))
+    if not result.may_load:
+        return {"blocked": result}
+    messages = spec()["messages"]
+    bad: dict[str, list[str]] = {}
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        if result.bad_rows:
+            cur.execute(f"SELECT * FROM {STAGING} WHERE batch_id = %s AND row_no = ANY (%s)",
+                        (batch_id, list(result.bad_rows)))
+            for row in cur.fetchall():
+                for reason in result.bad_rows[row["row_no"]]:
+                    column = reason.split("(", 1)[1].split(",")[0].split(")")[0] if "(" in reason else ""
+                    text = messages.get(column, reason)
+                    line = f"line {row['line_no']}: {text}" if row["line_no"] is not None else text
+                    if line not in bad.setdefault(row["crm_id"] or "?", []):
+                        bad[row["crm_id"] or "?"].append(line)
+            cur.execute(f"SELECT DISTINCT crm_id, payload_hash FROM {STAGING} "
+                        "WHERE batch_id = %s AND crm_id = ANY (%s)", (batch_id, list(bad)))
+            hashes = {r["crm_id"]: r["payload_hash"] for r in cur.fetchall()}
+            engine.quarantine(bridge, FLOW, batch_id, [(k, {"crm_id": k, "payload_hash": hashes.get(k)}, v)
+                                                       for k, v in bad.items()])
+        cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (coalesce(crm_id, '') = ANY (%s)) WHERE batch_id = %s",
+                    (list(bad), batch_id))
+    bridge.commit()
+    return {"blocked": None, "bad": bad, "result": result}
+
+
+# -------------------------------------------------------------------------------------------- credit
+def orders_to_send(bridge, batch_id: str) -> list[dict]:
+    """One dict per gated order of the batch that the ERP has not received in this version yet."""
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f"""
+            SELECT s.crm_id, s.source_module, min(s.subject) AS subject, min(s.customer_code) AS customer_code,
+                   min(s.currency) AS currency, min(s.exchange_rate) AS exchange_rate,
+                   min(s.grand_total) AS grand_total, bool_or(s.is_prepaid) AS is_prepaid,
+                   min(s.credit_check) AS credit_check, min(s.approved_by) AS approved_by,
+                   min(s.due_date) AS due_date, min(s.payload_hash) AS payload_hash,
+                   (SELECT o.payload_hash FROM bridge.order_outbox o WHERE o.crm_id = s.crm_id
+                      AND o.action <> 'CANCEL' AND o.sent_at IS NOT NULL
+                    ORDER BY o.created_at DESC LIMIT 1) AS sent_hash,
+                   (SELECT o.payload ->> 'amount_home' FROM bridge.order_outbox o WHERE o.crm_id = s.crm_id
+                      AND o.action <> 'CANCEL' AND o.sent_at IS NOT NULL
+                    ORDER BY o.created_at DESC LIMIT 1) AS sent_amount
+            FROM {STAGING} s WHERE s.batch_id = %s AND s.gate_ok GROUP BY s.crm_id, s.source_module
+            ORDER BY s.crm_id""", (batch_id,))
+        return [dict(r) for r in cur.fetchall() if r["sent_hash"] != r["payload_hash"]]
+
+
+def credit_check(erp, orders: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(passed, held): on the ERP's latest credit figures, orders of one customer taken in turn."""
+    settings = spec()["settings"]
+    codes = sorted({o["customer_code"] for o in orders})
+    with erp.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("SELECT * FROM erp_api.customer_credit WHERE customer_code = ANY (%s)", (codes,))
+        credit = {r["customer_code"]: r for r in cur.fetchall()}
+        cur.execute("SELECT code, rate_to_home FROM erp_api.currencies")
+        rates = {r["code"]: Decimal(str(r["rate_to_home"] or 1)) for r in cur.fetchall()}
+    erp.rollback()
+    passed, held = [], []
+    for o in orders:
+        c = credit.get(o["customer_code"])
+        rate = Decimal(str(o["exchange_rate"] or rates.get(o["currency"], 1)))
+        amount = (Decimal(str(o["grand_total"] or 0)) * rate).quantize(Decimal("0.01"))
+        o["amount_home"] = amount
+        if o["credit_check"] == "Approved" and o["approved_by"]:
+            o["decision"] = "Approved"
+            passed.append(o)
+        elif c and c["max_overdue_days"] > settings["overdue_block_days"] and not o["is_prepaid"]:
+            o["decision"] = "Prepaid Only"
+            o["reason"] = (f"items overdue {c['max_overdue_days']} days (limit {settings['overdue_block_days']}): "
+                           f"only prepaid orders pass until they are paid or a credit controller approves")
+            held.append(o)
+        elif c and not c["bypass_credit_check"] and not o["is_prepaid"] and \
+                amount > c["credit_available"] + Decimal(o.get("sent_amount") or 0):  # an amendment replaces its own
+            o["decision"] = "Hold"
+            o["reason"] = (f"order {amount:,.2f} {settings['home_currency']} exceeds the available credit "
+                           f"{c['credit_available']:,.2f} (limit {c['credit_limit']:,.2f}); approval needed")
+            held.append(o)
+        else:
+            o["decision"] = "Passed"
+            if c:  # the next order of the same customer sees this one
+                c["credit_available"] -= amount - Decimal(o.get("sent_amount") or 0)
+            passed.append(o)
+    return passed, held
+
+
+# ---------------------------------------------------------------------------------------------- send
+def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], batch_id: str, run_id: str) -> int:
+    """Insert inbound documents (CREATE / AMEND / CANCEL); a key the ERP already has is a no-op."""
+    docs = []
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        for o in orders:
+            cur.execute("""SELECT count(*) AS n FROM bridge.order_outbox
+                           WHERE crm_id = %s AND action IN ('CREATE', 'AMEND') AND sent_at IS NOT NULL""",
+                        (o["crm_id"],))
+            action = "AMEND" if cur.fetchone()["n"] else "CREATE"
+            docs.append((o, action))
+        for module, crm_id in cancels:
+            cur.execute("""SELECT payload_hash, payload FROM bridge.order_outbox WHERE crm_id = %s
+                           ORDER BY created_at DESC LIMIT 1""", (crm_id,))
+            last = cur.fetchone()
+            if last and not last["payload"].get("cancel"):  # sent before, not cancelled yet
+                docs.append(({"crm_id": crm_id, "source_module": module, "payload_hash": last["payload_hash"],
+                              "cancel": True}, "CANCEL"))
+    sent = 0
+    for o, action in docs:
+        key = f"{o['source_module']}:{o['crm_id']}:{action}:{o['payload_hash']}"
+        payload = rebuild_payload(bridge, batch_id, o) if action != "CANCEL" else {"cancel": True}
+        with bridge.cursor() as cur:  # outbox first: a crash after the ERP insert still knows the key
+            cur.execute("""INSERT INTO bridge.order_outbox (idempotency_key, crm_id, source_module, action,
+                                                            payload_hash, payload, batch_id, run_id)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING""",
+                        (key, o["crm_id"], o["source_module"], action, o["payload_hash"],
+                         json.dumps(payload, default=str, ensure_ascii=False), batch_id, run_id))
+        bridge.commit()
+        insert_inbound(erp_write, key, o, action, payload)
+        with bridge.cursor() as cur:
+            cur.execute("UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now()) WHERE idempotency_key = %s",
+                        (key,))
+        engine.audit(bridge, FLOW, "erp", "sales_order", [(o["crm_id"], None, {"idempotency_key": key,
+                                                                               "action": action, **payload})],
+                     run_id, batch_id)
+        bridge.commit()
+        sent += 1
+    return sent
+
+
+def rebuild_payload(bridge, batch_id: str, o: dict) -> dict:
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f"""SELECT line_no, sku, qty, list_price, discount, tax_rate, line_net FROM {STAGING}
+                        WHERE batch_id = %s AND crm_id = %s AND line_no IS NOT NULL ORDER BY line_no""",
+                    (batch_id, o["crm_id"]))
+        lines = cur.fetchall()
+    out = []
+    for ln in lines:
+        gross = ln["qty"] * ln["list_price"]
+        out.append({"line_no": ln["line_no"], "sku": ln["sku"], "qty": ln["qty"], "unit_price": ln["list_price"],
+                    "discount_pct": round(ln["discount"] / gross * 100, 2) if gross else 0, "tax_rate": ln["tax_rate"],
+                    "line_total": round(ln["line_net"], 2)})
+    return {"customer_code": o["customer_code"], "currency": o["currency"], "exchange_rate": o["exchange_rate"],
+            "is_prepaid": bool(o["is_prepaid"]), "delivery_date": o["due_date"], "customer_po_no": o["subject"],
+            "credit_approved_by": o.get("approved_by") if o.get("decision") == "Approved" else None,
+            "amount_home": str(o.get("amount_home") or ""), "lines": out}
+
+
+def insert_inbound(erp_write, key: str, o: dict, action: str, payload: dict) -> None:
+    """Header and lines in one ERP transaction; ON CONFLICT DO NOTHING makes a resend a no-op."""
+    with erp_write.cursor() as cur:
+        lines = payload.get("lines", [])
+        cur.execute("""INSERT INTO erp_inbound.sales_order_in (source_system, source_id, idempotency_key, action,
+                           customer_code, customer_po_no, order_date, delivery_date, currency, exchange_rate,
+                           is_prepaid, credit_approved_by, line_count)
+                       VALUES ('zoho_crm', %s, %s, %s, %s, %s, current_date, %s, %s, %s, %s, %s, %s)
+                       ON CONFLICT (idempotency_key) DO NOTHING""",
+                    (o["crm_id"], key, action, payload.get("customer_code"), payload.get("customer_po_no"),
+                     payload.get("delivery_date"), payload.get("currency"), payload.get("exchange_rate"),
+                     bool(payload.get("is_prepaid")), payload.get("credit_approved_by"),
+                     len(lines) if action != "CANCEL" else 0))
+        if lines:
+            psycopg2.extras.execute_values(cur, """
+                INSERT INTO erp_inbound.sales_order_line_in (idempotency_key, line_no, sku, qty, unit_price,
+                                                             discount_pct, tax_rate, line_total, warehouse)
+                VALUES %s ON CONFLICT (idempotency_key, line_no) DO NOTHING""",
+                [(key, ln["line_no"], ln["sku"], ln["qty"], ln["unit_price"], ln["discount_pct"], ln["tax_rate"],
+                  ln["line_total"], spec()["settings"]["default_warehouse"]) for ln in lines])
+    erp_write.commit()
+
+
+# ---------------------------------------------------------------------------------------- write back
+def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
+    """The ERP's answer for every sent document not yet shown in the CRM (from this run or an earlier one)."""
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("""SELECT idempotency_key, crm_id, source_module, action FROM bridge.order_outbox
+                       WHERE sent_at IS NOT NULL AND written_back_at IS NULL AND entity = 'sales_order'
+                       ORDER BY created_at""")
+        pending = cur.fetchall()
+    bridge.rollback()
+    if not pending:
+        return {"written_back": 0, "waiting": 0, "erp_errors": 0}
+    with erp_write.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("""SELECT idempotency_key, status, erp_doc_no, erp_status, hold_reason, shortage_qty,
+                              error_message, result_message
+                       FROM erp_inbound.sales_order_in WHERE idempotency_key = ANY (%s)""",
+                    ([p["idempotency_key"] for p in pending],))
+        answers = {r["idempotency_key"]: r for r in cur.fetchall()}
+    erp_write.rollback()
+    done, errors, waiting = [], [], 0
+    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    updates: dict[str, list[dict]] = {}
+    for p in pending:
+        a = answers.get(p["idempotency_key"])
+        if not a or a["status"] == "NEW":
+            waiting += 1
+            continue
+        record: dict = {"id": p["crm_id"], "ERP_Synced_At": stamp}
+        if a["status"] == "ERROR":
+            record["Integration_Message"] = f"ERP rejected the {p['action'].lower()}: {a['error_message']}"
+            errors.append((p, a))
+        else:
+            record["ERP_Order_No"] = a["erp_doc_no"]
+            record["ERP_Status"] = a["erp_status"]
+            message = a["result_message"] or "in the ERP"
+            if a["shortage_qty"]:
+                message += f"; {a['shortage_qty']:g} units not in stock: production / purchase demand raised"
+            if p["source_module"] == "Sales_Orders":
+                if a["hold_reason"]:
+                    record |= {"Status": "Credit Hold", "Credit_Check": "Hold"}
+                    message += f"; held in the ERP ({a['hold_reason']})"
+                elif p["action"] == "CANCEL":
+                    record |= {"Status": "Cancelled"}
+                else:
+                    record |= {"Status": "Confirmed", "Credit_Check": "Passed"}
+            record["Integration_Message"] = f"{a['erp_doc_no']}: {message}"
+        updates.setdefault(p["source_module"], []).append(record)
+        done.append((p, a))
+    outcomes = {}
+    for module, records in updates.items():
+        for r, o in zip(records, crm.update(module, records), strict=True):
+            outcomes[r["id"]] = o
+    with bridge.cursor() as cur:
+        written = [(p, a) for p, a in done if outcomes[p["crm_id"]].ok]
+        for p, a in written:
+            cur.execute("""UPDATE bridge.order_outbox SET written_back_at = now(), erp_status = %s, erp_doc_no = %s,
+                               erp_message = coalesce(%s, %s) WHERE idempotency_key = %s""",
+                        (a["status"], a["erp_doc_no"], a["error_message"], a["result_message"], p["idempotency_key"]))
+            if a["erp_doc_no"] and a["status"] == "PROCESSED":
+                cur.execute("""INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule)
+                               VALUES ('sales_order', %s, %s, 'created by crm_orders_to_erp')
+                               ON CONFLICT (entity, erp_key) DO NOTHING""", (a["erp_doc_no"], p["crm_id"]))
+        engine.audit(bridge, FLOW, "crm", "sales_order",
+                     [(p["crm_id"], None, {"ERP_Order_No": a["erp_doc_no"], "erp_status": a["status"]})
+                      for p, a in written], run_id, batch_id)
+        engine.quarantine(bridge, FLOW, batch_id, [(p["crm_id"], {"idempotency_key": p["idempotency_key"]},
+                                                    [f"ERP rejected: {a['error_message']}"]) for p, a in errors])
+    bridge.commit()
+    return {"written_back": len(written), "waiting": waiting, "erp_errors": len(errors)}
+
+
+def show_in_crm(crm, module_records: dict[str, list[dict]]) -> None:
+    for module, records in module_records.items():
+        if records:
+            crm.update(module, records)
+
+
+# ------------------------------------------------------------------------------ task entry points
+def run_extract(systems, run_id: str, backfill=None, replay_quarantine: bool = False) -> dict:
+    from include.bridge import db
+
+    bridge = systems.bridge()
+    db.install_schema(bridge)
+    batch_id = engine.start_run(bridge, FLOW, run_id)
+    started = time.monotonic()
+    lookback = dt.timedelta(minutes=spec()["settings"]["lookback_minutes"])
+    if backfill:
+        since, until = backfill[0] - lookback, backfill[1]
+    else:
+        mark = engine.get_watermark(bridge, FLOW)
+        since, until = (mark - lookback if mark else None), dt.datetime.now(dt.UTC)
+    if replay_quarantine and engine.open_quarantine(bridge, FLOW):
+        since = None  # re-read every order: a fixed one passes now
+    found = extract(bridge, systems.crm(), systems.erp(), batch_id, since, until)
+    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=found["rows"])
+    return {"batch_id": batch_id, "run_id": run_id, "until": until.isoformat(), "backfill": bool(backfill),
+            "rows": found["rows"], "orders_read": found["orders_read"], "cancels": found["cancels"]}
+
+
+def run_validate(systems, info: dict, send_alert=None) -> dict:
+    """Gate + credit check. Held and bad orders are shown in the CRM; returns what may be sent."""
+    bridge = systems.bridge()
+    started = time.monotonic()
+    tax_rates = [float(r) for r in _erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]
+    checked = validate(bridge, systems.bridge_url(), info["batch_id"], tax_rates, info["run_id"]) \
+        if info["rows"] else {"blocked": None, "bad": {}}
+    if checked["blocked"] is not None:
+        result = checked["blocked"]
+        message = "; ".join(result.summary())
+        engine.finish_run(bridge, info["batch_id"], "gate_failed", message)
+        if send_alert:
+            send_alert(Alert(kind="gate_failure", flow=FLOW, run_id=info["run_id"], event_key="gate",
+                             title=f"{result.rows} order lines not sent", lines=result.summary(),
+                             link=result.docs_url, link_label="Data Docs"))
+        raise GateBlocked(f"gate refused batch {info['batch_id']}: {message}")
+    orders = orders_to_send(bridge, info["batch_id"])
+    passed, held = credit_check(systems.erp(), orders)
+    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    shown: dict[str, list[dict]] = {}
+    for crm_id, reasons in checked["bad"].items():
+        module = _module_of(bridge, info["batch_id"], crm_id)
+        shown.setdefault(module, []).append({"id": crm_id, "ERP_Synced_At": stamp, "Integration_Message":
+                                             "Not sent to the ERP: " + "; ".join(reasons)})
+    for o in held:
+        record = {"id": o["crm_id"], "ERP_Synced_At": stamp, "Integration_Message": "Credit hold: " + o["reason"]}
+        if o["source_module"] == "Sales_Orders":
+            record |= {"Status": "Credit Hold", "Credit_Check": o["decision"]}
+        shown.setdefault(o["source_module"], []).append(record)
+    show_in_crm(systems.crm(), shown)
+    engine.record_step(bridge, info["batch_id"], "gate", time.monotonic() - started,
+                       rows_passed=len(passed), rows_quarantined=len(checked["bad"]))
+    if held and send_alert and spec()["settings"].get("alert_credit_holds"):
+        send_alert(Alert(kind="business", flow=FLOW, run_id=info["run_id"], event_key="credit_hold",
+                         title=f"{len(held)} orders on credit hold",
+                         lines=[f"{o['subject']} ({o['customer_code']}): {o['reason']}" for o in held[:20]]))
+    return info | {"to_send": [{k: (str(v) if isinstance(v, Decimal | dt.date) else v) for k, v in o.items()}
+                               for o in passed],
+                   "held": len(held), "quarantined": len(checked["bad"])}
+
+
+def run_send(systems, info: dict) -> dict:
+    started = time.monotonic()
+    sent = send(systems.bridge(), systems.erp_write(), info["to_send"], [tuple(c) for c in info["cancels"]],
+                info["batch_id"], info["run_id"])
+    engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
+    return info | {"sent": sent}
+
+
+def run_write_back(systems, info: dict, wait_seconds: float = 0) -> dict:
+    """Write back the ERP's answers; waits up to wait_seconds while documents of this run are unprocessed."""
+    bridge = systems.bridge()
+    started = time.monotonic()
+    counts = write_back(bridge, systems.erp_write(), systems.crm(), info["run_id"], info["batch_id"])
+    while counts["waiting"] and info.get("sent") and time.monotonic() - started < wait_seconds:
+        time.sleep(2)
+        more = write_back(bridge, systems.erp_write(), systems.crm(), info["run_id"], info["batch_id"])
+        counts = more | {k: counts[k] + more[k] for k in ("written_back", "erp_errors")}
+    engine.record_step(bridge, info["batch_id"], "write_back", time.monotonic() - started,
+                       rows_loaded=info.get("sent", 0), rows_failed=counts["erp_errors"],
+                       rows_quarantined=info.get("quarantined", 0) + counts["erp_errors"])
+    if not info.get("backfill"):
+        engine.advance_watermark(bridge, FLOW, dt.datetime.fromisoformat(info["until"]), info["run_id"])
+    status = "partial" if info.get("quarantined") or counts["erp_errors"] else "success"
+    engine.finish_run(bridge, info["batch_id"], status,
+                      f"{info.get('sent', 0)} sent to the ERP, {info.get('held', 0)} on credit hold, "
+                      f"{info.get('quarantined', 0)} quarantined, {counts['written_back']} written back to the CRM, "
+                      f"{counts['waiting']} waiting for the ERP")
+    bridge.commit()
+    return counts
+
+
+def _module_of(bridge, batch_id: str, crm_id: str) -> str:
+    with bridge.cursor() as cur:
+        cur.execute(f"SELECT source_module FROM {STAGING} WHERE batch_id = %s AND crm_id = %s LIMIT 1",
+                    (batch_id, crm_id))
+        row = cur.fetchone()
+    return row[0] if row else "Sales_Orders"
+
+
+def _erp_values(systems, sql: str) -> list:
+    from include.bridge.mirror import erp_values
+
+    return erp_values(systems, sql)

@@ -1,0 +1,24 @@
+"""Flow erp_prices_to_crm: the ERP standard selling price list -> CRM Products Unit_Price and Tax (stage 1).
+
+The ERP is master for price: a price edited in the CRM is overwritten on the next run and the edit is kept as
+the audit row's before-image. Mapping: include/mappings/erp_prices_to_crm.yaml; gate:
+expectations/erp_prices_to_crm.json (unknown SKU, negative price, tax rate the ERP does not know).
+"""
+
+from __future__ import annotations
+
+from include.bridge import idmap, mirror
+
+FLOW = "erp_prices_to_crm"
+
+
+def link_products(systems, replay_quarantine: bool) -> dict:
+    hours = mirror.load(FLOW).settings["product_map_full_refresh_hours"]
+    return {"products_linked": idmap.refresh_product_links(systems.bridge(), systems.crm(), full=replay_quarantine,
+                                                           full_refresh_hours=hours)}
+
+
+run_extract, run_validate, run_load, run_finish = mirror.entry_points(
+    FLOW, before_extract=link_products,
+    parameters=lambda systems: {"tax_rates": [float(r) for r in mirror.erp_values(
+        systems, "SELECT rate FROM erp_api.tax_rates")]})

@@ -1,0 +1,1 @@
+"""DAG building blocks shared by the flows' DAG files."""

@@ -1,0 +1,53 @@
+"""Event-driven start of the CRM → ERP flows: an Airflow event trigger over `bridge.crm_event`.
+
+The receiver (`include/bridge/crm_events.py`) stores Zoho watch notifications; this trigger, run by the
+triggerer as the watcher of the Asset `bridge://crm_order_events`, claims them and fires once, which starts
+the DAGs scheduled on that Asset. Kept import-light: DAG files import it at parse time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+
+class CrmChangeEventTrigger(BaseEventTrigger):
+    """Fires once when CRM change notifications are waiting (polls the bridge DB every `poll_seconds`)."""
+
+    def __init__(self, bridge_conn_id: str = "bridge_db", poll_seconds: float = 2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.bridge_conn_id = bridge_conn_id
+        self.poll_seconds = poll_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("bridge_flows.crm_events.CrmChangeEventTrigger",
+                {"bridge_conn_id": self.bridge_conn_id, "poll_seconds": self.poll_seconds})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from asgiref.sync import sync_to_async
+
+        from include.bridge import db
+        from include.bridge.crm_events import claim_events
+
+        connect = sync_to_async(db.connect)  # connection lookup goes through the triggerer's supervisor
+        conn = None
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await connect(self.bridge_conn_id)
+                    claimed = await asyncio.to_thread(claim_events, conn)
+                except Exception as exc:  # the bridge DB is away: keep watching, the schedule still covers us
+                    self.log.warning("cannot read CRM change events (%s); retrying", exc)
+                    conn, claimed = None, {"events": 0}
+                if claimed["events"]:
+                    self.log.info("CRM change events claimed: %s", claimed)
+                    yield TriggerEvent(claimed)
+                    return
+                await asyncio.sleep(self.poll_seconds)
+        finally:
+            if conn is not None:
+                conn.close()

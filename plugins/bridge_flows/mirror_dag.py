@@ -1,0 +1,97 @@
+"""The DAG of an ERP -> CRM mirror flow: extract -> validate (gate + plan) -> load chunks -> finish.
+
+Every stage-1 flow has this shape; its DAG file only names the flow, its schedule, its assets and its docs.
+The tasks import the flow module (include/flows/<flow>.py) when they run, never at parse time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param, TaskGroup, task
+from bridge_alerts.notifier import BridgeFailureNotifier
+
+# alerts: e-mail to the Airflow Variable bridge_alert_email (if set) and the im_webhook connection (if set)
+ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
+
+
+def mirror_dag(dag_id: str, *, schedule, doc_md: str, tags: Sequence[str], outlets: Sequence[Asset] = (),
+               parts: Sequence[str] | None = None, retries: int = 2) -> DAG:
+    """One mirror flow (include/flows/<dag_id>.py), or several run in order as task groups (`parts`)."""
+    with DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz="Asia/Shanghai"),
+        catchup=False,
+        max_active_runs=1,
+        tags=list(tags),
+        doc_md=doc_md,
+        params={"replay_quarantine": Param(False, type="boolean", description="re-submit this flow's quarantined "
+                                                                               "records (after a fix at the source)")},
+        # retry delay: Airflow's [core] default_task_retry_delay (300 s unless configured)
+        default_args={"owner": "integration", "retries": retries,
+                      "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+    ) as dag:
+        if not parts:
+            mirror_tasks(dag_id, outlets)
+        else:
+            previous = None
+            for n, flow in enumerate(parts):
+                with TaskGroup(group_id=flow) as group:
+                    mirror_tasks(flow, outlets if n == len(parts) - 1 else ())
+                if previous is not None:
+                    previous >> group
+                previous = group
+    return dag
+
+
+def mirror_tasks(flow: str, outlets: Sequence[Asset]) -> None:
+    """extract -> validate (gate + plan) -> load (one mapped task per chunk, in the zoho_crm pool) -> finish."""
+
+    @task
+    def extract(params: dict | None = None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
+        from include.bridge.runtime import Systems
+
+        backfill = (data_interval_start, data_interval_end) if dag_run.run_type == "backfill" else None
+        with Systems() as systems:
+            return _flow(flow).run_extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]))
+
+    @task(retries=0)
+    def validate(info: dict) -> dict:
+        from bridge_alerts.notifier import alert_sender
+
+        from include.bridge.runtime import Systems
+
+        with Systems() as systems:
+            return _flow(flow).run_validate(systems, info, alert_sender(systems.bridge()))
+
+    @task
+    def chunks(planned: dict) -> list[int]:
+        return planned["chunks"]
+
+    @task(pool="zoho_crm")
+    def load(info: dict, chunk_no: int) -> dict:
+        from include.bridge.runtime import Systems
+
+        with Systems() as systems:
+            return _flow(flow).run_load(systems, info, chunk_no)
+
+    @task(outlets=list(outlets), trigger_rule="none_failed")
+    def finish(info: dict, loads: list | None = None) -> dict:
+        from bridge_alerts.notifier import alert_sender
+
+        from include.bridge.runtime import Systems
+
+        with Systems() as systems:
+            return _flow(flow).run_finish(systems, info, alert_sender(systems.bridge()))
+
+    planned = validate(extract())
+    loads = load.partial(info=planned).expand(chunk_no=chunks(planned))
+    finish(planned, loads)
+
+
+def _flow(flow: str):
+    import importlib
+
+    return importlib.import_module(f"include.flows.{flow}")

@@ -1,0 +1,258 @@
+"""Benchmark (not a test): crm_orders_to_erp — confirm-to-ERP-number latency and a 10,000-order burst.
+
+    scripts/with_postgres.sh .venv/bin/python -m tests.benchmarks.bench_crm_orders_to_erp [--orders 15] [--burst 10000]
+
+Latency: a real Airflow — api-server, scheduler, dag-processor and triggerer, LocalExecutor, metadata in
+PostgreSQL — runs `crm_orders_to_erp` on its schedule *or* the Asset `bridge://crm_order_events`. The CRM
+sandbox notifies the receiver (`include.bridge.crm_events`, subscribed by the `crm_watch_renewal` DAG) on every
+order change; the trigger wakes the DAG. A salesperson confirms one order at a time; the clock runs from the
+confirming API call until the ERP order number is readable on the CRM order. The ERP's import job is played
+by a loop that drains the inbound tables every second (a real ERP's own processing time adds to the figure;
+the sandbox's `erp_sandbox_import_job` DAG runs every minute and is not used here).
+
+Burst: 10,000 orders confirmed at once, run through the flow's steps (the functions the DAG tasks call, as
+in bench_erp_stock_to_crm): seconds per step, orders/s, peak memory of this process; the ERP's processing of
+the burst is timed separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import requests
+
+from include.bridge import db as bridge_db
+from include.sandbox.crm.process import free_port
+from include.sandbox.erp import importer
+from tests.conftest import ROOT, CrmSandbox, ErpSandbox, airflow_env_for, run_dag
+
+TOKEN = uuid.uuid4().hex
+
+
+def new_database(prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return name
+
+
+def drop_database(name: str) -> None:
+    admin = psycopg2.connect(dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+class PromptErp(threading.Thread):
+    """The ERP's import job, draining erp_inbound every second."""
+
+    def __init__(self, erp: ErpSandbox):
+        super().__init__(daemon=True)
+        self.erp, self.stop = erp, threading.Event()
+
+    def run(self) -> None:
+        from include.sandbox.erp import db
+
+        conn = db.connect(self.erp.dbname)
+        while not self.stop.wait(1.0):
+            importer.process_inbound(conn)
+        conn.close()
+
+
+def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    out = open(log, "w")  # noqa: SIM115 - the process owns it until the end of the benchmark
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+
+
+def order_fields(client, accounts: list[str], products: list[str], rng: random.Random, prepaid: bool) -> dict:
+    lines = [{"Product_Name": {"id": rng.choice(products)}, "Quantity": rng.randint(1, 5),
+              "List_Price": float(rng.randint(20, 200)), "Sequence_Number": n,
+              "Line_Tax": [{"name": "VAT", "percentage": 13}]} for n in range(1, rng.randint(1, 4) + 1)]
+    return {"Subject": f"bench {uuid.uuid4().hex[:8]}", "Status": "Created",
+            "Account_Name": {"id": rng.choice(accounts)}, "Currency": "CNY",
+            "Ordered_Items": lines, "Is_Prepaid": prepaid}
+
+
+def linked(bridge_conn, entity: str) -> list[str]:
+    with bridge_conn.cursor() as cur:
+        cur.execute("SELECT crm_id FROM bridge.id_map WHERE entity = %s ORDER BY erp_key", (entity,))
+        rows = [r[0] for r in cur.fetchall()]
+    bridge_conn.commit()
+    return rows
+
+
+def latency(env: dict, work: Path, erp: ErpSandbox, crm: CrmSandbox, bridge, n_orders: int) -> list[float]:
+    """Seconds from Confirmed to ERP_Order_No in the CRM, one order at a time, through the running Airflow."""
+    client, rng = crm.client(), random.Random(11)
+    receiver_port, api_port = free_port(), free_port()
+    env = env | {"AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+                 "AIRFLOW__API__PORT": str(api_port), "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5", "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
+                 "AIRFLOW_VAR_CRM_NOTIFY_URL": f"http://127.0.0.1:{receiver_port}/zoho/notifications",
+                 "AIRFLOW_CONN_CRM_NOTIFY": json.dumps({"conn_type": "generic", "password": TOKEN})}
+    airflow = str(Path(sys.executable).parent / "airflow")
+    procs = [start([sys.executable, "-m", "include.bridge.crm_events", "serve", "--port", str(receiver_port)],
+                   env | {"BRIDGE_DB_DSN": f"dbname={bridge[0]}", "CRM_NOTIFY_TOKEN": TOKEN}, work / "receiver.log")]
+    prompt_erp = PromptErp(erp)
+    try:
+        wait_for("the receiver", lambda: _ok(f"http://127.0.0.1:{receiver_port}/health"), 30)
+        assert run_dag(env, "crm_watch_renewal") == "success", "crm_watch_renewal failed"
+        for component in (["api-server", "--port", str(api_port)], ["scheduler"], ["dag-processor"], ["triggerer"]):
+            procs.append(start([airflow, *component], env, work / f"airflow-{component[0]}.log"))
+        wait_for("the api-server", lambda: _ok(f"http://127.0.0.1:{api_port}/api/v2/monitor/health"), 120)
+        wait_for("the DAG parsed", lambda: subprocess.run(
+            [airflow, "dags", "unpause", "crm_orders_to_erp"], env=env, capture_output=True).returncode == 0, 180, 2)
+        prompt_erp.start()
+        accounts, products = linked(bridge[1], "customer"), _erp_products(client, bridge)
+        created = [o.id for o in client.insert("Sales_Orders", [order_fields(client, accounts, products, rng, True)
+                                                                for _ in range(n_orders + 1)])]
+        figures = []
+        for i, crm_id in enumerate(created):
+            time.sleep(rng.uniform(1, 5))  # orders arrive now and then, not in lock-step with the triggerer
+            t0 = time.monotonic()
+            client.update("Sales_Orders", [{"id": crm_id, "Status": "Confirmed"}])
+            wait_for(f"order {crm_id} to get its ERP number", lambda c=crm_id: client.get_record(
+                "Sales_Orders", c).get("ERP_Order_No"), 600, 0.25)
+            seconds = time.monotonic() - t0
+            if i:  # the first one warms the triggerer and the scheduler up
+                figures.append(seconds)
+            print(f"  order {i:>2}: {seconds:5.1f} s{'  (warm-up, not counted)' if not i else ''}", flush=True)
+        return figures
+    finally:
+        prompt_erp.stop.set()
+        for p in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, 15)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+
+
+def burst(env: dict, erp: ErpSandbox, crm: CrmSandbox, bridge, n_orders: int) -> dict:
+    """n_orders confirmed at once, through the flow's steps; seconds per step."""
+    from include.bridge.runtime import Systems
+    from include.flows import crm_orders_to_erp as flow
+
+    client, rng = crm.client(max_retries=10), random.Random(12)
+    accounts, products = linked(bridge[1], "customer"), _erp_products(client, bridge)
+    t = time.monotonic()
+    records = [order_fields(client, accounts, products, rng, rng.random() < 0.8) | {"Status": "Confirmed"}
+               for _ in range(n_orders)]
+    for i in range(0, len(records), 100):
+        client.insert("Sales_Orders", records[i:i + 100])
+    figures = {"create in CRM": time.monotonic() - t}
+    info = bridge[1].info
+    systems = Systems.from_connections(
+        bridge[1], f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{bridge[0]}",
+        erp=erp.connect_as("erp_reader"), crm=client, erp_write=erp.connect_as("erp_writer"))
+    run_id = f"bench_burst_{uuid.uuid4().hex[:6]}"
+    t = time.monotonic()
+    extracted = flow.run_extract(systems, run_id)
+    figures["extract"] = time.monotonic() - t
+    t = time.monotonic()
+    validated = flow.run_validate(systems, extracted)
+    figures["gate + credit"] = time.monotonic() - t
+    t = time.monotonic()
+    sent = flow.run_send(systems, validated)
+    figures["send"] = time.monotonic() - t
+    t = time.monotonic()
+    processed = importer.process_inbound(erp.admin)
+    figures["ERP import (not ours)"] = time.monotonic() - t
+    t = time.monotonic()
+    written = flow.run_write_back(systems, sent)
+    figures["write-back"] = time.monotonic() - t
+    counts = {"orders": n_orders, "lines staged": extracted.get("rows"), "sent": sent.get("sent"),
+              "held": validated.get("held"), "quarantined": validated.get("quarantined"),
+              "written back": written.get("written_back"), "ERP processed": processed["sales_order_in"]}
+    return {"figures": figures, "counts": counts}
+
+
+def _ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+def _erp_products(client, bridge) -> list[str]:
+    """CRM product ids of ERP items (the id map keeps them linked)."""
+    return linked(bridge[1], "product")[:200] or [r["id"] for r in client.iter_coql("Products", ["Product_Code"])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orders", type=int, default=15, help="orders confirmed one at a time (latency)")
+    parser.add_argument("--burst", type=int, default=10_000, help="orders confirmed at once (throughput)")
+    args = parser.parse_args()
+    meta_db, bridge_name = new_database("airflow_bench"), new_database("bridge_bench")
+    erp = ErpSandbox(customers=60, skus=300, history_days=40, seed=7)
+    bridge = (bridge_name, psycopg2.connect(dbname=bridge_name))
+    bridge_db.install_schema(bridge[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        crm = CrmSandbox(work / "crm")
+        try:
+            crm.reset(customers=60, skus=300, seed_value=7)
+            crm.configure(credits_per_day=10**9)
+            os.environ |= {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+                           f"postgresql+psycopg2://{os.environ['PGUSER']}@{os.environ['PGHOST']}:"
+                           f"{os.environ['PGPORT']}/{meta_db}", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+            env = airflow_env_for(work / "airflow", erp, bridge, crm)
+            env["AIRFLOW_CONN_ERP_WRITE"] = (f"postgresql://erp_writer:{os.environ['ERP_WRITE_PASSWORD']}@"
+                                             f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}")
+            for dag_id in ("master_data_match", "erp_credit_to_crm"):
+                assert run_dag(env, dag_id) == "success", f"{dag_id} failed"
+            if args.orders:
+                print(f"latency, event-triggered, {args.orders} orders confirmed one at a time:", flush=True)
+                seconds = latency(env, work, erp, crm, bridge, args.orders)
+                q = statistics.quantiles(seconds, n=20) if len(seconds) > 1 else seconds * 19
+                print(f"  p50 {statistics.median(seconds):.1f} s, p95 {q[18]:.1f} s, max {max(seconds):.1f} s "
+                      f"(n = {len(seconds)}); on the schedule alone: up to one 5-minute interval + one run", flush=True)
+            if args.burst:
+                print(f"burst of {args.burst:,} confirmed orders:", flush=True)
+                result = burst(env, erp, crm, bridge, args.burst)
+                for step, s in result["figures"].items():
+                    rate = f"{args.burst / s:>8,.0f} orders/s" if s and step != "create in CRM" else ""
+                    print(f"  {step:<22} {s:7.1f} s {rate}", flush=True)
+                ours = sum(s for k, s in result["figures"].items()
+                           if k not in ("create in CRM", "ERP import (not ours)"))
+                print(f"  flow total {ours:.1f} s = {args.burst / ours:,.0f} orders/s; counts {result['counts']}; "
+                      f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB", flush=True)
+        finally:
+            crm.stop()
+            bridge[1].close()
+            erp.admin.close()
+            for name in (erp.dbname, bridge_name, meta_db):
+                drop_database(name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The event path of stage 2: crm_watch_renewal subscribes the CRM sandbox's watch API (through Airflow), the
+sandbox POSTs real notifications to the real receiver (include.bridge.crm_events, an HTTP server), and the
+event trigger that wakes crm_orders_to_erp claims them. A wrong token is refused and kept nowhere."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+from include.sandbox.crm.process import free_port
+from tests.conftest import ROOT, airflow_env_for, run_dag
+
+pytestmark = pytest.mark.slow
+TOKEN = uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def receiver(bridge, tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("receiver") / "receiver.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "include.bridge.crm_events", "serve", "--port", str(port)],
+                            env={**os.environ, "BRIDGE_DB_DSN": f"dbname={bridge[0]}",
+                                 "CRM_NOTIFY_TOKEN": TOKEN}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{url}/health", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            assert proc.poll() is None and time.monotonic() < deadline, "the receiver did not start"
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+def unclaimed(bridge) -> list[tuple]:
+    with bridge[1].cursor() as cur:
+        cur.execute("SELECT module, operation, record_ids FROM bridge.crm_event WHERE claimed_at IS NULL ORDER BY id")
+        rows = cur.fetchall()
+    bridge[1].commit()
+    return rows
+
+
+def first_event(trigger, timeout: float):
+    async def first():
+        async for event in trigger.run():
+            return event.payload
+    try:
+        return asyncio.run(asyncio.wait_for(first(), timeout))
+    except TimeoutError:
+        return None
+
+
+def test_a_confirmed_order_notifies_the_receiver_and_the_trigger_fires_once(crm, erp, bridge, receiver, tmp_path,
+                                                                           monkeypatch):
+    env = airflow_env_for(tmp_path / "airflow", erp, bridge, crm)
+    assert run_dag(env, "crm_watch_renewal") == "success"  # no crm_notify_url: skipped, not failed
+    env |= {"AIRFLOW_VAR_CRM_NOTIFY_URL": f"{receiver}/zoho/notifications",
+            "AIRFLOW_CONN_CRM_NOTIFY": json.dumps({"conn_type": "generic", "password": TOKEN})}
+    assert run_dag(env, "crm_watch_renewal") == "success"
+    assert not unclaimed(bridge)
+
+    client = crm.client()
+    order = next(r for r in client.iter_records("Sales_Orders", ["Status"]) if r["Status"] != "Confirmed")
+    client.update("Sales_Orders", [{"id": order["id"], "Status": "Confirmed"}])
+    deadline = time.monotonic() + 15
+    while not unclaimed(bridge):
+        assert time.monotonic() < deadline, "no notification reached the receiver"
+        time.sleep(0.2)
+    assert unclaimed(bridge) == [("Sales_Orders", "edit", [order["id"]])]
+
+    # someone else's notification (wrong token) is refused and not kept
+    forged = requests.post(f"{receiver}/zoho/notifications", timeout=5, json={
+        "module": "Sales_Orders", "operation": "edit", "ids": ["1"], "channel_id": "1", "token": "guess"})
+    assert forged.status_code == 401 and len(unclaimed(bridge)) == 1
+
+    from bridge_flows.crm_events import CrmChangeEventTrigger
+
+    monkeypatch.setenv("AIRFLOW_CONN_BRIDGE_DB", env["AIRFLOW_CONN_BRIDGE_DB"])
+    trigger = CrmChangeEventTrigger(bridge_conn_id="bridge_db", poll_seconds=0.2)
+    assert trigger.serialize() == ("bridge_flows.crm_events.CrmChangeEventTrigger",
+                                   {"bridge_conn_id": "bridge_db", "poll_seconds": 0.2})
+    assert first_event(trigger, 20) == {"events": 1, "records": 1, "modules": ["Sales_Orders"]}
+    assert not unclaimed(bridge)
+    assert first_event(CrmChangeEventTrigger(poll_seconds=0.2), 2) is None  # nothing new: it does not fire
