@@ -110,7 +110,6 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
         customers = dict(cur.fetchall())
         cur.execute("SELECT crm_id, erp_key FROM bridge.id_map WHERE entity = 'product'")
         skus = dict(cur.fetchall())
-        cur.execute(f"DELETE FROM {STAGING} WHERE batch_id = %s", (batch_id,))
     with erp.cursor() as cur:  # a CRM product code is only a SKU if the ERP sells that item
         cur.execute("SELECT sku FROM erp_api.items WHERE is_active AND sku = ANY (%s)", (list(set(skus.values())),))
         sellable = {r[0] for r in cur.fetchall()}
@@ -143,7 +142,8 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
                 staged = order_rows(module, rec, customers, skus)
                 if (rec["id"], staged[0][-1]) not in handled:  # our own write-backs bring them back: skip
                     rows.extend(staged)
-    with bridge.cursor() as cur:
+    with bridge.cursor() as cur:  # a retried or cleared run stages its batch afresh
+        cur.execute(f"DELETE FROM {STAGING} WHERE batch_id = %s", (batch_id,))
         psycopg2.extras.execute_values(
             cur, f"INSERT INTO {STAGING} (batch_id, row_no, {', '.join(COLUMNS)}) VALUES %s",
             [(batch_id, n, *r) for n, r in enumerate(rows, 1)], page_size=2000)
@@ -184,8 +184,9 @@ def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: st
 
 
 # -------------------------------------------------------------------------------------------- credit
-def orders_to_send(bridge, batch_id: str) -> list[dict]:
-    """One dict per gated order of the batch that the ERP has not received in this version yet."""
+def orders_to_send(bridge, batch_id: str, decided: bool = False) -> list[dict]:
+    """One dict per gated order of the batch that the ERP has not received in this version yet (decided: only
+    those the credit check passed — the decision is kept in the staging table, not handed over in XCom)."""
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute(f"""
             SELECT s.crm_id, s.source_module, min(s.subject) AS subject, min(s.customer_code) AS customer_code,
@@ -193,6 +194,7 @@ def orders_to_send(bridge, batch_id: str) -> list[dict]:
                    min(s.grand_total) AS grand_total, bool_or(s.is_prepaid) AS is_prepaid,
                    min(s.credit_check) AS credit_check, min(s.approved_by) AS approved_by,
                    min(s.due_date) AS due_date, min(s.payload_hash) AS payload_hash,
+                   min(s.decision) AS decision, min(s.amount_home) AS amount_home,
                    (SELECT o.payload_hash FROM bridge.order_outbox o WHERE o.crm_id = s.crm_id
                       AND o.action <> 'CANCEL' AND o.sent_at IS NOT NULL
                     ORDER BY o.created_at DESC LIMIT 1) AS sent_hash,
@@ -201,7 +203,18 @@ def orders_to_send(bridge, batch_id: str) -> list[dict]:
                     ORDER BY o.created_at DESC LIMIT 1) AS sent_amount
             FROM {STAGING} s WHERE s.batch_id = %s AND s.gate_ok GROUP BY s.crm_id, s.source_module
             ORDER BY s.crm_id""", (batch_id,))
-        return [dict(r) for r in cur.fetchall() if r["sent_hash"] != r["payload_hash"]]
+        return [dict(r) for r in cur.fetchall() if r["sent_hash"] != r["payload_hash"]
+                and (not decided or r["decision"] in ("Passed", "Approved"))]
+
+
+def keep_decisions(bridge, batch_id: str, orders: list[dict]) -> None:
+    with bridge.cursor() as cur:
+        psycopg2.extras.execute_values(cur, f"""
+            UPDATE {STAGING} s SET decision = d.decision, amount_home = d.amount_home::numeric
+            FROM (VALUES %s) AS d (batch_id, crm_id, decision, amount_home)
+            WHERE s.batch_id = d.batch_id AND s.crm_id = d.crm_id""",
+            [(batch_id, o["crm_id"], o["decision"], str(o["amount_home"])) for o in orders], page_size=1000)
+    bridge.commit()
 
 
 def credit_check(erp, orders: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -458,14 +471,14 @@ def run_validate(systems, info: dict, send_alert=None) -> dict:
         send_alert(Alert(kind="business", flow=FLOW, run_id=info["run_id"], event_key="credit_hold",
                          title=f"{len(held)} orders on credit hold",
                          lines=[f"{o['subject']} ({o['customer_code']}): {o['reason']}" for o in held[:20]]))
-    return info | {"to_send": [{k: (str(v) if isinstance(v, Decimal | dt.date) else v) for k, v in o.items()}
-                               for o in passed],
-                   "held": len(held), "quarantined": len(checked["bad"])}
+    keep_decisions(bridge, info["batch_id"], passed + held)
+    return info | {"to_send": len(passed), "held": len(held), "quarantined": len(checked["bad"])}
 
 
 def run_send(systems, info: dict) -> dict:
     started = time.monotonic()
-    sent = send(systems.bridge(), systems.erp_write(), info["to_send"], [tuple(c) for c in info["cancels"]],
+    orders = orders_to_send(systems.bridge(), info["batch_id"], decided=True)
+    sent = send(systems.bridge(), systems.erp_write(), orders, [tuple(c) for c in info["cancels"]],
                 info["batch_id"], info["run_id"])
     engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
     return info | {"sent": sent}

@@ -32,8 +32,13 @@ CREATE TABLE IF NOT EXISTS bridge.stg_crm_orders_to_erp (
     tax_rate          numeric,
     payload_hash      text,            -- of what the ERP would receive: tells a true resend from a change
     gate_ok           boolean,
+    decision          text,            -- credit check: Passed / Approved (sent) or Hold / Prepaid Only
+    amount_home       numeric(18, 2),
     PRIMARY KEY (batch_id, row_no)
 );
+-- installs from before the credit decision was kept here
+ALTER TABLE bridge.stg_crm_orders_to_erp ADD COLUMN IF NOT EXISTS decision text;
+ALTER TABLE bridge.stg_crm_orders_to_erp ADD COLUMN IF NOT EXISTS amount_home numeric(18, 2);
 
 -- Every document sent to the ERP's inbound tables. idempotency_key = module:crm id:action:payload hash, the
 -- same key the ERP inbound row carries (UNIQUE there): sending twice is a no-op on the ERP side.
