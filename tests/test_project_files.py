@@ -14,7 +14,7 @@ def test_docker_compose_parses_and_names_every_service():
     services = compose["services"]
     for name in ("postgres", "redis", "erp-db", "mailpit", "airflow-apiserver", "airflow-scheduler",
                  "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "airflow-init", "erp-sandbox-init",
-                 "crm-sandbox"):
+                 "crm-sandbox", "crm-events"):
         assert name in services, name
     for name, svc in services.items():
         for dep in svc.get("depends_on", {}):
@@ -22,13 +22,17 @@ def test_docker_compose_parses_and_names_every_service():
     env = services["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     for conn in ("AIRFLOW_CONN_ERP_READ", "AIRFLOW_CONN_ERP_WRITE", "AIRFLOW_CONN_BRIDGE_DB",
-                 "AIRFLOW_CONN_SMTP_DEFAULT", "AIRFLOW_CONN_ZOHO_CRM"):
+                 "AIRFLOW_CONN_SMTP_DEFAULT", "AIRFLOW_CONN_ZOHO_CRM", "AIRFLOW_CONN_CRM_NOTIFY",
+                 "AIRFLOW_VAR_CRM_NOTIFY_URL"):
         assert conn in env, conn
     zoho = json.loads(env["AIRFLOW_CONN_ZOHO_CRM"])
     assert zoho["host"] == "http://crm-sandbox:8765" and zoho["extra"]["refresh_token"]
     crm_env = services["crm-sandbox"]["environment"]
     for var in ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"):  # server and client agree
         assert crm_env[var].split(":-")[0] in env["AIRFLOW_CONN_ZOHO_CRM"]
+    # the receiver checks the same token the watch subscription sends
+    token = services["crm-events"]["environment"]["CRM_NOTIFY_TOKEN"]
+    assert token in env["AIRFLOW_CONN_CRM_NOTIFY"] and env["AIRFLOW_VAR_CRM_NOTIFY_URL"].startswith("http://crm-events:")
     # the README promises these variables; the compose file must use each of them
     text = (ROOT / "docker-compose.yaml").read_text()
     readme = (ROOT / "README.md").read_text()
