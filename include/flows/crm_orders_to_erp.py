@@ -256,84 +256,95 @@ def credit_check(erp, orders: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 # ---------------------------------------------------------------------------------------------- send
-def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], batch_id: str, run_id: str) -> int:
-    """Insert inbound documents (CREATE / AMEND / CANCEL); a key the ERP already has is a no-op."""
-    docs = []
+def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], batch_id: str, run_id: str,
+         chunk: int = 500) -> int:
+    """Insert inbound documents (CREATE / AMEND / CANCEL); a key the ERP already has is a no-op.
+
+    In chunks, each in three commits: the keys into the outbox, the documents into the ERP (one transaction),
+    then sent_at + audit. A kill between any two leaves keys a retry re-derives identically: nothing is lost,
+    nothing doubled."""
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        for o in orders:
-            cur.execute("""SELECT count(*) AS n FROM bridge.order_outbox
-                           WHERE crm_id = %s AND action IN ('CREATE', 'AMEND') AND sent_at IS NOT NULL""",
-                        (o["crm_id"],))
-            action = "AMEND" if cur.fetchone()["n"] else "CREATE"
-            docs.append((o, action))
-        for module, crm_id in cancels:
-            cur.execute("""SELECT payload_hash, payload FROM bridge.order_outbox WHERE crm_id = %s
-                           ORDER BY created_at DESC LIMIT 1""", (crm_id,))
-            last = cur.fetchone()
-            if last and not last["payload"].get("cancel"):  # sent before, not cancelled yet
-                docs.append(({"crm_id": crm_id, "source_module": module, "payload_hash": last["payload_hash"],
-                              "cancel": True}, "CANCEL"))
-    sent = 0
-    for o, action in docs:
-        key = f"{o['source_module']}:{o['crm_id']}:{action}:{o['payload_hash']}"
-        payload = rebuild_payload(bridge, batch_id, o) if action != "CANCEL" else {"cancel": True}
-        with bridge.cursor() as cur:  # outbox first: a crash after the ERP insert still knows the key
-            cur.execute("""INSERT INTO bridge.order_outbox (idempotency_key, crm_id, source_module, action,
-                                                            payload_hash, payload, batch_id, run_id)
-                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING""",
-                        (key, o["crm_id"], o["source_module"], action, o["payload_hash"],
-                         json.dumps(payload, default=str, ensure_ascii=False), batch_id, run_id))
+        cur.execute("""SELECT DISTINCT crm_id FROM bridge.order_outbox
+                       WHERE crm_id = ANY (%s) AND action IN ('CREATE', 'AMEND') AND sent_at IS NOT NULL""",
+                    ([o["crm_id"] for o in orders],))
+        in_erp = {r["crm_id"] for r in cur.fetchall()}
+        docs = [(o, "AMEND" if o["crm_id"] in in_erp else "CREATE") for o in orders]
+        cur.execute("""SELECT DISTINCT ON (crm_id) crm_id, payload_hash, payload FROM bridge.order_outbox
+                       WHERE crm_id = ANY (%s) ORDER BY crm_id, created_at DESC""", ([c[1] for c in cancels],))
+        last = {r["crm_id"]: r for r in cur.fetchall()}
+    bridge.rollback()
+    for module, crm_id in cancels:
+        if crm_id in last and not last[crm_id]["payload"].get("cancel"):  # sent before, not cancelled yet
+            docs.append(({"crm_id": crm_id, "source_module": module, "payload_hash": last[crm_id]["payload_hash"],
+                          "cancel": True}, "CANCEL"))
+    for i in range(0, len(docs), chunk):
+        part = docs[i:i + chunk]
+        payloads = payloads_of(bridge, batch_id, [o for o, action in part if action != "CANCEL"])
+        rows = [(f"{o['source_module']}:{o['crm_id']}:{action}:{o['payload_hash']}", o, action,
+                 payloads.get(o["crm_id"]) if action != "CANCEL" else {"cancel": True}) for o, action in part]
+        with bridge.cursor() as cur:  # outbox first: a crash after the ERP insert still knows the keys
+            psycopg2.extras.execute_values(cur, """
+                INSERT INTO bridge.order_outbox (idempotency_key, crm_id, source_module, action, payload_hash, payload,
+                                                 batch_id, run_id)
+                VALUES %s ON CONFLICT (idempotency_key) DO NOTHING""",
+                [(key, o["crm_id"], o["source_module"], action, o["payload_hash"],
+                  json.dumps(payload, default=str, ensure_ascii=False), batch_id, run_id)
+                 for key, o, action, payload in rows])
         bridge.commit()
-        insert_inbound(erp_write, key, o, action, payload)
+        insert_inbound(erp_write, rows)
         with bridge.cursor() as cur:
-            cur.execute("UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now()) WHERE idempotency_key = %s",
-                        (key,))
+            cur.execute("""UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now())
+                           WHERE idempotency_key = ANY (%s)""", ([r[0] for r in rows],))
         engine.audit(bridge, FLOW, "erp", "sales_order", [(o["crm_id"], None, {"idempotency_key": key,
-                                                                               "action": action, **payload})],
-                     run_id, batch_id)
+                                                                               "action": action, **payload})
+                                                          for key, o, action, payload in rows], run_id, batch_id)
         bridge.commit()
-        sent += 1
-    return sent
+    return len(docs)
 
 
-def rebuild_payload(bridge, batch_id: str, o: dict) -> dict:
+def payloads_of(bridge, batch_id: str, orders: list[dict]) -> dict[str, dict]:
+    """The ERP document of each order (header from the order, lines from the staged rows)."""
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(f"""SELECT line_no, sku, qty, list_price, discount, tax_rate, line_net FROM {STAGING}
-                        WHERE batch_id = %s AND crm_id = %s AND line_no IS NOT NULL ORDER BY line_no""",
-                    (batch_id, o["crm_id"]))
-        lines = cur.fetchall()
-    out = []
-    for ln in lines:
-        gross = ln["qty"] * ln["list_price"]
-        out.append({"line_no": ln["line_no"], "sku": ln["sku"], "qty": ln["qty"], "unit_price": ln["list_price"],
-                    "discount_pct": round(ln["discount"] / gross * 100, 2) if gross else 0, "tax_rate": ln["tax_rate"],
-                    "line_total": round(ln["line_net"], 2)})
-    return {"customer_code": o["customer_code"], "currency": o["currency"], "exchange_rate": o["exchange_rate"],
-            "is_prepaid": bool(o["is_prepaid"]), "delivery_date": o["due_date"], "customer_po_no": o["subject"],
-            "credit_approved_by": o.get("approved_by") if o.get("decision") == "Approved" else None,
-            "amount_home": str(o.get("amount_home") or ""), "lines": out}
+        cur.execute(f"""SELECT crm_id, line_no, sku, qty, list_price, discount, tax_rate, line_net FROM {STAGING}
+                        WHERE batch_id = %s AND crm_id = ANY (%s) AND line_no IS NOT NULL ORDER BY crm_id, line_no""",
+                    (batch_id, [o["crm_id"] for o in orders]))
+        lines: dict[str, list] = {}
+        for ln in cur.fetchall():
+            gross = ln["qty"] * ln["list_price"]
+            lines.setdefault(ln["crm_id"], []).append({
+                "line_no": ln["line_no"], "sku": ln["sku"], "qty": ln["qty"], "unit_price": ln["list_price"],
+                "discount_pct": round(ln["discount"] / gross * 100, 2) if gross else 0, "tax_rate": ln["tax_rate"],
+                "line_total": round(ln["line_net"], 2)})
+    bridge.rollback()
+    return {o["crm_id"]: {
+        "customer_code": o["customer_code"], "currency": o["currency"], "exchange_rate": o["exchange_rate"],
+        "is_prepaid": bool(o["is_prepaid"]), "delivery_date": o["due_date"], "customer_po_no": o["subject"],
+        "credit_approved_by": o.get("approved_by") if o.get("decision") == "Approved" else None,
+        "amount_home": str(o.get("amount_home") or ""), "lines": lines.get(o["crm_id"], [])} for o in orders}
 
 
-def insert_inbound(erp_write, key: str, o: dict, action: str, payload: dict) -> None:
-    """Header and lines in one ERP transaction; ON CONFLICT DO NOTHING makes a resend a no-op."""
+def insert_inbound(erp_write, rows: list[tuple[str, dict, str, dict]]) -> None:
+    """Headers and lines of (key, order, action, payload) in one ERP transaction; ON CONFLICT DO NOTHING makes a
+    resend a no-op."""
+    warehouse = spec()["settings"]["default_warehouse"]
     with erp_write.cursor() as cur:
-        lines = payload.get("lines", [])
-        cur.execute("""INSERT INTO erp_inbound.sales_order_in (source_system, source_id, idempotency_key, action,
-                           customer_code, customer_po_no, order_date, delivery_date, currency, exchange_rate,
-                           is_prepaid, credit_approved_by, line_count)
-                       VALUES ('zoho_crm', %s, %s, %s, %s, %s, current_date, %s, %s, %s, %s, %s, %s)
-                       ON CONFLICT (idempotency_key) DO NOTHING""",
-                    (o["crm_id"], key, action, payload.get("customer_code"), payload.get("customer_po_no"),
-                     payload.get("delivery_date"), payload.get("currency"), payload.get("exchange_rate"),
-                     bool(payload.get("is_prepaid")), payload.get("credit_approved_by"),
-                     len(lines) if action != "CANCEL" else 0))
+        psycopg2.extras.execute_values(cur, """
+            INSERT INTO erp_inbound.sales_order_in (source_system, source_id, idempotency_key, action, customer_code,
+                customer_po_no, order_date, delivery_date, currency, exchange_rate, is_prepaid, credit_approved_by,
+                line_count)
+            VALUES %s ON CONFLICT (idempotency_key) DO NOTHING""",
+            [(o["crm_id"], key, action, p.get("customer_code"), p.get("customer_po_no"), p.get("delivery_date"),
+              p.get("currency"), p.get("exchange_rate"), bool(p.get("is_prepaid")), p.get("credit_approved_by"),
+              len(p.get("lines", [])) if action != "CANCEL" else 0) for key, o, action, p in rows],
+            template="('zoho_crm', %s, %s, %s, %s, %s, current_date, %s, %s, %s, %s, %s, %s)")
+        lines = [(key, ln["line_no"], ln["sku"], ln["qty"], ln["unit_price"], ln["discount_pct"], ln["tax_rate"],
+                  ln["line_total"], warehouse) for key, _o, action, p in rows if action != "CANCEL"
+                 for ln in p.get("lines", [])]
         if lines:
             psycopg2.extras.execute_values(cur, """
                 INSERT INTO erp_inbound.sales_order_line_in (idempotency_key, line_no, sku, qty, unit_price,
                                                              discount_pct, tax_rate, line_total, warehouse)
-                VALUES %s ON CONFLICT (idempotency_key, line_no) DO NOTHING""",
-                [(key, ln["line_no"], ln["sku"], ln["qty"], ln["unit_price"], ln["discount_pct"], ln["tax_rate"],
-                  ln["line_total"], spec()["settings"]["default_warehouse"]) for ln in lines])
+                VALUES %s ON CONFLICT (idempotency_key, line_no) DO NOTHING""", lines, page_size=2000)
     erp_write.commit()
 
 
