@@ -180,7 +180,9 @@ def test_bad_orders_are_quarantined_with_a_readable_reason_and_the_rest_proceeds
            order("bad: no currency", [(good_sku, 1, 13)], Currency=None): "currency is missing",
            order("bad: zero qty", [(good_sku, 0, 13)]): "quantity is 0 or negative",
            order("bad: tax 17%", [(good_sku, 1, 17)]): "tax rate the ERP does not allow",
-           order("bad: USD without rate", [(good_sku, 1, 13)], Currency="USD"): "needs its exchange rate"}
+           order("bad: USD without rate", [(good_sku, 1, 13)], Currency="USD"): "needs its exchange rate",
+           order("bad: account not in the ERP", [(good_sku, 1, 13)], Account_Name={"id": client.insert(
+               "Accounts", [{"Account_Name": "未建档客户有限公司"}])[0].id}): "not linked to an ERP customer"}
     # enough good orders beside them that the bad share stays under the flow's 50% gate threshold
     goods = [order(f"good one #{n}", [(good_sku, 2, 13)]) for n in range(8)]
     assert orders(env) == "success"
