@@ -123,6 +123,8 @@ def print_write_back(dbname: str) -> None:
 
     from zoho_crm.hook import ZohoCrmHook
 
+    from include.bridge.idmap import erp_order_copies
+
     with erp_db.connect(dbname) as conn, conn.cursor() as cur:
         cur.execute("""SELECT count(*), count(DISTINCT source_id), count(*) FILTER (WHERE status = 'On Hold')
                        FROM erp.sales_order WHERE source_system = 'zoho_crm'""")
@@ -132,9 +134,7 @@ def print_write_back(dbname: str) -> None:
     crm = ZohoCrmHook("zoho_crm").get_conn()
     fields = ["Status", "ERP_Order_No", "Fulfilment_Status"]
     with psycopg2.connect(dbname=os.environ.get("BRIDGE_DB", "bridge")) as conn, conn.cursor() as cur:
-        cur.execute("SELECT crm_id FROM bridge.id_map WHERE entity = 'sales_order' "
-                    "AND match_rule LIKE 'created by erp%%'")
-        mirrored = {r[0] for r in cur.fetchall()}
+        mirrored = erp_order_copies(conn)
         cur.execute("SELECT count(*) FROM bridge.quarantine WHERE flow = 'crm_orders_to_erp' AND status = 'open'")
         quarantined = cur.fetchone()[0]
     # the CRM's own orders, not the copies the history mirror made of ERP orders

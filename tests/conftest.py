@@ -155,6 +155,8 @@ def airflow_env_for(home, erp, bridge, crm) -> dict:
         "BRIDGE_DATA_DOCS_DIR": str(home / "data_docs"), "BRIDGE_REPORTS_DIR": str(home / "reports"),
         "AIRFLOW_CONN_ERP_READ": f"postgresql://erp_reader:{os.environ['ERP_READ_PASSWORD']}@"
                                  f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}",
+        "AIRFLOW_CONN_ERP_WRITE": f"postgresql://erp_writer:{os.environ['ERP_WRITE_PASSWORD']}@"
+                                  f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}",
         "AIRFLOW_CONN_BRIDGE_DB": f"postgresql://{os.environ['PGUSER']}@{os.environ['PGHOST']}:"
                                   f"{os.environ['PGPORT']}/{bridge[0]}",
         "AIRFLOW_CONN_ZOHO_CRM": json.dumps({
@@ -170,6 +172,32 @@ def airflow_env_for(home, erp, bridge, crm) -> dict:
     subprocess.run([airflow, "pools", "set", "zoho_crm", "5", "Zoho CRM concurrent requests"], env=env, check=True,
                    capture_output=True, timeout=120)
     return env
+
+
+def kill_dag_run_when(env, dag_id: str, conf: dict, ready, log_name: str, timeout: float = 240) -> None:
+    """Start one DAG run (dag.test) in its own process group and SIGKILL it as soon as `ready()` is true."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with open(os.path.join(env["AIRFLOW_HOME"], log_name), "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", RUN_DAG, json.dumps(conf), dag_id], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, f"the {dag_id} run ended before the kill point"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def crm_demo(crm_server, erp):
+    """The CRM sandbox seeded with the ERP fixture's demo company (same seed and size)."""
+    crm_server.reset(customers=60, skus=300, seed_value=7)
+    return crm_server
 
 
 def run_dag(env, dag_id: str, **conf) -> str:

@@ -78,6 +78,12 @@ def describe(config) -> str:
     return f"{config.type}({', '.join(str(a) for a in args)})"
 
 
+def column_of(reason: str) -> str:
+    """The column a reason made by describe() names ('' for table-level expectations): flows that show a
+    person a readable text per column look it up by this."""
+    return reason.split("(", 1)[1].split(",")[0].split(")")[0] if "(" in reason else ""
+
+
 def _context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -27,6 +27,14 @@ def crm_id_for(conn, entity: str, erp_key: str) -> str | None:
     return row[0] if row else None
 
 
+def erp_order_copies(conn) -> set[str]:
+    """CRM ids of the read-only copies of ERP orders the history mirror created (never to be sent back)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT crm_id FROM bridge.id_map WHERE entity = 'sales_order' "
+                    "AND match_rule LIKE 'created by erp%%'")
+        return {r[0] for r in cur.fetchall()}
+
+
 def refresh_product_links(bridge, crm, full: bool = False, full_refresh_hours: float = 24) -> int:
     """Link CRM Products to ERP SKUs by Product_Code.
 

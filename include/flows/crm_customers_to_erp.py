@@ -20,7 +20,7 @@ import time
 import psycopg2.extras
 
 from include.bridge import engine
-from include.bridge.gate import run_gate
+from include.bridge.gate import column_of, run_gate
 from include.bridge.matching import Account, match_customers
 from include.bridge.mirror import data_docs_dir, erp_values
 from include.bridge.uscc import is_valid_uscc
@@ -117,8 +117,7 @@ def gate(bridge, url: str, batch_id: str, currencies: list[str]) -> dict[str, li
         for row_no, crm_id, phash in cur.fetchall():
             hashes[crm_id] = phash
             for reason in result.bad_rows[row_no]:
-                column = reason.split("(", 1)[1].split(",")[0].split(")")[0]
-                bad.setdefault(crm_id, []).append(MESSAGES.get(column, reason))
+                bad.setdefault(crm_id, []).append(MESSAGES.get(column_of(reason), reason))
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (crm_id = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
     engine.quarantine(bridge, FLOW, batch_id, [(k, {"crm_id": k, "payload_hash": hashes[k]}, v)

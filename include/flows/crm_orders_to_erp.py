@@ -29,10 +29,10 @@ from pathlib import Path
 import psycopg2.extras
 import yaml
 
-from include.bridge import engine
+from include.bridge import engine, idmap
 from include.bridge.alerts import Alert
-from include.bridge.gate import run_gate
-from include.bridge.mirror import GateBlocked, data_docs_dir
+from include.bridge.gate import column_of, run_gate
+from include.bridge.mirror import GateBlocked, data_docs_dir, erp_values
 
 FLOW = "crm_orders_to_erp"
 STAGING = "bridge.stg_crm_orders_to_erp"
@@ -122,10 +122,7 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
         cur.execute("SELECT business_key, payload ->> 'payload_hash' FROM bridge.quarantine "
                     "WHERE flow = %s AND status = 'open'", (FLOW,))
         handled |= {(c, h) for c, h in cur.fetchall()}
-        # read-only copies of ERP orders (erp_history_to_crm) are the ERP's, never sent back to it
-        cur.execute("SELECT crm_id FROM bridge.id_map WHERE entity = 'sales_order' "
-                    "AND match_rule LIKE 'created by erp%%'")
-        mirrored = {r[0] for r in cur.fetchall()}
+    mirrored = idmap.erp_order_copies(bridge)  # the ERP's own orders, copied by erp_history_to_crm
     bridge.rollback()
     rows, cancels, seen = [], [], 0
     modified_since = since.isoformat() if since else None
@@ -161,15 +158,16 @@ def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: st
         return {"blocked": result}
     messages = spec()["messages"]
     bad: dict[str, list[str]] = {}
+    modules: dict[str, str] = {}
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         if result.bad_rows:
             cur.execute(f"SELECT * FROM {STAGING} WHERE batch_id = %s AND row_no = ANY (%s)",
                         (batch_id, list(result.bad_rows)))
             for row in cur.fetchall():
                 for reason in result.bad_rows[row["row_no"]]:
-                    column = reason.split("(", 1)[1].split(",")[0].split(")")[0] if "(" in reason else ""
-                    text = messages.get(column, reason)
+                    text = messages.get(column_of(reason), reason)
                     line = f"line {row['line_no']}: {text}" if row["line_no"] is not None else text
+                    modules[row["crm_id"] or "?"] = row["source_module"]
                     if line not in bad.setdefault(row["crm_id"] or "?", []):
                         bad[row["crm_id"] or "?"].append(line)
             cur.execute(f"SELECT DISTINCT crm_id, payload_hash FROM {STAGING} "
@@ -180,7 +178,7 @@ def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: st
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (coalesce(crm_id, '') = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
     bridge.commit()
-    return {"blocked": None, "bad": bad, "result": result}
+    return {"blocked": None, "bad": bad, "modules": modules, "result": result}
 
 
 # -------------------------------------------------------------------------------------------- credit
@@ -450,9 +448,9 @@ def run_validate(systems, info: dict, send_alert=None) -> dict:
     """Gate + credit check. Held and bad orders are shown in the CRM; returns what may be sent."""
     bridge = systems.bridge()
     started = time.monotonic()
-    tax_rates = [float(r) for r in _erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]
+    tax_rates = [float(r) for r in erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]
     checked = validate(bridge, systems.bridge_url(), info["batch_id"], tax_rates, info["run_id"]) \
-        if info["rows"] else {"blocked": None, "bad": {}}
+        if info["rows"] else {"blocked": None, "bad": {}, "modules": {}}
     if checked["blocked"] is not None:
         result = checked["blocked"]
         message = "; ".join(result.summary())
@@ -467,7 +465,7 @@ def run_validate(systems, info: dict, send_alert=None) -> dict:
     stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     shown: dict[str, list[dict]] = {}
     for crm_id, reasons in checked["bad"].items():
-        module = _module_of(bridge, info["batch_id"], crm_id)
+        module = checked["modules"].get(crm_id) or "Sales_Orders"
         shown.setdefault(module, []).append({"id": crm_id, "ERP_Synced_At": stamp, "Integration_Message":
                                              "Not sent to the ERP: " + "; ".join(reasons)})
     for o in held:
@@ -516,17 +514,3 @@ def run_write_back(systems, info: dict, wait_seconds: float = 0) -> dict:
                       f"{counts['waiting']} waiting for the ERP")
     bridge.commit()
     return counts
-
-
-def _module_of(bridge, batch_id: str, crm_id: str) -> str:
-    with bridge.cursor() as cur:
-        cur.execute(f"SELECT source_module FROM {STAGING} WHERE batch_id = %s AND crm_id = %s LIMIT 1",
-                    (batch_id, crm_id))
-        row = cur.fetchone()
-    return row[0] if row else "Sales_Orders"
-
-
-def _erp_values(systems, sql: str) -> list:
-    from include.bridge.mirror import erp_values
-
-    return erp_values(systems, sql)

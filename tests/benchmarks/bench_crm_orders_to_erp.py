@@ -90,7 +90,7 @@ def wait_for(what: str, check, timeout: float, interval: float = 0.5):
     raise TimeoutError(f"{what}: not within {timeout:.0f} s")
 
 
-def order_fields(client, accounts: list[str], products: list[str], rng: random.Random, prepaid: bool) -> dict:
+def order_fields(accounts: list[str], products: list[str], rng: random.Random, prepaid: bool) -> dict:
     lines = [{"Product_Name": {"id": rng.choice(products)}, "Quantity": rng.randint(1, 5),
               "List_Price": float(rng.randint(20, 200)), "Sequence_Number": n,
               "Line_Tax": [{"name": "VAT", "percentage": 13}]} for n in range(1, rng.randint(1, 4) + 1)]
@@ -130,7 +130,7 @@ def latency(env: dict, work: Path, erp: ErpSandbox, crm: CrmSandbox, bridge, n_o
             [airflow, "dags", "unpause", "crm_orders_to_erp"], env=env, capture_output=True).returncode == 0, 180, 2)
         prompt_erp.start()
         accounts, products = linked(bridge[1], "customer"), _erp_products(erp, bridge)
-        created = [o.id for o in client.insert("Sales_Orders", [order_fields(client, accounts, products, rng, True)
+        created = [o.id for o in client.insert("Sales_Orders", [order_fields(accounts, products, rng, True)
                                                                 for _ in range(n_orders + 1)])]
         figures = []
         for i, crm_id in enumerate(created):
@@ -164,7 +164,7 @@ def burst(env: dict, erp: ErpSandbox, crm: CrmSandbox, bridge, n_orders: int) ->
     client, rng = crm.client(max_retries=10), random.Random(12)
     accounts, products = linked(bridge[1], "customer"), _erp_products(erp, bridge)
     t = time.monotonic()
-    records = [order_fields(client, accounts, products, rng, rng.random() < 0.8) | {"Status": "Confirmed"}
+    records = [order_fields(accounts, products, rng, rng.random() < 0.8) | {"Status": "Confirmed"}
                for _ in range(n_orders)]
     for i in range(0, len(records), 100):
         client.insert("Sales_Orders", records[i:i + 100])
@@ -231,8 +231,6 @@ def main() -> None:
                            f"postgresql+psycopg2://{os.environ['PGUSER']}@{os.environ['PGHOST']}:"
                            f"{os.environ['PGPORT']}/{meta_db}", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
             env = airflow_env_for(work / "airflow", erp, bridge, crm)
-            env["AIRFLOW_CONN_ERP_WRITE"] = (f"postgresql://erp_writer:{os.environ['ERP_WRITE_PASSWORD']}@"
-                                             f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}")
             for dag_id in ("master_data_match", "erp_credit_to_crm"):
                 assert run_dag(env, dag_id) == "success", f"{dag_id} failed"
             if args.orders:

@@ -1,16 +1,13 @@
 """erp_stock_to_crm end to end: the real DAG run by Airflow (dag.test) against both sandboxes and a bridge DB."""
 
 import datetime as dt
-import json
 import os
-import subprocess
-import sys
 from decimal import Decimal
 
 import pytest
 
 from include.sandbox.erp import simulator
-from tests.conftest import ROOT, RUN_DAG, airflow_env_for, run_dag
+from tests.conftest import airflow_env_for, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 
@@ -131,28 +128,15 @@ def test_over_threshold_batch_loads_nothing(airflow_env, erp, bridge, crm_for_er
 
 def test_a_load_killed_midway_then_cleared_under_a_storm_leaves_no_gap_and_no_duplicate(
         airflow_env, erp, bridge, crm_for_erp, crm_client):
-    import signal
-    import time
-
     count_before = crm_for_erp.admin("GET", "stats")["records"]["Products"]
     simulator.simulate(erp.admin, 1)
     # slow CRM writes, then SIGKILL the Airflow process right after the first update batch was committed
     crm_for_erp.configure(latency_ms=600, fault_methods=["PUT"])
     puts = crm_for_erp.admin("GET", "stats")["stats"].get("handled_PUT", 0)
     logical_date = "2026-03-02T08:00:00+00:00"
-    log_path = os.path.join(airflow_env["AIRFLOW_HOME"], "killed_run_output.txt")
-    with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", RUN_DAG, json.dumps({"logical_date": logical_date}),
-                                 "erp_stock_to_crm"],
-                                env=airflow_env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while crm_for_erp.admin("GET", "stats")["stats"].get("handled_PUT", 0) == puts:
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its load began"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        kill_dag_run_when(airflow_env, "erp_stock_to_crm", {"logical_date": logical_date}, lambda: crm_for_erp.admin(
+            "GET", "stats")["stats"].get("handled_PUT", 0) > puts, "killed_run_output.txt")
     finally:
         crm_for_erp.configure(latency_ms=0, fault_methods=["GET", "POST", "PUT", "DELETE"])
     killed = last_run(bridge)

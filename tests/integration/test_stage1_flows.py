@@ -13,12 +13,6 @@ STAGE_1 = ["master_data_match", "erp_stock_to_crm", "erp_credit_to_crm", "erp_pr
 
 
 @pytest.fixture(scope="module")
-def crm_demo(crm_server, erp):
-    crm_server.reset(customers=60, skus=300, seed_value=7)  # the ERP fixture's demo company
-    return crm_server
-
-
-@pytest.fixture(scope="module")
 def client(crm_demo):
     return crm_demo.client()
 

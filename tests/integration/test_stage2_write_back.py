@@ -5,25 +5,16 @@ amendments, and fulfilment comes back. All DAG runs go through Airflow (dag.test
 
 import datetime as dt
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from include.sandbox.erp import importer, simulator
-from tests.conftest import ROOT, RUN_DAG, airflow_env_for, run_dag
+from tests.conftest import ROOT, RUN_DAG, airflow_env_for, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 ORDERS = "crm_orders_to_erp"
-
-
-@pytest.fixture(scope="module")
-def crm_demo(crm_server, erp):
-    crm_server.reset(customers=60, skus=300, seed_value=7)
-    return crm_server
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +25,6 @@ def client(crm_demo):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, erp, bridge, crm_demo):
     env = airflow_env_for(tmp_path_factory.mktemp("airflow"), erp, bridge, crm_demo)
-    env["AIRFLOW_CONN_ERP_WRITE"] = (f"postgresql://erp_writer:{os.environ['ERP_WRITE_PASSWORD']}@"
-                                     f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}")
     for dag_id in ("master_data_match", "erp_credit_to_crm"):
         assert run_dag(env, dag_id) == "success"
     return env
@@ -105,16 +94,8 @@ def test_sigkill_between_erp_insert_and_crm_write_back_then_a_clear(env, erp, br
     crm_demo.configure(latency_ms=1500, fault_methods=["PUT"])  # slow write-back: the kill lands before it
     when = "2026-04-01T09:00:00+00:00"
     try:
-        with open(os.path.join(env["AIRFLOW_HOME"], "killed.txt"), "w") as out:
-            proc = subprocess.Popen([sys.executable, "-c", RUN_DAG, json.dumps(
-                {"logical_date": when, "wait_for_erp_seconds": 0}), ORDERS], env=env, stdout=out,
-                stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-        deadline = time.monotonic() + 240
-        while erp.scalar("SELECT count(*) FROM erp_inbound.sales_order_in") == before:
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it sent anything"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        kill_dag_run_when(env, ORDERS, {"logical_date": when, "wait_for_erp_seconds": 0}, lambda: erp.scalar(
+            "SELECT count(*) FROM erp_inbound.sales_order_in") > before, "killed.txt")
     finally:
         crm_demo.configure(latency_ms=0, fault_methods=["GET", "POST", "PUT", "DELETE"])
     importer.process_inbound(erp.admin)
