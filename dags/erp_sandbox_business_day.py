@@ -4,7 +4,8 @@
 Advances the **sandbox ERP** by one business day: purchase receipts, production progress (with some
 slips), new orders, stock allocation, shipments, invoices, payments, overdue items, replenishment and
 a few price changes — so the integration's incremental flows always have real changes to pick up.
-Param `days` simulates several days in one run. Not used against a real ERP.
+Param `days` simulates several days in one run; `mo_slip_rate` makes production slip more (or less) for those
+days (a bad week in the factory). Not used against a real ERP.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from airflow.sdk import Param, dag, task
     max_active_runs=1,
     tags=["sandbox", "erp"],
     doc_md=__doc__,
-    params={"days": Param(1, type="integer", minimum=1, maximum=365, description="business days to simulate")},
+    params={"days": Param(1, type="integer", minimum=1, maximum=365, description="business days to simulate"),
+            "mo_slip_rate": Param(None, type=["null", "number"], minimum=0, maximum=1,
+                                  description="share of production orders due that slip (default: the ERP's)")},
     default_args={"owner": "erp-sandbox", "retries": 0},
 )
 def erp_sandbox_business_day():
@@ -37,7 +40,8 @@ def erp_sandbox_business_day():
         from include.sandbox.erp import db, simulator
 
         with db.connect() as conn:
-            return simulator.simulate(conn, int(params["days"]))
+            rate = params.get("mo_slip_rate")
+            return simulator.simulate(conn, int(params["days"]), mo_slip_rate=None if rate is None else float(rate))
 
     process_inbound() >> simulate()
 

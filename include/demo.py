@@ -34,12 +34,20 @@ STAGE_2 = [("crm_customers_to_erp", {"wait_for_erp_seconds": 0}), ("crm_orders_t
            ("erp_sandbox_import_job", {}),
            ("crm_customers_to_erp", {"wait_for_erp_seconds": 0}), ("crm_orders_to_erp", {"wait_for_erp_seconds": 0}),
            ("erp_sandbox_business_day", {"days": 10}), ("erp_fulfilment_to_crm", {})]
+# Stage 3: the pipeline as the ERP's demand forecast, the ERP's import job (it activates the version and plans
+# production and purchasing from it), the forecast again (unchanged: nothing sent), a business day, production
+# dates and capacity warnings back to the CRM; a bad week in the factory (production slips) and the dates move.
+STAGE_3 = [("crm_forecast_to_erp", {"wait_for_erp_seconds": 0}), ("erp_sandbox_import_job", {}),
+           ("crm_forecast_to_erp", {"wait_for_erp_seconds": 0}), ("erp_sandbox_business_day", {"days": 1}),
+           ("erp_production_to_crm", {}), ("erp_sandbox_business_day", {"days": 5, "mo_slip_rate": 0.6}),
+           ("erp_production_to_crm", {})]
 FLOW_ORDER: list[tuple[str, dict]] = [
     *[(dag_id, {}) for dag_id in STAGE_1],
     ("erp_stock_to_crm", {}),
     ("erp_sandbox_business_day", {"days": 1}),
     *[(dag_id, {}) for dag_id in STAGE_1[1:]],
     *STAGE_2,
+    *STAGE_3,
 ]
 LEDGER_SQL = """SELECT flow, status, rows_extracted, rows_loaded, rows_quarantined, rows_failed,
                        (SELECT string_agg(k || ' ' || round((v #>> '{}')::numeric, 1) || 's', ', ')
@@ -151,6 +159,40 @@ def print_write_back(dbname: str) -> None:
     print("  fulfilment back in the CRM: " + ", ".join(f"{k} {v}" for k, v in sorted(shipped.items())))
 
 
+def print_forecast_loop(dbname: str) -> None:
+    """Stage 3 as the business sees it: forecast in the ERP, the plan it made, dates and warnings in the CRM."""
+    from zoho_crm.hook import ZohoCrmHook
+
+    with psycopg2.connect(dbname=os.environ.get("BRIDGE_DB", "bridge")) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT count(*), coalesce(sum(row_count) FILTER (WHERE erp_status = 'PROCESSED'), 0),
+                              max(erp_version_no) FILTER (WHERE erp_status = 'PROCESSED')
+                       FROM bridge.forecast_version""")
+        versions, rows_sent, version = cur.fetchone()
+        cur.execute("SELECT count(*) FROM bridge.quarantine WHERE flow = 'crm_forecast_to_erp' AND status = 'open'")
+        bad_deals = cur.fetchone()[0]
+        cur.execute("""SELECT count(*) FILTER (WHERE event_key LIKE 'slip:%%'),
+                              count(*) FILTER (WHERE event_key LIKE 'capacity:%%')
+                       FROM bridge.alert_log WHERE flow IN ('erp_production_to_crm', 'erp_capacity_warnings_to_crm')""")
+        slip_alerts, capacity_alerts = cur.fetchone()
+    with erp_db.connect(dbname) as conn, conn.cursor() as cur:
+        cur.execute("""SELECT coalesce(sum(production_orders_planned), 0), coalesce(sum(purchase_requests_raised), 0),
+                              count(*) FROM erp_api.forecast_versions WHERE status = 'Active'""")
+        planned, requested, active = cur.fetchone()
+    crm = ZohoCrmHook("zoho_crm").get_conn()
+    orders = list(crm.iter_coql("Sales_Orders", ["Expected_Ship_Date", "Capacity_Warning"],
+                                where="Expected_Ship_Date is not null"))
+    warned = list(crm.iter_coql("Products", ["Capacity_Warning"], where="Capacity_Warning is not null"))
+    print("Stage 3 (forecast -> production -> ship dates):")
+    print(f"  forecast rows sent to the ERP: {rows_sent} in {versions} version(s), active as {version} "
+          f"({active} active version per horizon); deals quarantined with the reason on the deal: {bad_deals}")
+    print(f"  planned by the ERP sandbox from the forecast: {planned} production orders, "
+          f"{requested} purchase requests for short materials")
+    print(f"  CRM orders with an expected ship date from production: {len(orders)} "
+          f"({sum(1 for o in orders if o.get('Capacity_Warning'))} with a material warning); "
+          f"slip alerts to owners: {slip_alerts}")
+    print(f"  CRM products with a capacity / material warning: {len(warned)}; capacity alerts: {capacity_alerts}")
+
+
 def check_crm_connection() -> None:
     from zoho_crm.hook import ZohoCrmHook
 
@@ -207,6 +249,7 @@ def run_pipelines(dbname: str, started: float) -> int:
                          timeout=10).json()
     print("CRM sandbox holds:\n  " + ", ".join(f"{k} {v}" for k, v in stats["records"].items()))
     print_write_back(dbname)
+    print_forecast_loop(dbname)
     print_ledger()
     print(f"demo finished in {time.monotonic() - started:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

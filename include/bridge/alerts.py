@@ -27,6 +27,7 @@ class Alert:
     lines: list[str] = field(default_factory=list)
     link: str | None = None       # Airflow log, GX Data Docs, report
     link_label: str = "Details"
+    mentions: list[str] = field(default_factory=list)   # IM user ids to @-mention (e.g. the order's owner)
 
     @property
     def headline(self) -> str:
@@ -51,19 +52,26 @@ def im_payload(alert: Alert, fmt: str) -> dict:
         text = "\n".join([f"**{alert.headline}**", f"> run: {alert.run_id}"] + [f"> {ln}" for ln in alert.lines])
         if alert.link:
             text += f"\n[{alert.link_label}]({alert.link})"
+        text += "".join(f"\n<@{m}>" for m in alert.mentions)  # WeCom markdown mentions a member by userid
         return {"msgtype": "markdown", "markdown": {"content": text}}
     if fmt == "dingtalk":
         text = "\n".join([f"#### {alert.headline}", f"run: {alert.run_id}", ""] + [f"- {ln}" for ln in alert.lines])
         if alert.link:
             text += f"\n\n[{alert.link_label}]({alert.link})"
-        return {"msgtype": "markdown", "markdown": {"title": alert.headline, "text": text}}
+        text += "".join(f" @{m}" for m in alert.mentions)  # DingTalk needs the @id in the text and in "at"
+        body = {"msgtype": "markdown", "markdown": {"title": alert.headline, "text": text}}
+        return body | ({"at": {"atUserIds": list(alert.mentions), "isAtAll": False}} if alert.mentions else {})
     if fmt == "feishu":
-        return {"msg_type": "text", "content": {"text": "\n".join([alert.headline, f"run: {alert.run_id}", *lines])}}
+        mention = "".join(f'<at user_id="{m}"></at>' for m in alert.mentions)
+        return {"msg_type": "text", "content": {"text": "\n".join(
+            [alert.headline, f"run: {alert.run_id}", *lines] + ([mention] if mention else []))}}
     if fmt == "slack":
+        mention = " ".join(f"<@{m}>" for m in alert.mentions)
         blocks = [{"type": "header", "text": {"type": "plain_text", "text": alert.headline[:150]}},
                   {"type": "section", "text": {"type": "mrkdwn",
                                                "text": "\n".join([f"run `{alert.run_id}`"]
-                                                                 + [f"• {ln}" for ln in alert.lines])}}]
+                                                                 + [f"• {ln}" for ln in alert.lines]
+                                                                 + ([mention] if mention else []))}}]
         if alert.link:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{alert.link}|{alert.link_label}>"}})
         return {"text": alert.headline, "blocks": blocks}

@@ -146,16 +146,24 @@ def extract(m: Mirror, erp, bridge, batch_id: str, since: dt.datetime, until: dt
     cols = ", ".join(m.columns)
     source_cols = ", ".join("s." + c for c in m.columns)
     where = f" AND ({m.source['filter']})" if m.source.get("filter") else ""
-    view, key, changed = m.source["view"], m.key, m.source.get("changed_column", "updated_at")
+    key, changed = m.key, m.source.get("changed_column", "updated_at")
+    # a view of the ERP contract, or a query over such views (figures the bridge derives, e.g. weekly capacity)
+    view = m.source["view"] if m.source.get("view") else f"({m.source['query']})"
+    # snapshot: figures without a trustworthy change time are re-read whole; change detection (plan) still
+    # writes only what differs from what the CRM holds
+    changed_keys = f"SELECT {key} FROM {view} v" + (
+        "" if m.source.get("snapshot") else f" WHERE {changed} > %(since)s AND {changed} <= %(until)s")
     with erp.cursor() as ecur:
         select = ecur.mogrify(
-            f"""SELECT %s, row_number() OVER (ORDER BY s.{key}, {m.source.get('order', 's.' + key)}), {source_cols}
+            f"""SELECT %(batch)s, row_number() OVER (ORDER BY s.{key}, {m.source.get('order', 's.' + key)}),
+                       {source_cols}
                 FROM {view} s
-                WHERE s.{key} IN (SELECT {key} FROM {view} WHERE {changed} > %s AND {changed} <= %s
-                                  UNION SELECT unnest(%s::text[])
-                                  UNION SELECT {key} FROM {view}
-                                        WHERE {m.link['from'] if m.link else key} = ANY (%s::text[])){where}""",
-            (batch_id, since, until, extra_keys or [], linked_keys or [])).decode()
+                WHERE s.{key} IN ({changed_keys}
+                                  UNION SELECT unnest(%(extra)s::text[])
+                                  UNION SELECT {key} FROM {view} v
+                                        WHERE {m.link['from'] if m.link else key} = ANY (%(linked)s::text[])){where}""",
+            {"batch": batch_id, "since": since, "until": until, "extra": extra_keys or [],
+             "linked": linked_keys or []}).decode()
     with bridge.cursor() as bcur:
         bcur.execute(f"DELETE FROM {m.staging} WHERE batch_id = %s", (batch_id,))  # a retry restages from scratch
     bridge.commit()

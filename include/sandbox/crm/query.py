@@ -185,6 +185,8 @@ class Columns:
             return "id", "bigint"
         if name in ("Created_Time", "Modified_Time"):
             return ("created_ts" if name == "Created_Time" else "modified_ts"), "timestamp"
+        if name in ("Owner", "Created_By", "Modified_By"):  # system user lookups, as in Zoho's COQL
+            return f"json_extract(data, '$.{name}.id')", "lookup"
         f = self.module.fields.get(name)
         if f is None:
             raise QueryError("INVALID_QUERY", f"invalid column given - {name}", {"column_name": name})

@@ -143,5 +143,41 @@ def seed_demo_company(writer: RecordWriter, customers: int = 200, skus: int = 10
                            "Quoted_Items": [{"Product_Name": {"id": pid}, "Quantity": 5.0, "List_Price": p.price,
                                              "Line_Tax": [{"name": "VAT", "percentage": p.vat}]}]})
     quote_ids = _insert(writer, "Quotes", quote_rows) if quote_rows else []
+
+    # stage 3: two large projects for manufactured products (weekly capacity), a deal whose products are on its
+    # quote only, and deals the forecast gate refuses: a probability typed as 150, a closing date long past, a
+    # CRM-only product, no products at all
+    made = [(pid, p) for pid, p in sellable if p.is_manufactured]
+    if made and account_ids and len(product_ids) > len(products):
+        aid, region = account_ids[0], custs[0].region if custs else "East"
+        big = [{"Product": {"id": pid}, "Quantity": float(40 if p.family == "ASM" else 600)} for pid, p in made[:2]]
+
+        def day(n: int) -> str:
+            return (today + dt.timedelta(days=n)).isoformat()
+
+        project = {"Account_Name": {"id": aid}, "Sales_Region": region, "Currency": "CNY", "Amount": 2_000_000.0}
+        extra = [
+            project | {"Deal_Name": "产线扩建项目 A (large project)", "Stage": "Negotiation", "Probability": 80,
+                       "Closing_Date": day(25), "Deal_Items": big},
+            project | {"Deal_Name": "产线扩建项目 B (large project)", "Stage": "Proposal", "Closing_Date": day(50),
+                       "Deal_Items": big[:1]},
+            project | {"Deal_Name": "备件框架协议 (products on the quote)", "Stage": "Proposal", "Probability": 40,
+                       "Closing_Date": day(35)},
+            project | {"Deal_Name": "坏数据: 概率 150", "Stage": "Negotiation", "Probability": 150,
+                       "Closing_Date": day(30), "Deal_Items": big[:1]},
+            project | {"Deal_Name": "坏数据: 过期的关闭日期", "Stage": "Proposal", "Probability": 40,
+                       "Closing_Date": day(-90), "Deal_Items": big[:1]},
+            project | {"Deal_Name": "坏数据: CRM-only product", "Stage": "Proposal", "Probability": 40,
+                       "Closing_Date": day(30), "Deal_Items": [{"Product": {"id": product_ids[-1]}, "Quantity": 2.0}]},
+            project | {"Deal_Name": "坏数据: no products", "Stage": "Qualification", "Closing_Date": day(60)},
+        ]
+        extra_ids = _insert(writer, "Deals", extra)
+        deal_ids += extra_ids
+        pid, p = made[0]
+        quote_ids += _insert(writer, "Quotes", [{
+            "Subject": "报价单 Q-9001 备件框架", "Quote_Stage": "Delivered", "Deal_Name": {"id": extra_ids[2]},
+            "Valid_Till": day(30), "Quoted_Items": [{"Product_Name": {"id": pid}, "Quantity": 30.0,
+                                                     "List_Price": p.price,
+                                                     "Line_Tax": [{"name": "VAT", "percentage": p.vat}]}]}])
     return {"Products": len(product_ids), "Accounts": len(account_ids), "Contacts": len(contact_rows),
             "Deals": len(deal_ids), "Sales_Orders": len(order_ids), "Quotes": len(quote_ids)}

@@ -20,6 +20,7 @@ import psycopg2
 import psycopg2.extras
 
 from include.bridge.uscc import is_valid_uscc
+from include.sandbox.erp import planner
 
 log = logging.getLogger(__name__)
 
@@ -560,6 +561,8 @@ def _apply_forecast(cur, rows: list[dict]) -> tuple[str, str | None, dict[int, s
                             f"{first['horizon_start']}..{first['horizon_end']}")
         if r["warehouse"] and r["warehouse"] not in warehouses:
             problems.append(f"unknown warehouse '{r['warehouse']}'")
+        if r["demand_type"] not in ("PIPELINE", "ORDERS"):
+            problems.append(f"demand type must be PIPELINE or ORDERS (got {r['demand_type']!r})")
         if problems:
             errors[r["id"]] = "; ".join(problems)
     if errors:
@@ -579,7 +582,10 @@ def _apply_forecast(cur, rows: list[dict]) -> tuple[str, str | None, dict[int, s
     )
     psycopg2.extras.execute_values(
         cur,
-        "INSERT INTO erp.demand_forecast (version_no, sku, region, warehouse, period_start, qty) VALUES %s",
-        [(version, r["sku"], r["region"], r["warehouse"], r["period_start"], r["qty"]) for r in rows],
+        """INSERT INTO erp.demand_forecast (version_no, sku, region, warehouse, period_start, demand_type, qty)
+           VALUES %s""",
+        [(version, r["sku"], r["region"], r["warehouse"], r["period_start"], r["demand_type"], r["qty"])
+         for r in rows],
     )
+    planner.plan_forecast(cur, version, first["source_system"])  # same transaction: version and plan together
     return "PROCESSED", version, {}

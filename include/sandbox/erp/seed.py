@@ -119,7 +119,8 @@ def seed(conn, customers: int = 200, skus: int = 1000, seed: int = 42, start_dat
 
 def _reference_data(cur, opening: dt.date, seed: int) -> None:
     settings = {"business_date": opening.isoformat(), "seed": str(seed), "home_currency": HOME_CURRENCY,
-                "default_warehouse": "SH01", "default_customer_group": "SME", "overdue_block_days": "60"}
+                "default_warehouse": "SH01", "production_warehouse": "SZ01", "default_customer_group": "SME",
+                "overdue_block_days": "60"}
     cur.executemany("INSERT INTO erp.setting VALUES (%s, %s)", list(settings.items()))
     cur.executemany("INSERT INTO erp.currency VALUES (%s, %s, %s, %s)",
                     [("CNY", "人民币 Chinese Yuan", "¥", True), ("USD", "US Dollar", "$", False),

@@ -337,10 +337,29 @@ def simulate_day(conn) -> dict:
     return result
 
 
-def simulate(conn, days: int = 1, progress=None) -> list[dict]:
-    results = []
-    for _ in range(days):
-        results.append(simulate_day(conn))
-        if progress:
-            progress(results[-1])
-    return results
+def simulate(conn, days: int = 1, progress=None, mo_slip_rate: float | None = None) -> list[dict]:
+    """Advance `days` business days. mo_slip_rate: share of production orders due on a day that slip, for these
+    days only (a bad week in the factory); the ERP's own setting is restored afterwards."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT value FROM erp.setting WHERE key = 'mo_slip_rate'")
+        saved = cur.fetchone()
+    if mo_slip_rate is not None:
+        _set_slip_rate(conn, str(mo_slip_rate))
+    try:
+        results = []
+        for _ in range(days):
+            results.append(simulate_day(conn))
+            if progress:
+                progress(results[-1])
+        return results
+    finally:
+        if mo_slip_rate is not None:
+            _set_slip_rate(conn, saved[0] if saved else None)
+
+
+def _set_slip_rate(conn, value: str | None) -> None:
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM erp.setting WHERE key = 'mo_slip_rate'")
+        if value is not None:
+            cur.execute("INSERT INTO erp.setting VALUES ('mo_slip_rate', %s)", (value,))
+    conn.commit()

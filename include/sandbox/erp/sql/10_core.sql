@@ -254,6 +254,7 @@ CREATE TABLE erp.material_request (
     request_type text NOT NULL CHECK (request_type IN ('Purchase', 'Manufacture')),
     reason       text NOT NULL CHECK (reason IN ('SO_SHORTAGE', 'REORDER', 'FORECAST')),
     so_no        text REFERENCES erp.sales_order,
+    forecast_version text,                          -- reason FORECAST: the forecast version planned
     required_by  date NOT NULL,
     status       text NOT NULL DEFAULT 'Pending' CHECK (status IN ('Pending', 'Ordered', 'Cancelled')),
     created_at   timestamptz NOT NULL DEFAULT now()
@@ -301,6 +302,7 @@ CREATE TABLE erp.production_order (
     material_due_date       date,                      -- when the last short material arrives
     so_no                   text REFERENCES erp.sales_order,
     mr_no                   text REFERENCES erp.material_request,
+    forecast_version        text,                      -- planned from this demand-forecast version
     created_at              timestamptz NOT NULL DEFAULT now(),
     updated_at              timestamptz NOT NULL DEFAULT now()
 );
@@ -334,7 +336,10 @@ CREATE TABLE erp.forecast_version (
     status        text NOT NULL CHECK (status IN ('Active', 'Superseded')),
     row_count     integer NOT NULL,
     total_qty     numeric(18, 3) NOT NULL,
+    production_orders_planned integer NOT NULL DEFAULT 0,   -- what planning this version created
+    purchase_requests_raised  integer NOT NULL DEFAULT 0,
     created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
     UNIQUE (source_system, batch_id)
 );
 CREATE TABLE erp.demand_forecast (
@@ -343,6 +348,7 @@ CREATE TABLE erp.demand_forecast (
     region       text NOT NULL,
     warehouse    text REFERENCES erp.warehouse,
     period_start date NOT NULL,
+    demand_type  text NOT NULL DEFAULT 'PIPELINE' CHECK (demand_type IN ('PIPELINE', 'ORDERS')),
     qty          numeric(18, 3) NOT NULL CHECK (qty >= 0)
 );
 CREATE INDEX demand_forecast_version ON erp.demand_forecast (version_no);

@@ -180,9 +180,26 @@ SELECT m.mo_no,
        m.material_due_date,
        m.so_no   AS erp_order_no,
        o.source_id AS external_ref,
+       CASE WHEN m.forecast_version IS NOT NULL THEN 'FORECAST'
+            WHEN m.so_no IS NOT NULL THEN 'SALES_ORDER' ELSE 'REORDER' END AS demand_source,
+       m.forecast_version,
        m.updated_at
 FROM erp.production_order m
 LEFT JOIN erp.sales_order o ON o.so_no = m.so_no;
+
+-- The demand forecast the ERP plans with: the rows of every active version (one per horizon).
+CREATE VIEW erp_api.demand_forecast AS
+SELECT v.version_no, v.source_system, v.batch_id, v.horizon_start, v.horizon_end,
+       f.sku, f.region, f.warehouse, f.period_start, f.demand_type, f.qty, v.updated_at
+FROM erp.forecast_version v
+JOIN erp.demand_forecast f USING (version_no)
+WHERE v.status = 'Active';
+
+-- Every forecast version received, with what planning it created.
+CREATE VIEW erp_api.forecast_versions AS
+SELECT version_no, source_system, batch_id, horizon_start, horizon_end, status, row_count, total_qty,
+       production_orders_planned, purchase_requests_raised, created_at, updated_at
+FROM erp.forecast_version;
 
 CREATE VIEW erp_api.price_list AS
 SELECT p.sku,
@@ -213,3 +230,7 @@ LEFT JOIN LATERAL (SELECT rate_to_home, rate_date FROM erp.exchange_rate x
                    WHERE x.currency = c.code ORDER BY rate_date DESC LIMIT 1) r ON true;
 
 CREATE VIEW erp_api.deleted_documents AS SELECT doc_type, doc_no, deleted_at FROM erp.deleted_document;
+
+-- The ERP's posting date (a real ERP: the current date; the sandbox: its simulated business date).
+-- (Tables inside a view are read with the owner's rights; a function would need the reader's EXECUTE.)
+CREATE VIEW erp_api.business_date AS SELECT value::date AS today FROM erp.setting WHERE key = 'business_date';

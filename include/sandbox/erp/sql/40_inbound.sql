@@ -93,6 +93,7 @@ CREATE TABLE erp_inbound.demand_forecast_in (
     region          text,
     warehouse       text,
     period_start    date,
+    demand_type     text NOT NULL DEFAULT 'PIPELINE',  -- PIPELINE (weighted deals) | ORDERS (firm, unshipped)
     qty             numeric(18, 3),
     status          text NOT NULL DEFAULT 'NEW' CHECK (status IN ('NEW', 'PROCESSED', 'ERROR')),
     error_message   text,

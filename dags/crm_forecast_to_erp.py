@@ -1,0 +1,82 @@
+"""
+### CRM pipeline → ERP demand forecast (stage 3)
+
+After the stage-1 master data and the stage-2 orders are fresh (Assets `bridge://master_data_match` and
+`bridge://crm_orders_to_erp`), and at 06:00 daily as a safety net: every open CRM Deal (`zoho_crm`) with its
+products (Deal_Items, else its latest quote) weighted by its probability, bucketed by product × sales region ×
+month over the horizon (param `horizon_months`, default 6, from the first of this month), plus the confirmed
+CRM orders the ERP holds and has not shipped yet — sent to the ERP inbound forecast (`erp_write`) as one new
+version that replaces the previous one for the horizon as a whole. The ERP plans production and purchasing from it.
+
+Gates: `expectations/crm_forecast_to_erp.json` on the deal lines (probability 0–100, closing date inside the
+horizon, known products, quantity > 0 — a bad deal is quarantined and shows why in its Integration_Message) and
+`crm_forecast_to_erp.totals.json` on the buckets (they add up to the deals exactly). An unchanged pipeline sends
+nothing. Backfill runs validate but do not send (a forecast is a snapshot of today's pipeline).
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from bridge_alerts.notifier import BridgeFailureNotifier
+
+ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
+TZ = "Asia/Shanghai"
+
+
+@dag(
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 6 * * *", timezone=TZ),
+                                 assets=Asset("bridge://master_data_match") & Asset("bridge://crm_orders_to_erp")),
+    start_date=pendulum.datetime(2026, 1, 1, tz=TZ),
+    catchup=False,
+    max_active_runs=1,
+    tags=["stage-3", "crm-to-erp"],
+    doc_md=__doc__,
+    params={"horizon_months": Param(6, type="integer", minimum=1, maximum=24, description="months forecast"),
+            "wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer")},
+    default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+)
+def crm_forecast_to_erp():
+    @task
+    def extract(params: dict | None = None, dag_run=None) -> dict:
+        from include.bridge.runtime import Systems
+        from include.flows import crm_forecast_to_erp as flow
+
+        as_of = pendulum.instance(dag_run.run_after).in_timezone(TZ).date()
+        with Systems() as systems:
+            return flow.run_extract(systems, dag_run.run_id, as_of, dag_run.run_type == "backfill",
+                                    int(params["horizon_months"]))
+
+    @task(retries=0)
+    def validate(info: dict) -> dict:
+        from bridge_alerts.notifier import alert_sender
+
+        from include.bridge.runtime import Systems
+        from include.flows import crm_forecast_to_erp as flow
+
+        with Systems() as systems:
+            return flow.run_validate(systems, info, alert_sender(systems.bridge()))
+
+    @task
+    def send(info: dict) -> dict:
+        from include.bridge.runtime import Systems
+        from include.flows import crm_forecast_to_erp as flow
+
+        with Systems() as systems:
+            return flow.run_send(systems, info)
+
+    @task(pool="zoho_crm", outlets=[Asset("bridge://crm_forecast_to_erp")])
+    def record(info: dict, params: dict | None = None) -> dict:
+        from bridge_alerts.notifier import alert_sender
+
+        from include.bridge.runtime import Systems
+        from include.flows import crm_forecast_to_erp as flow
+
+        with Systems() as systems:
+            return flow.run_record(systems, info, alert_sender(systems.bridge()),
+                                   wait_seconds=int(params["wait_for_erp_seconds"]))
+
+    record(send(validate(extract())))
+
+
+crm_forecast_to_erp()

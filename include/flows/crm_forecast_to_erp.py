@@ -1,0 +1,490 @@
+"""Flow crm_forecast_to_erp: the CRM pipeline as the ERP's demand forecast (stage 3).
+
+extract   every open CRM deal (stage not closed, closing date up to the horizon's end) with its products — its
+          Deal_Items, else the items of its latest quote that is not lost — one staged row per product line,
+          weighted by the deal's probability (or its stage's); plus the lines of confirmed CRM orders the ERP holds
+          and has not shipped yet (demand type ORDERS, by delivery month). Deals that already became orders (an
+          accepted quote, a confirmed order) are not counted twice. The forecast is a snapshot: each run reads
+          the whole open pipeline, and a version replaces the previous one as a whole.
+validate  the gate on the lines (expectations/crm_forecast_to_erp.json): probability 0..100, closing date inside
+          the horizon, known products, quantity > 0. A failing line quarantines its deal (the deal shows why);
+          the rest go on. The passed lines are summed per product x region x month x demand type, and a second
+          gate (crm_forecast_to_erp.totals.json) checks the buckets: they add up exactly to the deals and orders
+          they come from, one bucket per key, quantities >= 0. Any failure there sends nothing.
+send      one ERP forecast batch per version: batch id = this run's batch + a hash of the content, so a retry
+          re-sends the same rows under the same keys (ON CONFLICT DO NOTHING) and a changed pipeline is a new
+          version. Rows go in chunks; the ERP applies a batch only once every row is in, and then swaps the active
+          version of the horizon in one transaction — a killed send leaves the previous version active, never a
+          half-replaced forecast. An unchanged forecast (same content as the version active in the ERP) is not
+          sent again. Audit: one row per bucket, before = the previous version's quantity.
+record    the ERP's answer (version number or errors) for every version sent and not answered yet; reasons of
+          quarantined deals go to the CRM deals (Integration_Message), fixed deals get their message cleared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
+from pathlib import Path
+
+import psycopg2.extras
+import yaml
+
+from include.bridge import engine
+from include.bridge.alerts import Alert
+from include.bridge.gate import column_of, load_suite, run_gate
+from include.bridge.mirror import GateBlocked, data_docs_dir
+
+FLOW = "crm_forecast_to_erp"
+STAGING = "bridge.stg_crm_forecast_to_erp"
+BUCKETS = "bridge.stg_crm_forecast_buckets"
+COLUMNS = ["demand_type", "deal_id", "deal_name", "stage", "probability", "closing_date", "period_start", "region",
+           "item_source", "line_no", "product_crm_id", "sku", "known_sku", "qty", "weighted_qty", "horizon_start",
+           "horizon_end", "in_horizon"]
+GATED = [c for c in COLUMNS if c not in ("horizon_start", "horizon_end")]
+BUCKET_COLUMNS = ["sku", "region", "period_start", "demand_type", "qty", "deals", "in_horizon"]
+MILLI = Decimal("0.001")
+
+
+@cache
+def spec() -> dict:
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "mappings" / f"{FLOW}.yaml").read_text("utf-8"))
+
+
+def month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def horizon(as_of: dt.date, months: int) -> tuple[dt.date, dt.date]:
+    """First day of as_of's month .. last day of the month `months` - 1 later."""
+    start = month_start(as_of)
+    y, m = divmod(start.month - 1 + months, 12)
+    return start, dt.date(start.year + y, m + 1, 1) - dt.timedelta(days=1)
+
+
+def _date(value) -> dt.date | None:
+    if not value:
+        return None
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+
+
+# ------------------------------------------------------------------------------------------- extract
+def deal_rows(deal: dict, *, skus: dict[str, str], regions: dict[str, str], quote_items: dict[str, list],
+              window: tuple[dt.date, dt.date]) -> list[list]:
+    """The staged rows (COLUMNS order) of one open deal: one per product line, weighted by its probability.
+
+    Pure, so the arithmetic is testable by hand: weighted_qty = qty x probability / 100, rounded to 0.001;
+    the month is the closing date's; the region the deal's, else its account's, else the default."""
+    cfg, settings = spec()["deals"], spec()["settings"]
+    probability = deal.get("Probability")
+    if probability is None:
+        probability = cfg["stage_probability"].get(deal.get("Stage"))
+    closing = _date(deal.get("Closing_Date"))
+    period = month_start(closing) if closing else None
+    in_horizon = period is not None and window[0] <= period <= window[1]
+    account = (deal.get("Account_Name") or {}).get("id")
+    region = deal.get("Sales_Region") or regions.get(account) or settings["default_region"]
+    if deal.get("Deal_Items"):
+        source, items = "deal_items", [((i.get("Product") or {}).get("id"), i.get("Quantity"))
+                                       for i in deal["Deal_Items"]]
+    else:
+        source, items = "quote", quote_items.get(deal["id"], [])
+    head = ["PIPELINE", deal["id"], deal.get("Deal_Name"), deal.get("Stage"), probability, closing, period, region,
+            source]
+    if not items:  # a deal without products still gets a row, so the gate can say so
+        return [head + [None, None, None, None, None, None, *window, in_horizon]]
+    rows = []
+    for n, (product, quantity) in enumerate(items, 1):
+        qty = Decimal(str(quantity)) if quantity is not None else None
+        weighted = (qty * Decimal(str(probability)) / 100).quantize(MILLI, ROUND_HALF_UP) \
+            if qty is not None and probability is not None else None
+        sku = skus.get(product)
+        rows.append(head + [n, product, sku, sku is not None, qty, weighted, *window, in_horizon])
+    return rows
+
+
+def erp_order_rows(erp, window: tuple[dt.date, dt.date]) -> list[list]:
+    """Unshipped lines of the confirmed CRM orders the ERP holds (ORDERS), by delivery month; overdue lines
+    count in the horizon's first month, lines due after the horizon are out of scope."""
+    settings = spec()["settings"]
+    with erp.cursor() as cur:
+        cur.execute("""SELECT l.erp_order_no, s.status, l.line_no, l.sku, l.qty - l.shipped_qty, l.delivery_date,
+                              c.region
+                       FROM erp_api.sales_order_lines l
+                       JOIN erp_api.sales_order_status s USING (erp_order_no)
+                       LEFT JOIN erp_api.customers c ON c.customer_code = s.customer_code
+                       WHERE s.source_system = %s AND s.status = ANY (%s) AND l.qty > l.shipped_qty
+                         AND l.delivery_date <= %s
+                       ORDER BY 1, 3""", (settings["source_system"], spec()["orders"]["statuses"], window[1]))
+        lines = cur.fetchall()
+    erp.rollback()
+    rows = []
+    for order_no, status, line_no, sku, qty, delivery, region in lines:
+        period = max(month_start(delivery), window[0])
+        rows.append(["ORDERS", order_no, order_no, status, Decimal(100), delivery, period,
+                     region or settings["default_region"], "erp_order", line_no, None, sku, True, qty,
+                     Decimal(qty).quantize(MILLI, ROUND_HALF_UP), *window, True])
+    return rows
+
+
+def pipeline_context(crm) -> dict:
+    """What deals are read against: account regions, quote items per deal, deals that are orders already."""
+    cfg = spec()["deals"]
+    regions = {r["id"]: r.get("Sales_Region") for r in crm.iter_records("Accounts", ["Sales_Region"])}
+    quotes: dict[str, tuple[str, list]] = {}
+    ordered: set[str] = set()
+    for q in crm.iter_records("Quotes", ["Deal_Name", "Quote_Stage", "Quoted_Items", "Modified_Time"]):
+        deal = (q.get("Deal_Name") or {}).get("id")
+        if not deal:
+            continue
+        if q.get("Quote_Stage") in cfg["quote_stages_ordered"]:
+            ordered.add(deal)
+        elif q.get("Quote_Stage") not in cfg["quote_stages_excluded"] and \
+                q["Modified_Time"] >= quotes.get(deal, ("", []))[0]:
+            quotes[deal] = (q["Modified_Time"], [((i.get("Product_Name") or {}).get("id"), i.get("Quantity"))
+                                                 for i in q.get("Quoted_Items") or []])
+    for o in crm.iter_records("Sales_Orders", ["Deal_Name", "Status"]):
+        if o.get("Deal_Name") and o.get("Status") in cfg["order_statuses_ordered"]:
+            ordered.add(o["Deal_Name"]["id"])
+    return {"regions": regions, "quote_items": {d: items for d, (_, items) in quotes.items()}, "ordered": ordered}
+
+
+def sellable_skus(bridge, erp) -> dict[str, str]:
+    """CRM product id -> SKU, for products linked to an active ERP item."""
+    with bridge.cursor() as cur:
+        cur.execute("SELECT crm_id, erp_key FROM bridge.id_map WHERE entity = 'product'")
+        linked = dict(cur.fetchall())
+    bridge.rollback()
+    with erp.cursor() as cur:
+        cur.execute("SELECT sku FROM erp_api.items WHERE is_active AND sku = ANY (%s)", (list(set(linked.values())),))
+        active = {r[0] for r in cur.fetchall()}
+    erp.rollback()
+    return {crm_id: sku for crm_id, sku in linked.items() if sku in active}
+
+
+def extract(bridge, crm, erp, batch_id: str, window: tuple[dt.date, dt.date]) -> dict:
+    skus = sellable_skus(bridge, erp)
+    context = pipeline_context(crm)
+    closed = set(spec()["deals"]["closed_stages"])
+    rows, counts = [], {"deals_read": 0, "open_deals": 0, "beyond_horizon": 0, "already_ordered": 0}
+    for deal in crm.iter_records("Deals", spec()["deals"]["fields"]):
+        counts["deals_read"] += 1
+        if deal.get("Stage") in closed:
+            continue
+        if deal["id"] in context["ordered"]:
+            counts["already_ordered"] += 1
+            continue
+        closing = _date(deal.get("Closing_Date"))
+        if closing and closing > window[1]:  # after the horizon: not in this forecast, not an error
+            counts["beyond_horizon"] += 1
+            continue
+        counts["open_deals"] += 1
+        rows.extend(deal_rows(deal, skus=skus, regions=context["regions"], quote_items=context["quote_items"],
+                              window=window))
+    orders = erp_order_rows(erp, window)
+    rows.extend(orders)
+    with bridge.cursor() as cur:  # a retried or cleared run stages its batch afresh
+        cur.execute(f"DELETE FROM {STAGING} WHERE batch_id = %s", (batch_id,))
+        psycopg2.extras.execute_values(
+            cur, f"INSERT INTO {STAGING} (batch_id, row_no, {', '.join(COLUMNS)}) VALUES %s",
+            [(batch_id, n, *r) for n, r in enumerate(rows, 1)], page_size=2000)
+    bridge.commit()
+    return counts | {"rows": len(rows), "order_lines": len(orders)}
+
+
+# ------------------------------------------------------------------------------------------ validate
+def quarantine_bad_deals(bridge, batch_id: str, bad_rows: dict[int, list[str]]) -> dict[str, list[str]]:
+    """A failing line quarantines its whole deal with reasons a salesperson reads; returns deal id -> reasons.
+
+    The entry remembers whether the deal shows these reasons already (`shown`), so a deal that stays wrong is
+    not rewritten in the CRM every run."""
+    messages = spec()["messages"]
+    bad: dict[str, list[str]] = {}
+    kinds: dict[str, str] = {}
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        if bad_rows:
+            cur.execute(f"SELECT row_no, deal_id, deal_name, line_no, demand_type FROM {STAGING} WHERE batch_id = %s "
+                        "AND row_no = ANY (%s)", (batch_id, list(bad_rows)))
+            for row in cur.fetchall():
+                kinds[row["deal_id"] or "?"] = row["demand_type"]
+                for reason in bad_rows[row["row_no"]]:
+                    text = messages.get(column_of(reason), reason)
+                    line = f"line {row['line_no']}: {text}" if row["line_no"] is not None and \
+                        column_of(reason) in ("known_sku", "qty") else text
+                    if line not in bad.setdefault(row["deal_id"] or "?", []):
+                        bad[row["deal_id"] or "?"].append(line)
+            cur.execute("""SELECT business_key, reasons, coalesce((payload ->> 'shown')::boolean, false) AS shown
+                           FROM bridge.quarantine WHERE flow = %s AND status = 'open' AND business_key = ANY (%s)""",
+                        (FLOW, list(bad)))
+            before = {r["business_key"]: r for r in cur.fetchall()}
+            engine.quarantine(bridge, FLOW, batch_id, [
+                (k, {"deal_id": k, "demand_type": kinds.get(k),
+                     "shown": k in before and before[k]["shown"] and list(before[k]["reasons"]) == v}, v)
+                for k, v in bad.items()])
+        cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (coalesce(deal_id, '') = ANY (%s)) WHERE batch_id = %s",
+                    (list(bad), batch_id))
+    bridge.commit()
+    return bad
+
+
+def build_buckets(bridge, batch_id: str) -> dict:
+    """Sum the passed lines per product x region x month x demand type; returns the expected total."""
+    with bridge.cursor() as cur:
+        cur.execute(f"DELETE FROM {BUCKETS} WHERE batch_id = %s", (batch_id,))
+        cur.execute(f"""
+            INSERT INTO {BUCKETS} (batch_id, row_no, sku, region, period_start, demand_type, qty, deals,
+                                   horizon_start, horizon_end, in_horizon)
+            SELECT %(batch)s, row_number() OVER (ORDER BY sku, region, period_start, demand_type), sku, region,
+                   period_start, demand_type, sum(weighted_qty), count(DISTINCT deal_id), min(horizon_start),
+                   min(horizon_end), period_start BETWEEN min(horizon_start) AND min(horizon_end)
+            FROM {STAGING} WHERE batch_id = %(batch)s AND gate_ok
+            GROUP BY sku, region, period_start, demand_type""", {"batch": batch_id})
+        buckets = cur.rowcount
+        cur.execute(f"""SELECT coalesce(sum(weighted_qty), 0), count(DISTINCT deal_id) FILTER (WHERE demand_type =
+                        'PIPELINE'), count(*) FROM {STAGING} WHERE batch_id = %s AND gate_ok""", (batch_id,))
+        total, deals, lines = cur.fetchone()
+    bridge.commit()
+    return {"buckets": buckets, "total_qty": total, "deals_passed": deals, "lines_passed": lines}
+
+
+def validate(bridge, url: str, batch_id: str, run_id: str) -> dict:
+    result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=GATED,
+                      parameters={"min_rows": 0, "max_rows": 10**9}, docs_dir=data_docs_dir(FLOW))
+    if not result.may_load:
+        return {"blocked": result}
+    bad = quarantine_bad_deals(bridge, batch_id, result.bad_rows)
+    totals = build_buckets(bridge, batch_id)
+    # the buckets must add up to the lines exactly (both are sums of 0.001 units: half a unit of tolerance is none)
+    total = float(totals["total_qty"])
+    checked = run_gate(bridge, url, flow=f"{FLOW}.totals", table=BUCKETS, batch_id=batch_id, columns=BUCKET_COLUMNS,
+                       parameters={"min_rows": 0, "max_rows": 10**9, "min_total": total - 0.0005,
+                                   "max_total": total + 0.0005},
+                       suite=load_suite(f"{FLOW}.totals"), docs_dir=data_docs_dir(f"{FLOW}.totals"))
+    if not checked.may_load:
+        return {"blocked": checked}
+    return {"blocked": None, "bad": bad, "gate": result} | totals
+
+
+# ---------------------------------------------------------------------------------------------- send
+def content_hash(bridge, batch_id: str) -> str:
+    with bridge.cursor() as cur:
+        cur.execute(f"""SELECT md5(min(horizon_start) || '..' || min(horizon_end) || ':' || coalesce(string_agg(
+                            sku || '|' || region || '|' || period_start || '|' || demand_type || '|' || qty, ';'
+                            ORDER BY row_no), ''))
+                        FROM {BUCKETS} WHERE batch_id = %s""", (batch_id,))
+        digest = cur.fetchone()[0]
+    bridge.rollback()
+    return digest or hashlib.md5(b"empty").hexdigest()
+
+
+def active_version(bridge, erp, window: tuple[dt.date, dt.date]) -> dict | None:
+    """The version this bridge last had activated for the horizon, if the ERP still has it active."""
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("""SELECT * FROM bridge.forecast_version WHERE erp_status = 'PROCESSED' AND horizon_start = %s
+                       AND horizon_end = %s ORDER BY answered_at DESC LIMIT 1""", window)
+        last = cur.fetchone()
+    bridge.rollback()
+    if not last:
+        return None
+    with erp.cursor() as cur:
+        cur.execute("SELECT status FROM erp_api.forecast_versions WHERE version_no = %s", (last["erp_version_no"],))
+        row = cur.fetchone()
+    erp.rollback()
+    return dict(last) if row and row[0] == "Active" else None
+
+
+def send(bridge, erp, erp_write, batch_id: str, run_id: str, window: tuple[dt.date, dt.date]) -> dict:
+    settings = spec()["settings"]
+    digest = content_hash(bridge, batch_id)
+    record_answers(bridge, erp_write)  # answers the ERP gave since the last run tell what is active now
+    current = active_version(bridge, erp, window)
+    if current and current["content_hash"] == digest:
+        return {"sent": 0, "unchanged": current["erp_version_no"]}
+    erp_batch = f"{batch_id}:{digest[:12]}"
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f"SELECT sku, region, period_start, demand_type, qty, row_no FROM {BUCKETS} "
+                    "WHERE batch_id = %s ORDER BY row_no", (batch_id,))
+        buckets = cur.fetchall()
+        # outbox first: a kill after the ERP insert still knows which batch is on its way
+        cur.execute("""INSERT INTO bridge.forecast_version (erp_batch_id, batch_id, run_id, horizon_start, horizon_end,
+                                                            content_hash, row_count, total_qty)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (erp_batch_id) DO NOTHING""",
+                    (erp_batch, batch_id, run_id, *window, digest, len(buckets), sum(b["qty"] for b in buckets)))
+        cur.execute(f"""SELECT b.sku || '|' || b.region || '|' || b.period_start || '|' || b.demand_type, b.qty
+                        FROM {BUCKETS} b JOIN bridge.forecast_version v ON v.batch_id = b.batch_id
+                        WHERE v.erp_batch_id = %s""", (current["erp_batch_id"] if current else "",))
+        before = dict(cur.fetchall())
+    bridge.commit()
+    chunk = int(settings["send_chunk_rows"])
+    for start in range(0, len(buckets), chunk):  # the ERP takes the batch only when every row is in
+        with erp_write.cursor() as cur:
+            psycopg2.extras.execute_values(cur, """
+                INSERT INTO erp_inbound.demand_forecast_in (source_system, source_id, idempotency_key, batch_id,
+                    batch_row_count, horizon_start, horizon_end, sku, region, period_start, demand_type, qty)
+                VALUES %s ON CONFLICT (idempotency_key) DO NOTHING""",
+                [(settings["source_system"], f"{b['sku']}|{b['region']}|{b['period_start']}|{b['demand_type']}",
+                  f"{erp_batch}:{b['row_no']}", erp_batch, len(buckets), *window, b["sku"], b["region"],
+                  b["period_start"], b["demand_type"], b["qty"]) for b in buckets[start:start + chunk]],
+                page_size=1000)
+        erp_write.commit()
+    with bridge.cursor() as cur:
+        cur.execute("UPDATE bridge.forecast_version SET sent_at = coalesce(sent_at, now()) WHERE erp_batch_id = %s",
+                    (erp_batch,))
+        keys = [(f"{b['sku']}|{b['region']}|{b['period_start']}|{b['demand_type']}", b) for b in buckets]
+        engine.audit(bridge, FLOW, "erp", "demand_forecast",
+                     [(k, {"qty": before[k]} if k in before else None, {"qty": b["qty"], "batch": erp_batch})
+                      for k, b in keys], run_id, batch_id)
+    bridge.commit()
+    return {"sent": len(buckets), "erp_batch_id": erp_batch}
+
+
+# -------------------------------------------------------------------------------------------- record
+def record_answers(bridge, erp_write) -> dict:
+    """The ERP's answer for every version sent and not answered yet (this run's or an earlier one's)."""
+    with bridge.cursor() as cur:
+        cur.execute("SELECT erp_batch_id FROM bridge.forecast_version "
+                    "WHERE sent_at IS NOT NULL AND answered_at IS NULL")
+        pending = [r[0] for r in cur.fetchall()]
+    bridge.rollback()
+    if not pending:
+        return {"activated": [], "rejected": [], "waiting": 0}
+    with erp_write.cursor() as cur:
+        cur.execute("""SELECT batch_id, count(*) FILTER (WHERE status = 'NEW'),
+                              count(*) FILTER (WHERE status = 'ERROR'), min(erp_doc_no),
+                              (array_agg(error_message ORDER BY id) FILTER (WHERE status = 'ERROR'))[1:5]
+                       FROM erp_inbound.demand_forecast_in WHERE batch_id = ANY (%s) GROUP BY batch_id""", (pending,))
+        answers = {r[0]: r[1:] for r in cur.fetchall()}
+    erp_write.rollback()
+    activated, rejected, waiting = [], [], 0
+    with bridge.cursor() as cur:
+        for erp_batch in pending:
+            new, errors, version, messages = answers.get(erp_batch, (1, 0, None, None))
+            if new:
+                waiting += 1
+                continue
+            status = "ERROR" if errors else "PROCESSED"
+            cur.execute("""UPDATE bridge.forecast_version SET erp_status = %s, erp_version_no = %s, erp_message = %s,
+                               answered_at = now() WHERE erp_batch_id = %s""",
+                        (status, version, "; ".join(messages or []) or None, erp_batch))
+            (rejected if errors else activated).append((erp_batch, version, messages))
+    bridge.commit()
+    return {"activated": activated, "rejected": rejected, "waiting": waiting}
+
+
+def show_on_deals(bridge, crm, batch_id: str, run_id: str, version: str | None) -> int:
+    """Deals quarantined with new reasons show them; deals quarantined before that pass now get the message
+    cleared (their entries are replayed); entries of deals no longer open (closed, lost) are dismissed."""
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("""SELECT business_key, reasons FROM bridge.quarantine WHERE flow = %s AND status = 'open'
+                       AND batch_id = %s AND payload ->> 'demand_type' = 'PIPELINE'
+                       AND NOT coalesce((payload ->> 'shown')::boolean, false) AND business_key <> '?'""",
+                    (FLOW, batch_id))
+        bad = cur.fetchall()
+        cur.execute(f"""SELECT DISTINCT s.deal_id FROM {STAGING} s JOIN bridge.quarantine q
+                            ON q.flow = %s AND q.status = 'open' AND q.business_key = s.deal_id
+                        WHERE s.batch_id = %s AND s.gate_ok AND s.demand_type = 'PIPELINE'""", (FLOW, batch_id))
+        fixed = [r["deal_id"] for r in cur.fetchall()]
+        cur.execute(f"""SELECT q.business_key FROM bridge.quarantine q WHERE q.flow = %s AND q.status = 'open'
+                        AND NOT EXISTS (SELECT 1 FROM {STAGING} s WHERE s.batch_id = %s
+                                        AND s.deal_id = q.business_key)""", (FLOW, batch_id))
+        gone = [r["business_key"] for r in cur.fetchall()]
+    bridge.rollback()
+    stamp = dt.date.today().isoformat()
+    records = [{"id": r["business_key"], "Integration_Message": f"Not in the ERP demand forecast ({stamp}): "
+                + "; ".join(r["reasons"])} for r in bad]
+    records += [{"id": d, "Integration_Message": f"In the ERP demand forecast{' ' + version if version else ''}"}
+                for d in fixed]
+    outcomes = crm.update("Deals", records) if records else []
+    written = [r for r, o in zip(records, outcomes, strict=True) if o.ok]
+    engine.audit(bridge, FLOW, "crm", "deal", [(r["id"], None, r) for r in written], run_id, batch_id)
+    with bridge.cursor() as cur:
+        cur.execute("""UPDATE bridge.quarantine SET payload = payload || '{"shown": true}' WHERE flow = %s
+                       AND status = 'open' AND business_key = ANY (%s)""", (FLOW, [r["id"] for r in written]))
+    engine.resolve_quarantine(bridge, FLOW, fixed, "replayed", run_id)
+    engine.resolve_quarantine(bridge, FLOW, gone, "dismissed", "crm_forecast_to_erp: the deal is no longer open")
+    bridge.commit()
+    return len(written)
+
+
+# ------------------------------------------------------------------------------ task entry points
+def run_extract(systems, run_id: str, as_of: dt.date, backfill: bool = False, horizon_months: int | None = None,
+                ) -> dict:
+    from include.bridge import db
+
+    bridge = systems.bridge()
+    db.install_schema(bridge)
+    batch_id = engine.start_run(bridge, FLOW, run_id)
+    started = time.monotonic()
+    window = horizon(as_of, int(horizon_months or spec()["settings"]["horizon_months"]))
+    found = extract(bridge, systems.crm(), systems.erp(), batch_id, window)
+    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=found["rows"])
+    return found | {"batch_id": batch_id, "run_id": run_id, "horizon": [d.isoformat() for d in window],
+                    "backfill": backfill}
+
+
+def run_validate(systems, info: dict, send_alert=None) -> dict:
+    bridge = systems.bridge()
+    started = time.monotonic()
+    checked = validate(bridge, systems.bridge_url(), info["batch_id"], info["run_id"])
+    if checked["blocked"] is not None:
+        result = checked["blocked"]
+        message = "; ".join(result.summary())
+        engine.finish_run(bridge, info["batch_id"], "gate_failed", message)
+        if send_alert:
+            send_alert(Alert(kind="gate_failure", flow=FLOW, run_id=info["run_id"], event_key=f"gate:{result.flow}",
+                             title=f"forecast not sent ({result.rows} rows checked); the ERP keeps its version",
+                             lines=result.summary(), link=result.docs_url, link_label="Data Docs"))
+        raise GateBlocked(f"gate refused batch {info['batch_id']}: {message}")
+    engine.record_step(bridge, info["batch_id"], "gate", time.monotonic() - started,
+                       rows_passed=checked["lines_passed"], rows_quarantined=len(checked["bad"]))
+    return info | {"quarantined": len(checked["bad"]), "buckets": checked["buckets"],
+                   "total_qty": str(checked["total_qty"]), "deals_passed": checked["deals_passed"]}
+
+
+def run_send(systems, info: dict) -> dict:
+    started = time.monotonic()
+    if info.get("backfill"):  # a forecast is today's pipeline: an old interval has nothing to resend
+        return info | {"sent": 0, "skipped": "backfill run: the forecast is a snapshot of the current pipeline"}
+    window = tuple(dt.date.fromisoformat(d) for d in info["horizon"])
+    sent = send(systems.bridge(), systems.erp(), systems.erp_write(), info["batch_id"], info["run_id"], window)
+    engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
+    return info | sent
+
+
+def run_record(systems, info: dict, send_alert=None, wait_seconds: float | None = None) -> dict:
+    bridge = systems.bridge()
+    started = time.monotonic()
+    wait = spec()["settings"]["wait_for_erp_seconds"] if wait_seconds is None else wait_seconds
+    answers = record_answers(bridge, systems.erp_write())
+    while info.get("erp_batch_id") and answers["waiting"] and time.monotonic() - started < wait:
+        time.sleep(2)
+        more = record_answers(bridge, systems.erp_write())
+        answers = more | {k: answers[k] + more[k] for k in ("activated", "rejected")}
+    mine = [a for a in answers["activated"] if a[0] == info.get("erp_batch_id")]
+    version = mine[0][1] if mine else info.get("unchanged")
+    shown = show_on_deals(bridge, systems.crm(), info["batch_id"], info["run_id"], version)
+    for erp_batch, _, messages in answers["rejected"]:
+        if send_alert:
+            send_alert(Alert(kind="business", flow=FLOW, run_id=info["run_id"], event_key=f"erp_rejected:{erp_batch}",
+                             title=f"the ERP rejected forecast batch {erp_batch}; it keeps the previous version",
+                             lines=list(messages or [])))
+    engine.record_step(bridge, info["batch_id"], "record", time.monotonic() - started,
+                       rows_loaded=info.get("sent", 0), rows_failed=len(answers["rejected"]))
+    if info.get("unchanged"):
+        outcome = f"forecast unchanged: ERP version {info['unchanged']} stays active"
+    elif info.get("skipped"):
+        outcome = info["skipped"]
+    elif mine:
+        outcome = f"{info['sent']} forecast rows sent, active in the ERP as {version}"
+    else:
+        outcome = f"{info.get('sent', 0)} forecast rows sent, waiting for the ERP to apply them"
+    status = "failed" if any(a[0] == info.get("erp_batch_id") for a in answers["rejected"]) else \
+        "partial" if info.get("quarantined") else "success"
+    engine.finish_run(bridge, info["batch_id"], status,
+                      f"{outcome}; {info.get('deals_passed', 0)} deals, {info.get('order_lines', 0)} order lines, "
+                      f"{info.get('quarantined', 0)} deals quarantined, total {info.get('total_qty')}")
+    return {"status": status, "version": version, "sent": info.get("sent", 0), "deals_shown": shown,
+            "waiting": answers["waiting"]}
