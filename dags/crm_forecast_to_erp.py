@@ -33,7 +33,8 @@ TZ = "Asia/Shanghai"
     tags=["stage-3", "crm-to-erp"],
     doc_md=__doc__,
     params={"horizon_months": Param(6, type="integer", minimum=1, maximum=24, description="months forecast"),
-            "wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer")},
+            "wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer"),
+            "send_chunk_rows": Param(5000, type="integer", minimum=1, description="forecast rows per ERP commit")},
     default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
 )
 def crm_forecast_to_erp():
@@ -58,12 +59,12 @@ def crm_forecast_to_erp():
             return flow.run_validate(systems, info, alert_sender(systems.bridge()))
 
     @task
-    def send(info: dict) -> dict:
+    def send(info: dict, params: dict | None = None) -> dict:
         from include.bridge.runtime import Systems
         from include.flows import crm_forecast_to_erp as flow
 
         with Systems() as systems:
-            return flow.run_send(systems, info)
+            return flow.run_send(systems, info, int(params["send_chunk_rows"]))
 
     @task(pool="zoho_crm", outlets=[Asset("bridge://crm_forecast_to_erp")])
     def record(info: dict, params: dict | None = None) -> dict:

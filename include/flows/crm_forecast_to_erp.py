@@ -296,7 +296,8 @@ def active_version(bridge, erp, window: tuple[dt.date, dt.date]) -> dict | None:
     return dict(last) if row and row[0] == "Active" else None
 
 
-def send(bridge, erp, erp_write, batch_id: str, run_id: str, window: tuple[dt.date, dt.date]) -> dict:
+def send(bridge, erp, erp_write, batch_id: str, run_id: str, window: tuple[dt.date, dt.date],
+         chunk_rows: int | None = None) -> dict:
     settings = spec()["settings"]
     digest = content_hash(bridge, batch_id)
     record_answers(bridge, erp_write)  # answers the ERP gave since the last run tell what is active now
@@ -318,7 +319,7 @@ def send(bridge, erp, erp_write, batch_id: str, run_id: str, window: tuple[dt.da
                         WHERE v.erp_batch_id = %s""", (current["erp_batch_id"] if current else "",))
         before = dict(cur.fetchall())
     bridge.commit()
-    chunk = int(settings["send_chunk_rows"])
+    chunk = int(chunk_rows or settings["send_chunk_rows"])
     for start in range(0, len(buckets), chunk):  # the ERP takes the batch only when every row is in
         with erp_write.cursor() as cur:
             psycopg2.extras.execute_values(cur, """
@@ -444,12 +445,13 @@ def run_validate(systems, info: dict, send_alert=None) -> dict:
                    "total_qty": str(checked["total_qty"]), "deals_passed": checked["deals_passed"]}
 
 
-def run_send(systems, info: dict) -> dict:
+def run_send(systems, info: dict, chunk_rows: int | None = None) -> dict:
     started = time.monotonic()
     if info.get("backfill"):  # a forecast is today's pipeline: an old interval has nothing to resend
         return info | {"sent": 0, "skipped": "backfill run: the forecast is a snapshot of the current pipeline"}
     window = tuple(dt.date.fromisoformat(d) for d in info["horizon"])
-    sent = send(systems.bridge(), systems.erp(), systems.erp_write(), info["batch_id"], info["run_id"], window)
+    sent = send(systems.bridge(), systems.erp(), systems.erp_write(), info["batch_id"], info["run_id"], window,
+                chunk_rows)
     engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
     return info | sent
 

@@ -148,9 +148,11 @@ def seed_demo_company(writer: RecordWriter, customers: int = 200, skus: int = 10
     # quote only, and deals the forecast gate refuses: a probability typed as 150, a closing date long past, a
     # CRM-only product, no products at all
     made = [(pid, p) for pid, p in sellable if p.is_manufactured]
+    # one assembly cell (5 a week) and one motor or gearbox (200 a week), in more than the ERP has in stock
+    made = [m for m in made if m[1].family == "ASM"][:1] + [m for m in made if m[1].family != "ASM"][:1]
     if made and account_ids and len(product_ids) > len(products):
         aid, region = account_ids[0], custs[0].region if custs else "East"
-        big = [{"Product": {"id": pid}, "Quantity": float(40 if p.family == "ASM" else 600)} for pid, p in made[:2]]
+        big = [{"Product": {"id": pid}, "Quantity": float(150 if p.family == "ASM" else 1500)} for pid, p in made]
 
         def day(n: int) -> str:
             return (today + dt.timedelta(days=n)).isoformat()
