@@ -15,6 +15,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 from bridge_alerts.notifier import BridgeFailureNotifier
+from bridge_flows.rollout import ROLLOUT_PARAMS
 
 ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
 
@@ -26,17 +27,21 @@ ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_
     max_active_runs=1,
     tags=["stage-2", "crm-to-erp"],
     doc_md=__doc__,
-    params={"wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer")},
+    params={"wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer"),
+            **ROLLOUT_PARAMS},
     default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
 )
 def crm_customers_to_erp():
     @task(outlets=[Asset("bridge://crm_customers_to_erp")])
     def sync(params: dict | None = None, dag_run=None) -> dict:
+        from bridge_flows.rollout import rollout_for
+
         from include.bridge.runtime import Systems
         from include.flows import crm_customers_to_erp as flow
 
+        plan = rollout_for(flow.FLOW, params, dag_run.run_id)
         with Systems() as systems:
-            return flow.run(systems, dag_run.run_id, wait_seconds=int(params["wait_for_erp_seconds"]))
+            return flow.run(systems, dag_run.run_id, wait_seconds=int(params["wait_for_erp_seconds"]), plan=plan)
 
     sync()
 

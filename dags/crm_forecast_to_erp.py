@@ -19,6 +19,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from bridge_alerts.notifier import BridgeFailureNotifier
+from bridge_flows.rollout import ROLLOUT_PARAMS
 
 ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
 TZ = "Asia/Shanghai"
@@ -34,19 +35,23 @@ TZ = "Asia/Shanghai"
     doc_md=__doc__,
     params={"horizon_months": Param(6, type="integer", minimum=1, maximum=24, description="months forecast"),
             "wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer"),
-            "send_chunk_rows": Param(5000, type="integer", minimum=1, description="forecast rows per ERP commit")},
+            "send_chunk_rows": Param(5000, type="integer", minimum=1, description="forecast rows per ERP commit"),
+            **ROLLOUT_PARAMS},
     default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
 )
 def crm_forecast_to_erp():
     @task
     def extract(params: dict | None = None, dag_run=None) -> dict:
+        from bridge_flows.rollout import rollout_for
+
         from include.bridge.runtime import Systems
         from include.flows import crm_forecast_to_erp as flow
 
+        plan = rollout_for(flow.FLOW, params, dag_run.run_id)
         as_of = pendulum.instance(dag_run.run_after).in_timezone(TZ).date()
         with Systems() as systems:
             return flow.run_extract(systems, dag_run.run_id, as_of, dag_run.run_type == "backfill",
-                                    int(params["horizon_months"]))
+                                    int(params["horizon_months"]), plan)
 
     @task(retries=0)
     def validate(info: dict) -> dict:

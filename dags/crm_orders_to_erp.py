@@ -22,6 +22,7 @@ import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, Param, dag, task
 from bridge_alerts.notifier import BridgeFailureNotifier
 from bridge_flows.crm_events import CrmChangeEventTrigger
+from bridge_flows.rollout import ROLLOUT_PARAMS
 
 ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
 
@@ -41,18 +42,22 @@ CRM_ORDER_EVENTS = Asset("bridge://crm_order_events", watchers=[
     tags=["stage-2", "crm-to-erp"],
     doc_md=__doc__,
     params={"replay_quarantine": Param(False, type="boolean", description="re-read every order (after fixes)"),
-            "wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer")},
+            "wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer"),
+            **ROLLOUT_PARAMS},
     default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
 )
 def crm_orders_to_erp():
     @task
     def extract(params: dict | None = None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
+        from bridge_flows.rollout import rollout_for
+
         from include.bridge.runtime import Systems
         from include.flows import crm_orders_to_erp as flow
 
+        plan = rollout_for(flow.FLOW, params, dag_run.run_id)
         backfill = (data_interval_start, data_interval_end) if dag_run.run_type == "backfill" else None
         with Systems() as systems:
-            return flow.run_extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]))
+            return flow.run_extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]), plan)
 
     @task(retries=0)
     def validate(info: dict) -> dict:

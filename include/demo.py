@@ -48,6 +48,10 @@ FLOW_ORDER: list[tuple[str, dict]] = [
     *[(dag_id, {}) for dag_id in STAGE_1[1:]],
     *STAGE_2,
     *STAGE_3,
+    # operations: the night's syncs, then what still differs between the two systems and who corrects it
+    *[(dag_id, {}) for dag_id in ("erp_stock_to_crm", "erp_credit_to_crm", "erp_history_to_crm",
+                                  "erp_fulfilment_to_crm")],
+    ("reconcile_crm_erp", {}),
 ]
 LEDGER_SQL = """SELECT flow, status, rows_extracted, rows_loaded, rows_quarantined, rows_failed,
                        (SELECT string_agg(k || ' ' || round((v #>> '{}')::numeric, 1) || 's', ', ')
@@ -193,6 +197,16 @@ def print_forecast_loop(dbname: str) -> None:
     print(f"  CRM products with a capacity / material warning: {len(warned)}; capacity alerts: {capacity_alerts}")
 
 
+def print_reconciliation() -> None:
+    with psycopg2.connect(dbname=os.environ.get("BRIDGE_DB", "bridge")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT total, counts, report_path FROM bridge.reconciliation_run ORDER BY created_at DESC LIMIT 1")
+        row = cur.fetchone()
+    if row:
+        total, counts, path = row
+        print(f"Reconciliation: {total} differences ("
+              + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none") + f"); report: {path}")
+
+
 def check_crm_connection() -> None:
     from zoho_crm.hook import ZohoCrmHook
 
@@ -250,6 +264,7 @@ def run_pipelines(dbname: str, started: float) -> int:
     print("CRM sandbox holds:\n  " + ", ".join(f"{k} {v}" for k, v in stats["records"].items()))
     print_write_back(dbname)
     print_forecast_loop(dbname)
+    print_reconciliation()
     print_ledger()
     print(f"demo finished in {time.monotonic() - started:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

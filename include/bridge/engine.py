@@ -19,16 +19,16 @@ def batch_id_for(flow: str, run_id: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- run ledger
-def start_run(conn, flow: str, run_id: str) -> str:
-    """Open (or reopen, on retry) the ledger row of this run; returns its batch id."""
+def start_run(conn, flow: str, run_id: str, mode: str = "live") -> str:
+    """Open (or reopen, on retry) the ledger row of this run; returns its batch id. mode: live, dry_run, pilot."""
     batch_id = batch_id_for(flow, run_id)
     with conn.cursor() as cur:
         cur.execute(
-            """INSERT INTO bridge.run_ledger (batch_id, flow, airflow_run_id) VALUES (%s, %s, %s)
+            """INSERT INTO bridge.run_ledger (batch_id, flow, airflow_run_id, mode) VALUES (%s, %s, %s, %s)
                ON CONFLICT (batch_id) DO UPDATE SET status = 'running', started_at = now(), finished_at = NULL,
                    message = NULL, rows_extracted = 0, rows_passed = 0, rows_loaded = 0, rows_quarantined = 0,
-                   rows_failed = 0, step_seconds = '{}'""",
-            (batch_id, flow, run_id),
+                   rows_failed = 0, step_seconds = '{}', mode = excluded.mode""",
+            (batch_id, flow, run_id, mode),
         )
     conn.commit()
     return batch_id
@@ -124,16 +124,52 @@ def resolve_quarantine(conn, flow: str, business_keys: list[str], status: str = 
 
 
 # ------------------------------------------------------------------------------------------------ audit
-def audit(conn, flow: str, target_system: str, entity: str, changes: list[tuple[str, dict | None, dict | None]],
-          run_id: str, batch_id: str) -> int:
-    """One audit row per written record: (business key, before, after)."""
+def audit(conn, flow: str, target_system: str, entity: str, changes: list[tuple], run_id: str, batch_id: str) -> int:
+    """One audit row per written record: (business key, before, after[, record id]). The record id is the CRM
+    record ("<Module>:<id>") or the ERP document key the write went to: rollback restores it from `before`."""
     if not changes:
         return 0
     with conn.cursor() as cur:
         psycopg2.extras.execute_values(cur, """
-            INSERT INTO bridge.audit_log (flow, target_system, entity, business_key, before, after, run_id, batch_id)
-            VALUES %s""", [(flow, target_system, entity, key,
-                            json.dumps(before, default=str, ensure_ascii=False) if before is not None else None,
-                            json.dumps(after, default=str, ensure_ascii=False) if after is not None else None,
-                            run_id, batch_id) for key, before, after in changes], page_size=5000)
+            INSERT INTO bridge.audit_log (flow, target_system, entity, business_key, before, after, run_id, batch_id,
+                                          record_id)
+            VALUES %s""", [(flow, target_system, entity, c[0],
+                            json.dumps(c[1], default=str, ensure_ascii=False) if c[1] is not None else None,
+                            json.dumps(c[2], default=str, ensure_ascii=False) if c[2] is not None else None,
+                            run_id, batch_id, c[3] if len(c) > 3 else None) for c in changes], page_size=5000)
     return len(changes)
+
+
+def crm_values(crm, module: str, ids: list[str], fields: list[str]) -> dict[str, dict]:
+    """What the CRM holds now in `fields` of the records `ids` (COQL, 50 ids a query): the before-image of a write
+    whose previous values the bridge does not know yet."""
+    out: dict[str, dict] = {}
+    fields = list(dict.fromkeys(fields))
+    for start in range(0, len(ids), 50):
+        chunk = ", ".join(str(int(i)) for i in ids[start:start + 50])
+        for rec in crm.iter_coql(module, fields, where=f"id in ({chunk})"):
+            out[str(rec["id"])] = {f: rec.get(f) for f in fields}
+    return out
+
+
+def audited_update(bridge, crm, flow: str, entity: str, module: str, records: list[dict], run_id: str,
+                   batch_id: str) -> list:
+    """Update CRM records by id and audit every write that succeeded, with the values the written fields had
+    before (read just before): the before-image a rollback restores. Returns the outcomes in input order."""
+    if not records:
+        return []
+    fields = sorted({k for r in records for k in r if k != "id"})
+    before = crm_values(crm, module, [r["id"] for r in records], fields)
+    outcomes = crm.update(module, records)
+    audit(bridge, flow, "crm", entity, [(r["id"], before.get(str(r["id"])), {k: v for k, v in r.items() if k != "id"},
+                                         f"{module}:{r['id']}")
+                                        for r, o in zip(records, outcomes, strict=True) if o.ok], run_id, batch_id)
+    bridge.commit()
+    return outcomes
+
+
+def skip_run(conn, flow: str, run_id: str, reason: str) -> str:
+    """A run the rollout switched off: one ledger row that says so."""
+    batch_id = start_run(conn, flow, run_id)
+    finish_run(conn, batch_id, "skipped", reason)
+    return batch_id

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psycopg2.extras
 
-from include.bridge import engine
+from include.bridge import engine, rollout
 from include.bridge.alerts import Alert
 from include.bridge.gate import GateResult, run_gate
 
@@ -141,11 +141,15 @@ def newly_linked(m: Mirror, bridge) -> list[str]:
 
 
 def extract(m: Mirror, erp, bridge, batch_id: str, since: dt.datetime, until: dt.datetime,
-            extra_keys: list[str] | None = None, linked_keys: list[str] | None = None) -> int:
-    """Stream every row of each changed (or replayed / drifted / newly linked) key from the ERP view."""
+            extra_keys: list[str] | None = None, linked_keys: list[str] | None = None,
+            pilot: list[str] | None = None) -> int:
+    """Stream every row of each changed (or replayed / drifted / newly linked) key from the ERP view; a pilot run
+    only the rows of its subset (`pilot`: values of the mapping's pilot column)."""
     cols = ", ".join(m.columns)
     source_cols = ", ".join("s." + c for c in m.columns)
     where = f" AND ({m.source['filter']})" if m.source.get("filter") else ""
+    if pilot is not None:
+        where += f" AND s.{m.source['pilot']['column']} = ANY (%(pilot)s::text[])"
     key, changed = m.key, m.source.get("changed_column", "updated_at")
     # a view of the ERP contract, or a query over such views (figures the bridge derives, e.g. weekly capacity)
     view = m.source["view"] if m.source.get("view") else f"({m.source['query']})"
@@ -163,7 +167,7 @@ def extract(m: Mirror, erp, bridge, batch_id: str, since: dt.datetime, until: dt
                                   UNION SELECT {key} FROM {view} v
                                         WHERE {m.link['from'] if m.link else key} = ANY (%(linked)s::text[])){where}""",
             {"batch": batch_id, "since": since, "until": until, "extra": extra_keys or [],
-             "linked": linked_keys or []}).decode()
+             "linked": linked_keys or [], "pilot": pilot or []}).decode()
     with bridge.cursor() as bcur:
         bcur.execute(f"DELETE FROM {m.staging} WHERE batch_id = %s", (batch_id,))  # a retry restages from scratch
     bridge.commit()
@@ -239,8 +243,10 @@ def same(a, b) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ validate
-def validate(m: Mirror, bridge, sqlalchemy_url: str, batch_id: str, parameters: dict) -> GateResult:
-    """Run the gate; quarantine the bad rows' keys (all rows of a key move together) if it may load."""
+def validate(m: Mirror, bridge, sqlalchemy_url: str, batch_id: str, parameters: dict, dry_run: bool = False,
+             run_id: str = "") -> GateResult:
+    """Run the gate; quarantine the bad rows' keys (all rows of a key move together) if it may load (a dry run
+    previews the quarantine instead)."""
     previous = engine.previous_count(bridge, m.flow, batch_id)
     # incremental batches vary a lot: only a sudden jump far above the last batch blocks the load;
     # the first run (nothing to compare with) is the initial full load
@@ -262,8 +268,13 @@ def validate(m: Mirror, bridge, sqlalchemy_url: str, batch_id: str, parameters: 
                 prefix = f"{row[detail]}: " if detail else ""
                 bad.setdefault(key, []).extend(prefix + r for r in result.bad_rows[row["row_no"]])
                 payloads.setdefault(key, []).append({k: v for k, v in row.items() if k not in ("batch_id", "gate_ok")})
-            engine.quarantine(bridge, m.flow, batch_id, [(k, {"rows": payloads[k]}, reasons)
-                                                         for k, reasons in bad.items()])
+            if dry_run:
+                rollout.preview(bridge, m.flow, batch_id, run_id, [
+                    ("quarantine", m.target["entity"], k, None, "quarantine", None, {"reasons": reasons})
+                    for k, reasons in bad.items()])
+            else:
+                engine.quarantine(bridge, m.flow, batch_id, [(k, {"rows": payloads[k]}, reasons)
+                                                             for k, reasons in bad.items()])
         cur.execute(f"UPDATE {m.staging} SET gate_ok = NOT (coalesce({m.key}, '') = ANY (%s) OR row_no = ANY (%s)) "
                     "WHERE batch_id = %s", (list(bad), list(result.bad_rows), batch_id))
     bridge.commit()
@@ -271,7 +282,7 @@ def validate(m: Mirror, bridge, sqlalchemy_url: str, batch_id: str, parameters: 
 
 
 # ---------------------------------------------------------------------------------------------- plan
-def plan(m: Mirror, bridge, batch_id: str) -> dict:
+def plan_load(m: Mirror, bridge, batch_id: str) -> dict:
     """Compute CRM values per key and queue only those that differ from what the CRM holds."""
     chunks = int(m.settings["load_chunks"])
     plain = {n: f for n, f in m.spec["fields"].items() if not f.get("lookup")}
@@ -343,10 +354,38 @@ def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool 
         bridge.rollback()
         if not pending:
             return {"loaded": loaded, "failed": failed}
+        if m.by_id and not bulk:
+            keep_before_images(m, bridge, crm, batch_id, pending)
         outcomes = write_page(m, crm, pending, bulk)
         record_outcomes(m, bridge, batch_id, outcomes)
         ok = sum(o[1] for o in outcomes)
         loaded, failed, last = loaded + ok, failed + len(outcomes) - ok, pending[-1]["business_key"]
+
+
+def keep_before_images(m: Mirror, bridge, crm, batch_id: str, pending: list[dict]) -> None:
+    """Records this flow writes for the first time: what the CRM holds now becomes the audit's before-image (later
+    writes take it from synced_state), so a rollback restores the exact values. Bulk loads (initial syncs above
+    bulk_threshold) skip this: reading a million records back one COQL page at a time would cost more than the load."""
+    with bridge.cursor() as cur:
+        cur.execute("""SELECT q.business_key, q.crm_id FROM bridge.load_queue q
+                       WHERE q.batch_id = %s AND q.business_key = ANY (%s) AND q.before IS NULL
+                         AND NOT EXISTS (SELECT 1 FROM bridge.synced_state s WHERE s.flow = q.flow
+                                         AND s.business_key = q.business_key)""",
+                    (batch_id, [r["business_key"] for r in pending]))
+        first = cur.fetchall()
+    bridge.rollback()
+    if not first:
+        return
+    fields = [f for f in m.spec["fields"]]
+    held = engine.crm_values(crm, m.target["module"], [crm_id for _, crm_id in first], fields)
+    with bridge.cursor() as cur:
+        psycopg2.extras.execute_values(cur, """
+            UPDATE bridge.load_queue q SET before = v.before::jsonb
+            FROM (VALUES %s) AS v(batch_id, business_key, before)
+            WHERE q.batch_id = v.batch_id AND q.business_key = v.business_key""",
+            [(batch_id, key, json.dumps(held[crm_id], default=str, ensure_ascii=False)) for key, crm_id in first
+             if crm_id in held], page_size=5000)
+    bridge.commit()
 
 
 def write_page(m: Mirror, crm, pending: list[dict], bulk: bool) -> list[tuple]:
@@ -396,11 +435,13 @@ def finish(m: Mirror, bridge, batch_id: str, run_id: str, until: dt.datetime | N
     """Synced state, audit, CRM rejections to quarantine, replayed quarantine entries, watermark."""
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute("""INSERT INTO bridge.audit_log (flow, target_system, entity, business_key, before, after,
-                                                     run_id, batch_id)
-                       SELECT q.flow, 'crm', %s, q.business_key, s.values, q.values, %s, q.batch_id
+                                                     run_id, batch_id, record_id)
+                       SELECT q.flow, 'crm', %s, q.business_key, coalesce(s.values, q.before), q.values, %s,
+                              q.batch_id, %s || ':' || q.crm_id
                        FROM bridge.load_queue q
                        LEFT JOIN bridge.synced_state s ON s.flow = q.flow AND s.business_key = q.business_key
-                       WHERE q.batch_id = %s AND q.status = 'loaded'""", (m.target["entity"], run_id, batch_id))
+                       WHERE q.batch_id = %s AND q.status = 'loaded'""",
+                    (m.target["entity"], run_id, m.target["module"], batch_id))
         cur.execute("""INSERT INTO bridge.synced_state (flow, business_key, crm_id, values, values_hash, batch_id)
                        SELECT flow, business_key, crm_id, values, values_hash, batch_id FROM bridge.load_queue
                        WHERE batch_id = %s AND status = 'loaded'
@@ -431,8 +472,9 @@ def finish(m: Mirror, bridge, batch_id: str, run_id: str, until: dt.datetime | N
 
 
 def remove_deleted(m: Mirror, bridge, erp, crm, batch_id: str, run_id: str, since: dt.datetime,
-                   until: dt.datetime) -> int:
-    """ERP documents deleted in the window (the ERP's deletion log) leave the CRM too, with an audit row."""
+                   until: dt.datetime, dry_run: bool = False) -> int:
+    """ERP documents deleted in the window (the ERP's deletion log) leave the CRM too, with an audit row (a dry
+    run previews the deletions)."""
     spec = m.source.get("deletions")
     if not spec:
         return 0
@@ -451,10 +493,15 @@ def remove_deleted(m: Mirror, bridge, erp, crm, batch_id: str, run_id: str, sinc
     bridge.rollback()
     if not linked:
         return 0
+    if dry_run:
+        return rollout.preview(bridge, m.flow, batch_id, run_id, [
+            ("crm", m.target["entity"], r["erp_key"], f"{m.target['module']}:{r['crm_id']}", "delete", r["values"],
+             None) for r in linked])
     outcomes = crm.delete(m.target["module"], [r["crm_id"] for r in linked])
     gone = [r for r, o in zip(linked, outcomes, strict=True) if o.ok or o.code == "INVALID_DATA"]  # already gone
-    engine.audit(bridge, m.flow, "crm", m.target["entity"], [(r["erp_key"], r["values"], None) for r in gone],
-                 run_id, batch_id)
+    engine.audit(bridge, m.flow, "crm", m.target["entity"],
+                 [(r["erp_key"], r["values"], None, f"{m.target['module']}:{r['crm_id']}") for r in gone], run_id,
+                 batch_id)
     with bridge.cursor() as cur:
         keys = [r["erp_key"] for r in gone]
         cur.execute("DELETE FROM bridge.synced_state WHERE flow = %s AND business_key = ANY (%s)", (m.flow, keys))
@@ -465,24 +512,30 @@ def remove_deleted(m: Mirror, bridge, erp, crm, batch_id: str, run_id: str, sinc
 
 # ------------------------------------------------------------------------------ task entry points
 def run_extract(m: Mirror, systems, run_id: str, backfill: tuple[dt.datetime, dt.datetime] | None = None,
-                replay_quarantine: bool = False, before_extract=None) -> dict:
-    """Open the run, refresh what the flow links through (before_extract), detect CRM edits, stage."""
+                replay_quarantine: bool = False, before_extract=None, plan: rollout.Rollout | None = None) -> dict:
+    """Open the run, refresh what the flow links through (before_extract), detect CRM edits, stage.
+
+    `plan` is the rollout: a dry run does not take CRM edits into the sync state, a pilot stages its subset only."""
     from include.bridge import db
 
+    plan = plan or rollout.Rollout(m.flow)
     bridge = systems.bridge()
     db.install_schema(bridge)
-    batch_id = engine.start_run(bridge, m.flow, run_id)
+    pilot = rollout.pilot_keys(systems.erp(), plan, (m.source.get("pilot") or {}).get("kind"))
+    batch_id = engine.start_run(bridge, m.flow, run_id, mode=plan.mode)
+    rollout.clear_preview(bridge, batch_id)
     started = time.monotonic()
     info = before_extract(systems, replay_quarantine) if before_extract else {}
     since, until = window(m, bridge, systems.erp(), backfill=backfill)
     replay = [q["business_key"] for q in engine.open_quarantine(bridge, m.flow)] if replay_quarantine else []
-    drifted = crm_drift(m, bridge, systems.crm())
+    drifted = crm_drift(m, bridge, systems.crm()) if not plan.dry_run else []
     linked = newly_linked(m, bridge) if not backfill else []
-    rows = extract(m, systems.erp(), bridge, batch_id, since, until, replay + drifted, linked)
+    rows = extract(m, systems.erp(), bridge, batch_id, since, until, replay + drifted, linked, pilot)
     engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=rows)
     return info | {"flow": m.flow, "batch_id": batch_id, "run_id": run_id, "since": since.isoformat(),
                    "until": until.isoformat(), "rows": rows, "replayed_keys": len(replay),
-                   "crm_edits": len(drifted), "newly_linked": len(linked), "backfill": bool(backfill)}
+                   "crm_edits": len(drifted), "newly_linked": len(linked), "backfill": bool(backfill),
+                   "rollout": plan.as_dict()}
 
 
 def run_validate(m: Mirror, systems, info: dict, send_alert=None, parameters: dict | None = None) -> dict:
@@ -491,7 +544,9 @@ def run_validate(m: Mirror, systems, info: dict, send_alert=None, parameters: di
     if info["rows"] == 0:
         return info | {"queued": 0, "chunks": [], "bulk": False}
     started = time.monotonic()
-    result = validate(m, bridge, systems.bridge_url(), info["batch_id"], parameters or {})
+    plan = rollout.Rollout.of(info, m.flow)
+    result = validate(m, bridge, systems.bridge_url(), info["batch_id"], parameters or {}, plan.dry_run,
+                      info["run_id"])
     engine.record_step(bridge, info["batch_id"], "gate", time.monotonic() - started,
                        rows_passed=result.rows - len(result.bad_rows), rows_quarantined=len(result.bad_rows))
     unlinked = 0
@@ -510,7 +565,18 @@ def run_validate(m: Mirror, systems, info: dict, send_alert=None, parameters: di
                              lines=result.summary(), link=result.docs_url, link_label="Data Docs"))
         raise GateBlocked(f"gate refused batch {info['batch_id']}: {message}")
     started = time.monotonic()
-    planned = plan(m, bridge, info["batch_id"])
+    planned = plan_load(m, bridge, info["batch_id"])
+    if plan.dry_run:  # what the load would write, with the before-image the bridge knows; no load task runs
+        with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute("""SELECT q.business_key, q.crm_id, q.values, s.values AS before FROM bridge.load_queue q
+                           LEFT JOIN bridge.synced_state s ON s.flow = q.flow AND s.business_key = q.business_key
+                           WHERE q.batch_id = %s ORDER BY q.business_key""", (info["batch_id"],))
+            queued = cur.fetchall()
+        bridge.rollback()
+        rollout.preview(bridge, m.flow, info["batch_id"], info["run_id"], [
+            ("crm", m.target["entity"], r["business_key"], f"{m.target['module']}:{r['crm_id']}" if r["crm_id"]
+             else None, "update" if m.by_id else "upsert", r["before"], r["values"]) for r in queued])
+        planned = planned | {"chunks": []}
     engine.record_step(bridge, info["batch_id"], "plan", time.monotonic() - started)
     return info | planned | {"quarantined": len(result.bad_rows), "not_linked": unlinked}
 
@@ -527,11 +593,22 @@ def run_finish(m: Mirror, systems, info: dict, before_finish=None) -> tuple[dict
     (e.g. the stock flow reads which products fell below safety stock while the old state is still there)."""
     bridge = systems.bridge()
     started = time.monotonic()
+    plan = rollout.Rollout.of(info, m.flow)
+    if plan.dry_run:
+        if m.source.get("deletions"):
+            remove_deleted(m, bridge, systems.erp(), systems.crm(), info["batch_id"], info["run_id"],
+                           dt.datetime.fromisoformat(info["since"]), dt.datetime.fromisoformat(info["until"]), True)
+        engine.record_step(bridge, info["batch_id"], "finish", time.monotonic() - started,
+                           rows_quarantined=info.get("quarantined", 0))
+        ledger = engine.finish_run(bridge, info["batch_id"], "dry_run",
+                                   rollout.dry_run_message(bridge, info["batch_id"]))
+        return ({"status": ledger["status"], "loaded": 0, "failed": 0, "replayed": 0, "deleted": 0},
+                {"loaded": 0, "failed": 0, "rejected": 0, "replayed": 0, "dry_run": True})
     extra = before_finish(bridge, info["batch_id"]) if before_finish else {}
-    # a backfill replays an old interval: it never moves the watermark
-    until = None if info.get("backfill") else dt.datetime.fromisoformat(info["until"])
+    # a backfill replays an old interval, a pilot a subset: neither moves the watermark
+    until = None if info.get("backfill") or plan.pilot else dt.datetime.fromisoformat(info["until"])
     counts = finish(m, bridge, info["batch_id"], info["run_id"], until) | extra
-    if m.source.get("deletions"):
+    if m.source.get("deletions") and not plan.pilot:
         counts["deleted"] = remove_deleted(m, bridge, systems.erp(), systems.crm(), info["batch_id"], info["run_id"],
                                            dt.datetime.fromisoformat(info["since"]),
                                            dt.datetime.fromisoformat(info["until"]))
@@ -562,8 +639,8 @@ def entry_points(flow: str, *, before_extract=None, parameters=None):
     run_extract(systems, run_id, backfill, replay_quarantine), run_validate(systems, info, send_alert),
     run_load(systems, info, chunk_no), run_finish(systems, info, send_alert)."""
 
-    def run_extract_(systems, run_id: str, backfill=None, replay_quarantine: bool = False) -> dict:
-        return run_extract(load(flow), systems, run_id, backfill, replay_quarantine, before_extract)
+    def run_extract_(systems, run_id: str, backfill=None, replay_quarantine: bool = False, plan=None) -> dict:
+        return run_extract(load(flow), systems, run_id, backfill, replay_quarantine, before_extract, plan)
 
     def run_validate_(systems, info: dict, send_alert=None) -> dict:
         return run_validate(load(flow), systems, info, send_alert, parameters(systems) if parameters else {})

@@ -19,7 +19,7 @@ import time
 
 import psycopg2.extras
 
-from include.bridge import engine
+from include.bridge import engine, rollout
 from include.bridge.gate import column_of, run_gate
 from include.bridge.matching import Account, match_customers
 from include.bridge.mirror import data_docs_dir, erp_values
@@ -43,8 +43,10 @@ def ready_accounts(bridge, crm) -> list[dict]:
     return [r for r in crm.iter_coql("Accounts", FIELDS, where="ERP_Sync_Ready = true") if r["id"] not in linked]
 
 
-def link_existing(bridge, erp, accounts: list[dict], run_id: str) -> tuple[list[dict], dict, list[dict]]:
-    """(accounts to create, {crm_id: ERP code} linked to existing customers, accounts waiting for review)."""
+def link_existing(bridge, erp, accounts: list[dict], run_id: str, dry_run: bool = False
+                  ) -> tuple[list[dict], dict, list[dict]]:
+    """(accounts to create, {crm_id: ERP code} linked to existing customers, accounts waiting for review); a dry run
+    finds the links without recording them."""
     from include.flows.master_data_match import read_customers, settings
 
     candidates = [Account(a["id"], a.get("Account_Name") or "", a.get("Account_Number"),
@@ -55,7 +57,9 @@ def link_existing(bridge, erp, accounts: list[dict], run_id: str) -> tuple[list[
         taken = {r[0] for r in cur.fetchall()}
         linked = {}
         for link in links:
-            if link.erp_key not in taken:
+            if link.erp_key not in taken and dry_run:
+                linked[link.crm_id] = link.erp_key
+            elif link.erp_key not in taken:
                 cur.execute("""INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule)
                                VALUES ('customer', %s, %s, %s) ON CONFLICT DO NOTHING""",
                             (link.erp_key, link.crm_id, link.rule))
@@ -102,7 +106,7 @@ def stage(bridge, batch_id: str, rows: list[tuple]) -> None:
     bridge.commit()
 
 
-def gate(bridge, url: str, batch_id: str, currencies: list[str]) -> dict[str, list[str]]:
+def gate(bridge, url: str, batch_id: str, currencies: list[str], dry_run: bool = False) -> dict[str, list[str]]:
     """{crm_id: readable reasons} of the accounts that may not go; raises if the batch may not load at all."""
     result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=COLUMNS,
                       parameters={"min_rows": 0, "max_rows": 10**7, "currencies": currencies},
@@ -120,24 +124,34 @@ def gate(bridge, url: str, batch_id: str, currencies: list[str]) -> dict[str, li
                 bad.setdefault(crm_id, []).append(MESSAGES.get(column_of(reason), reason))
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (crm_id = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
-    engine.quarantine(bridge, FLOW, batch_id, [(k, {"crm_id": k, "payload_hash": hashes[k]}, v)
-                                               for k, v in bad.items()])
+    if not dry_run:
+        engine.quarantine(bridge, FLOW, batch_id, [(k, {"crm_id": k, "payload_hash": hashes[k]}, v)
+                                                   for k, v in bad.items()])
     bridge.commit()
     return bad
 
 
-def send(bridge, erp_write, batch_id: str, run_id: str) -> int:
-    """Send each passed account once: an account sent before is never sent again (even with an edited profile)
-    unless the ERP rejected it — a profile edit while the ERP is still creating it must not make a second one."""
+def accounts_to_send(bridge, batch_id: str) -> list[dict]:
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute(f"""SELECT * FROM {STAGING} s WHERE batch_id = %s AND gate_ok AND NOT EXISTS (
                             SELECT 1 FROM bridge.order_outbox o WHERE o.crm_id = s.crm_id AND o.entity = 'customer'
                               AND o.sent_at IS NOT NULL AND coalesce(o.erp_status, '') <> 'ERROR')""", (batch_id,))
         rows = cur.fetchall()
     bridge.rollback()
+    return rows
+
+
+def customer_document(r: dict) -> tuple[str, dict]:
+    return (f"Accounts:{r['crm_id']}:CREATE:{r['payload_hash']}",
+            {k: r[k] for k in ("account_name", "uscc", "currency", "region", "city", "phone", "address")})
+
+
+def send(bridge, erp_write, batch_id: str, run_id: str) -> int:
+    """Send each passed account once: an account sent before is never sent again (even with an edited profile)
+    unless the ERP rejected it — a profile edit while the ERP is still creating it must not make a second one."""
+    rows = accounts_to_send(bridge, batch_id)
     for r in rows:
-        key = f"Accounts:{r['crm_id']}:CREATE:{r['payload_hash']}"
-        payload = {k: r[k] for k in ("account_name", "uscc", "currency", "region", "city", "phone", "address")}
+        key, payload = customer_document(r)
         with bridge.cursor() as cur:  # outbox first, as for orders
             cur.execute("""INSERT INTO bridge.order_outbox (idempotency_key, crm_id, source_module, entity, action,
                                                             payload_hash, payload, batch_id, run_id)
@@ -157,8 +171,9 @@ def send(bridge, erp_write, batch_id: str, run_id: str) -> int:
         with bridge.cursor() as cur:
             cur.execute("UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now()) WHERE idempotency_key = %s",
                         (key,))
-        engine.audit(bridge, FLOW, "erp", "customer", [(r["crm_id"], None, payload | {"idempotency_key": key})],
-                     run_id, batch_id)
+        engine.audit(bridge, FLOW, "erp", "customer",
+                     [(r["crm_id"], None, payload | {"idempotency_key": key, "action": "CREATE"}, key)], run_id,
+                     batch_id)
         engine.resolve_quarantine(bridge, FLOW, [r["crm_id"]])  # fixed in the CRM since it was quarantined
         bridge.commit()
     return len(rows)
@@ -182,7 +197,7 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
                 f"ERP customer {a['erp_doc_no']}: {a['result_message']}"} if a["status"] == "PROCESSED" else
                {"id": p["crm_id"], "Integration_Message": f"ERP rejected the customer: {a['error_message']}"}
                for p, a in done]
-    outcomes = crm.update("Accounts", records) if records else []
+    outcomes = engine.audited_update(bridge, crm, FLOW, "customer", "Accounts", records, run_id, batch_id)
     written = [(p, a) for (p, a), o in zip(done, outcomes, strict=True) if o.ok]
     with bridge.cursor() as cur:
         for p, a in written:
@@ -193,42 +208,59 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
                 cur.execute("""INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule)
                                VALUES ('customer', %s, %s, 'created') ON CONFLICT DO NOTHING""",
                             (a["erp_doc_no"], p["crm_id"]))
-    engine.audit(bridge, FLOW, "crm", "customer", [(p["crm_id"], None, {"Account_Number": a["erp_doc_no"]})
-                                                   for p, a in written if a["status"] == "PROCESSED"], run_id, batch_id)
     bridge.commit()
     return {"written_back": len(written), "waiting": len(pending) - len(done)}
 
 
-def run(systems, run_id: str, wait_seconds: float = 0) -> dict:
-    """The whole flow (small volumes: accounts marked ready since the last run) in one task."""
+def show(bridge, crm, records: list[dict], run_id: str, batch_id: str, dry_run: bool) -> None:
+    """Account updates (codes, messages), audited; a dry run previews them."""
+    if dry_run:
+        rollout.preview(bridge, FLOW, batch_id, run_id, [("crm", "customer", r["id"], f"Accounts:{r['id']}", "update",
+                                                          None, r) for r in records])
+    else:
+        engine.audited_update(bridge, crm, FLOW, "customer", "Accounts", records, run_id, batch_id)
+
+
+def run(systems, run_id: str, wait_seconds: float = 0, plan: rollout.Rollout | None = None) -> dict:
+    """The whole flow (small volumes: accounts marked ready since the last run) in one task.
+
+    Rollout: a pilot takes the accounts of its sales regions only (new accounts have no ERP code yet, so a pilot
+    by customer code does not apply); a dry run links, gates and previews, writing nothing anywhere."""
     from include.bridge import db
 
+    plan = plan or rollout.Rollout(FLOW)
+    if plan.customers or plan.skus:
+        raise rollout.PilotNotApplicable(f"{FLOW} creates new customers: pilot it with pilot_regions only")
     bridge, crm = systems.bridge(), systems.crm()
     db.install_schema(bridge)
-    batch_id = engine.start_run(bridge, FLOW, run_id)
+    batch_id = engine.start_run(bridge, FLOW, run_id, mode=plan.mode)
+    rollout.clear_preview(bridge, batch_id)
     started = time.monotonic()
-    accounts = ready_accounts(bridge, crm)
-    create, linked, waiting = link_existing(bridge, systems.erp(), accounts, run_id)
+    accounts = [a for a in ready_accounts(bridge, crm) if not plan.regions or a.get("Sales_Region") in plan.regions]
+    create, linked, waiting = link_existing(bridge, systems.erp(), accounts, run_id, plan.dry_run)
     stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    if linked:  # linked to an existing ERP customer: its code comes back, nothing is created
-        crm.update("Accounts", [{"id": crm_id, "Account_Number": code,
-                                 "Integration_Message": f"linked to existing ERP customer {code} ({stamp})"}
-                                for crm_id, code in linked.items()])
-        engine.audit(bridge, FLOW, "crm", "customer", [(c, None, {"Account_Number": k}) for c, k in linked.items()],
-                     run_id, batch_id)
-    if waiting:
-        crm.update("Accounts", [{"id": a["id"], "Integration_Message": "not created: it may be an existing ERP "
-                                 "customer; master data review decides (bridge.match_review)"} for a in waiting])
+    # linked to an existing ERP customer: its code comes back, nothing is created
+    show(bridge, crm, [{"id": crm_id, "Account_Number": code, "Integration_Message":
+                        f"linked to existing ERP customer {code} ({stamp})"} for crm_id, code in linked.items()],
+         run_id, batch_id, plan.dry_run)
+    show(bridge, crm, [{"id": a["id"], "Integration_Message": "not created: it may be an existing ERP customer; master "
+                        "data review decides (bridge.match_review)"} for a in waiting], run_id, batch_id, plan.dry_run)
     rows = profile_rows(create)
     skip = nothing_new(bridge, rows)
     rows = [r for r in rows if r[0] not in skip]
     stage(bridge, batch_id, rows)
     engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=len(accounts))
-    bad = gate(bridge, systems.bridge_url(), batch_id, erp_values(systems, "SELECT code FROM erp_api.currencies")) \
-        if rows else {}
-    if bad:
-        crm.update("Accounts", [{"id": k, "Integration_Message": "Not sent to the ERP: " + "; ".join(v)}
-                                for k, v in bad.items()])
+    bad = gate(bridge, systems.bridge_url(), batch_id, erp_values(systems, "SELECT code FROM erp_api.currencies"),
+               plan.dry_run) if rows else {}
+    show(bridge, crm, [{"id": k, "Integration_Message": "Not sent to the ERP: " + "; ".join(v)}
+                       for k, v in bad.items()], run_id, batch_id, plan.dry_run)
+    if plan.dry_run:
+        documents = [(r["crm_id"], *customer_document(r)) for r in accounts_to_send(bridge, batch_id)]
+        rollout.preview(bridge, FLOW, batch_id, run_id, [("erp", "customer", crm_id, key, "create", None, payload)
+                                                         for crm_id, key, payload in documents])
+        engine.record_step(bridge, batch_id, "load", time.monotonic() - started, rows_quarantined=len(bad))
+        engine.finish_run(bridge, batch_id, "dry_run", rollout.dry_run_message(bridge, batch_id))
+        return {"linked": len(linked), "sent": 0, "review": len(waiting), "quarantined": len(bad), "dry_run": True}
     sent = send(bridge, systems.erp_write(), batch_id, run_id)
     counts = write_back(bridge, systems.erp_write(), crm, run_id, batch_id)
     while counts["waiting"] and sent and time.monotonic() - started < wait_seconds:

@@ -33,7 +33,7 @@ from pathlib import Path
 import psycopg2.extras
 import yaml
 
-from include.bridge import engine
+from include.bridge import engine, rollout
 from include.bridge.alerts import Alert
 from include.bridge.gate import column_of, load_suite, run_gate
 from include.bridge.mirror import GateBlocked, data_docs_dir
@@ -165,7 +165,8 @@ def sellable_skus(bridge, erp) -> dict[str, str]:
     return {crm_id: sku for crm_id, sku in linked.items() if sku in active}
 
 
-def extract(bridge, crm, erp, batch_id: str, window: tuple[dt.date, dt.date]) -> dict:
+def extract(bridge, crm, erp, batch_id: str, window: tuple[dt.date, dt.date], regions: list[str] | None = None
+            ) -> dict:
     skus = sellable_skus(bridge, erp)
     context = pipeline_context(crm)
     closed = set(spec()["deals"]["closed_stages"])
@@ -186,6 +187,9 @@ def extract(bridge, crm, erp, batch_id: str, window: tuple[dt.date, dt.date]) ->
                               window=window))
     orders = erp_order_rows(erp, window)
     rows.extend(orders)
+    if regions:  # a pilot forecast: the demand of its sales regions only
+        rows = [r for r in rows if r[COLUMNS.index("region")] in regions]
+        orders = [r for r in orders if r[COLUMNS.index("region")] in regions]
     with bridge.cursor() as cur:  # a retried or cleared run stages its batch afresh
         cur.execute(f"DELETE FROM {STAGING} WHERE batch_id = %s", (batch_id,))
         psycopg2.extras.execute_values(
@@ -196,7 +200,8 @@ def extract(bridge, crm, erp, batch_id: str, window: tuple[dt.date, dt.date]) ->
 
 
 # ------------------------------------------------------------------------------------------ validate
-def quarantine_bad_deals(bridge, batch_id: str, bad_rows: dict[int, list[str]]) -> dict[str, list[str]]:
+def quarantine_bad_deals(bridge, batch_id: str, bad_rows: dict[int, list[str]], dry_run: bool = False,
+                         run_id: str = "") -> dict[str, list[str]]:
     """A failing line quarantines its whole deal with reasons a salesperson reads; returns deal id -> reasons.
 
     The entry remembers whether the deal shows these reasons already (`shown`), so a deal that stays wrong is
@@ -220,6 +225,10 @@ def quarantine_bad_deals(bridge, batch_id: str, bad_rows: dict[int, list[str]]) 
                            FROM bridge.quarantine WHERE flow = %s AND status = 'open' AND business_key = ANY (%s)""",
                         (FLOW, list(bad)))
             before = {r["business_key"]: r for r in cur.fetchall()}
+        if bad_rows and dry_run:
+            rollout.preview(bridge, FLOW, batch_id, run_id, [("quarantine", "deal", k, f"Deals:{k}", "quarantine", None,
+                                                              {"reasons": v}) for k, v in bad.items()])
+        elif bad_rows:
             engine.quarantine(bridge, FLOW, batch_id, [
                 (k, {"deal_id": k, "demand_type": kinds.get(k),
                      "shown": k in before and before[k]["shown"] and list(before[k]["reasons"]) == v}, v)
@@ -250,12 +259,12 @@ def build_buckets(bridge, batch_id: str) -> dict:
     return {"buckets": buckets, "total_qty": total, "deals_passed": deals, "lines_passed": lines}
 
 
-def validate(bridge, url: str, batch_id: str, run_id: str) -> dict:
+def validate(bridge, url: str, batch_id: str, run_id: str, dry_run: bool = False) -> dict:
     result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=GATED,
                       parameters={"min_rows": 0, "max_rows": 10**9}, docs_dir=data_docs_dir(FLOW))
     if not result.may_load:
         return {"blocked": result}
-    bad = quarantine_bad_deals(bridge, batch_id, result.bad_rows)
+    bad = quarantine_bad_deals(bridge, batch_id, result.bad_rows, dry_run, run_id)
     totals = build_buckets(bridge, batch_id)
     # the buckets must add up to the lines exactly (both are sums of 0.001 units: half a unit of tolerance is none)
     total = float(totals["total_qty"])
@@ -336,8 +345,8 @@ def send(bridge, erp, erp_write, batch_id: str, run_id: str, window: tuple[dt.da
                     (erp_batch,))
         keys = [(f"{b['sku']}|{b['region']}|{b['period_start']}|{b['demand_type']}", b) for b in buckets]
         engine.audit(bridge, FLOW, "erp", "demand_forecast",
-                     [(k, {"qty": before[k]} if k in before else None, {"qty": b["qty"], "batch": erp_batch})
-                      for k, b in keys], run_id, batch_id)
+                     [(k, {"qty": before[k]} if k in before else None, {"qty": b["qty"], "batch": erp_batch},
+                       f"{erp_batch}:{b['row_no']}") for k, b in keys], run_id, batch_id)
     bridge.commit()
     return {"sent": len(buckets), "erp_batch_id": erp_batch}
 
@@ -398,9 +407,8 @@ def show_on_deals(bridge, crm, batch_id: str, run_id: str, version: str | None) 
                 + "; ".join(r["reasons"])} for r in bad]
     records += [{"id": d, "Integration_Message": f"In the ERP demand forecast{' ' + version if version else ''}"}
                 for d in fixed]
-    outcomes = crm.update("Deals", records) if records else []
+    outcomes = engine.audited_update(bridge, crm, FLOW, "deal", "Deals", records, run_id, batch_id)
     written = [r for r, o in zip(records, outcomes, strict=True) if o.ok]
-    engine.audit(bridge, FLOW, "crm", "deal", [(r["id"], None, r) for r in written], run_id, batch_id)
     with bridge.cursor() as cur:
         cur.execute("""UPDATE bridge.quarantine SET payload = payload || '{"shown": true}' WHERE flow = %s
                        AND status = 'open' AND business_key = ANY (%s)""", (FLOW, [r["id"] for r in written]))
@@ -412,24 +420,29 @@ def show_on_deals(bridge, crm, batch_id: str, run_id: str, version: str | None) 
 
 # ------------------------------------------------------------------------------ task entry points
 def run_extract(systems, run_id: str, as_of: dt.date, backfill: bool = False, horizon_months: int | None = None,
-                ) -> dict:
+                plan: rollout.Rollout | None = None) -> dict:
     from include.bridge import db
 
+    plan = plan or rollout.Rollout(FLOW)
+    if plan.customers or plan.skus:
+        raise rollout.PilotNotApplicable(f"{FLOW} forecasts by sales region: pilot it with pilot_regions only")
     bridge = systems.bridge()
     db.install_schema(bridge)
-    batch_id = engine.start_run(bridge, FLOW, run_id)
+    batch_id = engine.start_run(bridge, FLOW, run_id, mode=plan.mode)
+    rollout.clear_preview(bridge, batch_id)
     started = time.monotonic()
     window = horizon(as_of, int(horizon_months or spec()["settings"]["horizon_months"]))
-    found = extract(bridge, systems.crm(), systems.erp(), batch_id, window)
+    found = extract(bridge, systems.crm(), systems.erp(), batch_id, window, plan.regions)
     engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=found["rows"])
     return found | {"batch_id": batch_id, "run_id": run_id, "horizon": [d.isoformat() for d in window],
-                    "backfill": backfill}
+                    "backfill": backfill, "rollout": plan.as_dict()}
 
 
 def run_validate(systems, info: dict, send_alert=None) -> dict:
     bridge = systems.bridge()
     started = time.monotonic()
-    checked = validate(bridge, systems.bridge_url(), info["batch_id"], info["run_id"])
+    checked = validate(bridge, systems.bridge_url(), info["batch_id"], info["run_id"],
+                       rollout.Rollout.of(info, FLOW).dry_run)
     if checked["blocked"] is not None:
         result = checked["blocked"]
         message = "; ".join(result.summary())
@@ -450,6 +463,16 @@ def run_send(systems, info: dict, chunk_rows: int | None = None) -> dict:
     if info.get("backfill"):  # a forecast is today's pipeline: an old interval has nothing to resend
         return info | {"sent": 0, "skipped": "backfill run: the forecast is a snapshot of the current pipeline"}
     window = tuple(dt.date.fromisoformat(d) for d in info["horizon"])
+    if rollout.Rollout.of(info, FLOW).dry_run:  # the version the ERP would receive, nothing sent
+        with systems.bridge().cursor() as cur:
+            cur.execute(f"SELECT sku, region, period_start, demand_type, qty FROM {BUCKETS} WHERE batch_id = %s "
+                        "ORDER BY row_no", (info["batch_id"],))
+            buckets = cur.fetchall()
+        systems.bridge().rollback()
+        rollout.preview(systems.bridge(), FLOW, info["batch_id"], info["run_id"], [
+            ("erp", "demand_forecast", f"{s}|{r}|{p}|{t}", None, "insert", None, {"qty": q, "horizon": info["horizon"]})
+            for s, r, p, t, q in buckets])
+        return info | {"sent": 0, "would_send": len(buckets)}
     sent = send(systems.bridge(), systems.erp(), systems.erp_write(), info["batch_id"], info["run_id"], window,
                 chunk_rows)
     engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
@@ -459,6 +482,10 @@ def run_send(systems, info: dict, chunk_rows: int | None = None) -> dict:
 def run_record(systems, info: dict, send_alert=None, wait_seconds: float | None = None) -> dict:
     bridge = systems.bridge()
     started = time.monotonic()
+    if rollout.Rollout.of(info, FLOW).dry_run:
+        engine.record_step(bridge, info["batch_id"], "record", time.monotonic() - started)
+        engine.finish_run(bridge, info["batch_id"], "dry_run", rollout.dry_run_message(bridge, info["batch_id"]))
+        return {"status": "dry_run", "version": None, "sent": 0, "deals_shown": 0, "waiting": 0}
     wait = spec()["settings"]["wait_for_erp_seconds"] if wait_seconds is None else wait_seconds
     answers = record_answers(bridge, systems.erp_write())
     while info.get("erp_batch_id") and answers["waiting"] and time.monotonic() - started < wait:

@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg2.extras
 import yaml
 
-from include.bridge import engine, idmap
+from include.bridge import engine, idmap, rollout
 from include.bridge.alerts import Alert
 from include.bridge.gate import column_of, run_gate
 from include.bridge.mirror import GateBlocked, data_docs_dir, erp_values
@@ -103,8 +103,10 @@ def order_rows(module: str, rec: dict, customers: dict[str, str], skus: dict[str
     return [header + ln + [phash] for ln in lines]
 
 
-def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: dt.datetime) -> dict:
-    """Stage every line of each CRM order / quote that is to be sent (or cancelled) in the window."""
+def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: dt.datetime,
+            pilot: list[str] | None = None) -> dict:
+    """Stage every line of each CRM order / quote that is to be sent (or cancelled) in the window (a pilot run:
+    only the orders of its customers, `pilot` = ERP customer codes)."""
     with bridge.cursor() as cur:
         cur.execute("SELECT crm_id, erp_key FROM bridge.id_map WHERE entity = 'customer'")
         customers = dict(cur.fetchall())
@@ -133,6 +135,8 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
             if dt.datetime.fromisoformat(rec["Modified_Time"]) > until or rec["id"] in mirrored:
                 continue  # the next run's window, or an ERP order's copy
             what = status_of(module, rec)
+            if pilot is not None and customers.get((rec.get("Account_Name") or {}).get("id")) not in pilot:
+                continue  # outside the pilot: left for the run that covers it (the watermark waits)
             if what == "cancel":
                 cancels.append((module, rec["id"]))
             elif what == "send":
@@ -149,7 +153,7 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
 
 
 # ------------------------------------------------------------------------------------------ validate
-def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: str) -> dict:
+def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: str, dry_run: bool = False) -> dict:
     """Gate; a failing line quarantines its whole order. Returns {crm_id: reasons} of the held-back orders."""
     result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=COLUMNS,
                       parameters={"min_rows": 0, "max_rows": 10**9, "tax_rates": tax_rates},
@@ -173,8 +177,12 @@ def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: st
             cur.execute(f"SELECT DISTINCT crm_id, payload_hash FROM {STAGING} "
                         "WHERE batch_id = %s AND crm_id = ANY (%s)", (batch_id, list(bad)))
             hashes = {r["crm_id"]: r["payload_hash"] for r in cur.fetchall()}
-            engine.quarantine(bridge, FLOW, batch_id, [(k, {"crm_id": k, "payload_hash": hashes.get(k)}, v)
-                                                       for k, v in bad.items()])
+            if dry_run:
+                rollout.preview(bridge, FLOW, batch_id, run_id, [("quarantine", "sales_order", k, None, "quarantine",
+                                                                  None, {"reasons": v}) for k, v in bad.items()])
+            else:
+                engine.quarantine(bridge, FLOW, batch_id, [(k, {"crm_id": k, "payload_hash": hashes.get(k)}, v)
+                                                           for k, v in bad.items()])
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (coalesce(crm_id, '') = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
     bridge.commit()
@@ -254,13 +262,8 @@ def credit_check(erp, orders: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 # ---------------------------------------------------------------------------------------------- send
-def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], batch_id: str, run_id: str,
-         chunk: int = 500) -> int:
-    """Insert inbound documents (CREATE / AMEND / CANCEL); a key the ERP already has is a no-op.
-
-    In chunks, each in three commits: the keys into the outbox, the documents into the ERP (one transaction),
-    then sent_at + audit. A kill between any two leaves keys a retry re-derives identically: nothing is lost,
-    nothing doubled."""
+def documents(bridge, orders: list[dict], cancels: list[tuple[str, str]]) -> list[tuple[dict, str]]:
+    """(order, action) of every document to send: CREATE, AMEND (an earlier version reached the ERP) or CANCEL."""
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute("""SELECT DISTINCT crm_id FROM bridge.order_outbox
                        WHERE crm_id = ANY (%s) AND action IN ('CREATE', 'AMEND') AND sent_at IS NOT NULL""",
@@ -275,11 +278,26 @@ def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], 
         if crm_id in last and not last[crm_id]["payload"].get("cancel"):  # sent before, not cancelled yet
             docs.append(({"crm_id": crm_id, "source_module": module, "payload_hash": last[crm_id]["payload_hash"],
                           "cancel": True}, "CANCEL"))
+    return docs
+
+
+def document_rows(bridge, batch_id: str, part: list[tuple[dict, str]]) -> list[tuple[str, dict, str, dict]]:
+    """(idempotency key, order, action, ERP document) of a chunk of documents."""
+    payloads = payloads_of(bridge, batch_id, [o for o, action in part if action != "CANCEL"])
+    return [(f"{o['source_module']}:{o['crm_id']}:{action}:{o['payload_hash']}", o, action,
+             payloads.get(o["crm_id"]) if action != "CANCEL" else {"cancel": True}) for o, action in part]
+
+
+def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], batch_id: str, run_id: str,
+         chunk: int = 500) -> int:
+    """Insert inbound documents (CREATE / AMEND / CANCEL); a key the ERP already has is a no-op.
+
+    In chunks, each in three commits: the keys into the outbox, the documents into the ERP (one transaction),
+    then sent_at + audit. A kill between any two leaves keys a retry re-derives identically: nothing is lost,
+    nothing doubled."""
+    docs = documents(bridge, orders, cancels)
     for i in range(0, len(docs), chunk):
-        part = docs[i:i + chunk]
-        payloads = payloads_of(bridge, batch_id, [o for o, action in part if action != "CANCEL"])
-        rows = [(f"{o['source_module']}:{o['crm_id']}:{action}:{o['payload_hash']}", o, action,
-                 payloads.get(o["crm_id"]) if action != "CANCEL" else {"cancel": True}) for o, action in part]
+        rows = document_rows(bridge, batch_id, docs[i:i + chunk])
         with bridge.cursor() as cur:  # outbox first: a crash after the ERP insert still knows the keys
             psycopg2.extras.execute_values(cur, """
                 INSERT INTO bridge.order_outbox (idempotency_key, crm_id, source_module, action, payload_hash, payload,
@@ -294,7 +312,7 @@ def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], 
             cur.execute("""UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now())
                            WHERE idempotency_key = ANY (%s)""", ([r[0] for r in rows],))
         engine.audit(bridge, FLOW, "erp", "sales_order", [(o["crm_id"], None, {"idempotency_key": key,
-                                                                               "action": action, **payload})
+                                                                               "action": action, **payload}, key)
                                                           for key, o, action, payload in rows], run_id, batch_id)
         bridge.commit()
     return len(docs)
@@ -395,7 +413,8 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
         done.append((p, a))
     outcomes = {}
     for module, records in updates.items():
-        for r, o in zip(records, crm.update(module, records), strict=True):
+        written = engine.audited_update(bridge, crm, FLOW, "sales_order", module, records, run_id, batch_id)
+        for r, o in zip(records, written, strict=True):
             outcomes[r["id"]] = o
     with bridge.cursor() as cur:
         written = [(p, a) for p, a in done if outcomes[p["crm_id"]].ok]
@@ -407,28 +426,34 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
                 cur.execute("""INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule)
                                VALUES ('sales_order', %s, %s, 'created by crm_orders_to_erp')
                                ON CONFLICT (entity, erp_key) DO NOTHING""", (a["erp_doc_no"], p["crm_id"]))
-        engine.audit(bridge, FLOW, "crm", "sales_order",
-                     [(p["crm_id"], None, {"ERP_Order_No": a["erp_doc_no"], "erp_status": a["status"]})
-                      for p, a in written], run_id, batch_id)
         engine.quarantine(bridge, FLOW, batch_id, [(p["crm_id"], {"idempotency_key": p["idempotency_key"]},
                                                     [f"ERP rejected: {a['error_message']}"]) for p, a in errors])
     bridge.commit()
     return {"written_back": len(written), "waiting": waiting, "erp_errors": len(errors)}
 
 
-def show_in_crm(crm, module_records: dict[str, list[dict]]) -> None:
+def show_in_crm(bridge, crm, module_records: dict[str, list[dict]], run_id: str, batch_id: str,
+                dry_run: bool = False) -> None:
+    """What the gate and the credit check decided, on the CRM orders (audited; a dry run previews it)."""
     for module, records in module_records.items():
-        if records:
-            crm.update(module, records)
+        if dry_run:
+            rollout.preview(bridge, FLOW, batch_id, run_id, [("crm", "sales_order", r["id"], f"{module}:{r['id']}",
+                                                              "update", None, r) for r in records])
+        else:
+            engine.audited_update(bridge, crm, FLOW, "sales_order", module, records, run_id, batch_id)
 
 
 # ------------------------------------------------------------------------------ task entry points
-def run_extract(systems, run_id: str, backfill=None, replay_quarantine: bool = False) -> dict:
+def run_extract(systems, run_id: str, backfill=None, replay_quarantine: bool = False,
+                plan: rollout.Rollout | None = None) -> dict:
     from include.bridge import db
 
+    plan = plan or rollout.Rollout(FLOW)
     bridge = systems.bridge()
     db.install_schema(bridge)
-    batch_id = engine.start_run(bridge, FLOW, run_id)
+    pilot = rollout.pilot_keys(systems.erp(), plan, "customer")
+    batch_id = engine.start_run(bridge, FLOW, run_id, mode=plan.mode)
+    rollout.clear_preview(bridge, batch_id)
     started = time.monotonic()
     lookback = dt.timedelta(minutes=spec()["settings"]["lookback_minutes"])
     if backfill:
@@ -438,18 +463,20 @@ def run_extract(systems, run_id: str, backfill=None, replay_quarantine: bool = F
         since, until = (mark - lookback if mark else None), dt.datetime.now(dt.UTC)
     if replay_quarantine and engine.open_quarantine(bridge, FLOW):
         since = None  # re-read every order: a fixed one passes now
-    found = extract(bridge, systems.crm(), systems.erp(), batch_id, since, until)
+    found = extract(bridge, systems.crm(), systems.erp(), batch_id, since, until, pilot)
     engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=found["rows"])
     return {"batch_id": batch_id, "run_id": run_id, "until": until.isoformat(), "backfill": bool(backfill),
-            "rows": found["rows"], "orders_read": found["orders_read"], "cancels": found["cancels"]}
+            "rows": found["rows"], "orders_read": found["orders_read"], "cancels": found["cancels"],
+            "rollout": plan.as_dict()}
 
 
 def run_validate(systems, info: dict, send_alert=None) -> dict:
     """Gate + credit check. Held and bad orders are shown in the CRM; returns what may be sent."""
     bridge = systems.bridge()
     started = time.monotonic()
+    plan = rollout.Rollout.of(info, FLOW)
     tax_rates = [float(r) for r in erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]
-    checked = validate(bridge, systems.bridge_url(), info["batch_id"], tax_rates, info["run_id"]) \
+    checked = validate(bridge, systems.bridge_url(), info["batch_id"], tax_rates, info["run_id"], plan.dry_run) \
         if info["rows"] else {"blocked": None, "bad": {}, "modules": {}}
     if checked["blocked"] is not None:
         result = checked["blocked"]
@@ -473,10 +500,10 @@ def run_validate(systems, info: dict, send_alert=None) -> dict:
         if o["source_module"] == "Sales_Orders":
             record |= {"Status": "Credit Hold", "Credit_Check": o["decision"]}
         shown.setdefault(o["source_module"], []).append(record)
-    show_in_crm(systems.crm(), shown)
+    show_in_crm(bridge, systems.crm(), shown, info["run_id"], info["batch_id"], plan.dry_run)
     engine.record_step(bridge, info["batch_id"], "gate", time.monotonic() - started,
                        rows_passed=len(passed), rows_quarantined=len(checked["bad"]))
-    if held and send_alert and spec()["settings"].get("alert_credit_holds"):
+    if held and send_alert and spec()["settings"].get("alert_credit_holds") and not plan.dry_run:
         send_alert(Alert(kind="business", flow=FLOW, run_id=info["run_id"], event_key="credit_hold",
                          title=f"{len(held)} orders on credit hold",
                          lines=[f"{o['subject']} ({o['customer_code']}): {o['reason']}" for o in held[:20]]))
@@ -487,8 +514,16 @@ def run_validate(systems, info: dict, send_alert=None) -> dict:
 def run_send(systems, info: dict) -> dict:
     started = time.monotonic()
     orders = orders_to_send(systems.bridge(), info["batch_id"], decided=True)
-    sent = send(systems.bridge(), systems.erp_write(), orders, [tuple(c) for c in info["cancels"]],
-                info["batch_id"], info["run_id"])
+    cancels = [tuple(c) for c in info["cancels"]]
+    if rollout.Rollout.of(info, FLOW).dry_run:  # the documents the ERP would receive, nothing sent
+        docs = documents(systems.bridge(), orders, cancels)
+        previewed = sum(rollout.preview(systems.bridge(), FLOW, info["batch_id"], info["run_id"], [
+            ("erp", "sales_order", o["crm_id"], key, action.lower(), None, payload)
+            for key, o, action, payload in document_rows(systems.bridge(), info["batch_id"], docs[i:i + 500])])
+            for i in range(0, len(docs), 500))
+        engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
+        return info | {"sent": 0, "would_send": previewed}
+    sent = send(systems.bridge(), systems.erp_write(), orders, cancels, info["batch_id"], info["run_id"])
     engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
     return info | {"sent": sent}
 
@@ -497,6 +532,12 @@ def run_write_back(systems, info: dict, wait_seconds: float = 0) -> dict:
     """Write back the ERP's answers; waits up to wait_seconds while documents of this run are unprocessed."""
     bridge = systems.bridge()
     started = time.monotonic()
+    plan = rollout.Rollout.of(info, FLOW)
+    if plan.dry_run:  # nothing was sent; answers of earlier live runs wait for the next live run
+        engine.record_step(bridge, info["batch_id"], "write_back", time.monotonic() - started,
+                           rows_quarantined=info.get("quarantined", 0))
+        engine.finish_run(bridge, info["batch_id"], "dry_run", rollout.dry_run_message(bridge, info["batch_id"]))
+        return {"written_back": 0, "waiting": 0, "erp_errors": 0, "dry_run": True}
     counts = write_back(bridge, systems.erp_write(), systems.crm(), info["run_id"], info["batch_id"])
     while counts["waiting"] and info.get("sent") and time.monotonic() - started < wait_seconds:
         time.sleep(2)
@@ -505,7 +546,7 @@ def run_write_back(systems, info: dict, wait_seconds: float = 0) -> dict:
     engine.record_step(bridge, info["batch_id"], "write_back", time.monotonic() - started,
                        rows_loaded=info.get("sent", 0), rows_failed=counts["erp_errors"],
                        rows_quarantined=info.get("quarantined", 0) + counts["erp_errors"])
-    if not info.get("backfill"):
+    if not info.get("backfill") and not plan.pilot:  # a pilot saw a subset: the others are still to come
         engine.advance_watermark(bridge, FLOW, dt.datetime.fromisoformat(info["until"]), info["run_id"])
     status = "partial" if info.get("quarantined") or counts["erp_errors"] else "success"
     engine.finish_run(bridge, info["batch_id"], status,

@@ -51,7 +51,8 @@ def warning_alerts(run_id: str, warnings: list[dict], limit: int) -> list[Alert]
 def run_finish(systems, info: dict, send_alert=None) -> dict:
     m = mirror.load(FLOW)
     result, counts = mirror.run_finish(m, systems, info, before_finish=new_warnings)
+    warnings = counts.get("new_warnings", [])  # a dry run loads nothing: no warning appears
     if send_alert:
-        for alert in warning_alerts(info["run_id"], counts["new_warnings"], int(m.settings["max_alerts_per_run"])):
+        for alert in warning_alerts(info["run_id"], warnings, int(m.settings["max_alerts_per_run"])):
             send_alert(alert)
-    return result | {"warnings_raised": len(counts["new_warnings"])}
+    return result | {"warnings_raised": len(warnings)}

@@ -17,7 +17,7 @@ import json
 
 import psycopg2.extras
 
-from include.bridge import mirror
+from include.bridge import mirror, rollout
 from include.bridge.alerts import Alert
 
 FLOW = "erp_production_to_crm"
@@ -64,6 +64,8 @@ def slip_alert(run_id: str, slip: dict, record: dict, im_ids: dict[str, str]) ->
 def run_finish(systems, info: dict, send_alert=None) -> dict:
     """Record the load, then tell each owner once about a slip (later date than the one last notified)."""
     result = _finish(systems, info)
+    if rollout.Rollout.of(info, FLOW).dry_run:  # nothing reached the CRM: no date was shown, nobody is told
+        return result
     bridge = systems.bridge()
     loaded = ship_dates_loaded(bridge, info["batch_id"])
     slips = [r for r in loaded if r["notified_date"] is not None and r["ship_date"] > r["notified_date"]]

@@ -53,8 +53,9 @@ def safety_alert(run_id: str, skus: list[str]) -> Alert | None:
 
 # ------------------------------------------------------------------------------ task entry points
 def run_extract(systems, run_id: str, backfill: tuple[dt.datetime, dt.datetime] | None = None,
-                replay_quarantine: bool = False) -> dict:
-    return mirror.run_extract(spec(), systems, run_id, backfill, replay_quarantine, before_extract=link_products)
+                replay_quarantine: bool = False, plan=None) -> dict:
+    return mirror.run_extract(spec(), systems, run_id, backfill, replay_quarantine, before_extract=link_products,
+                              plan=plan)
 
 
 def run_validate(systems, info: dict, send_alert=None) -> dict:
@@ -68,7 +69,8 @@ def run_load(systems, info: dict, chunk_no: int) -> dict:
 
 def run_finish(systems, info: dict, send_alert=None) -> dict:
     result, counts = mirror.run_finish(spec(), systems, info, before_finish=fell_below_safety)
-    alert = safety_alert(info["run_id"], counts["fell_below_safety"])
+    below = counts.get("fell_below_safety", [])  # a dry run loads nothing: nobody fell below
+    alert = safety_alert(info["run_id"], below)
     if alert and send_alert:
         send_alert(alert)
-    return result | {"below_safety": len(counts["fell_below_safety"])}
+    return result | {"below_safety": len(below)}

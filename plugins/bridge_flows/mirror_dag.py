@@ -12,6 +12,8 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param, TaskGroup, task
 from bridge_alerts.notifier import BridgeFailureNotifier
 
+from bridge_flows.rollout import ROLLOUT_PARAMS
+
 # alerts: e-mail to the Airflow Variable bridge_alert_email (if set) and the im_webhook connection (if set)
 ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
 
@@ -28,7 +30,8 @@ def mirror_dag(dag_id: str, *, schedule, doc_md: str, tags: Sequence[str], outle
         tags=list(tags),
         doc_md=doc_md,
         params={"replay_quarantine": Param(False, type="boolean", description="re-submit this flow's quarantined "
-                                                                               "records (after a fix at the source)")},
+                                                                               "records (after a fix at the source)"),
+                **ROLLOUT_PARAMS},
         # retry delay: Airflow's [core] default_task_retry_delay (300 s unless configured)
         default_args={"owner": "integration", "retries": retries,
                       "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
@@ -49,13 +52,16 @@ def mirror_dag(dag_id: str, *, schedule, doc_md: str, tags: Sequence[str], outle
 def mirror_tasks(flow: str, outlets: Sequence[Asset]) -> None:
     """extract -> validate (gate + plan) -> load (one mapped task per chunk, in the zoho_crm pool) -> finish."""
 
-    @task
+    @task(trigger_rule="none_failed")  # a part switched off (skipped) does not stop the next part
     def extract(params: dict | None = None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
+        from bridge_flows.rollout import rollout_for
         from include.bridge.runtime import Systems
 
+        plan = rollout_for(flow, params, dag_run.run_id)
         backfill = (data_interval_start, data_interval_end) if dag_run.run_type == "backfill" else None
         with Systems() as systems:
-            return _flow(flow).run_extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]))
+            return _flow(flow).run_extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]),
+                                           plan=plan)
 
     @task(retries=0)
     def validate(info: dict) -> dict:
@@ -77,7 +83,7 @@ def mirror_tasks(flow: str, outlets: Sequence[Asset]) -> None:
         with Systems() as systems:
             return _flow(flow).run_load(systems, info, chunk_no)
 
-    @task(outlets=list(outlets), trigger_rule="none_failed")
+    @task(outlets=list(outlets), trigger_rule="none_failed_min_one_success")
     def finish(info: dict, loads: list | None = None) -> dict:
         from bridge_alerts.notifier import alert_sender
 

@@ -1,0 +1,228 @@
+"""Rollback of a run: the audit log's before-images restore what the run changed.
+
+CRM side: every record the run wrote gets the field values it had before the run (the before-image of the first
+write in the run); a record the run created is deleted. The flows' own sync state follows (synced_state holds the
+restored values), so the next run sees the CRM as it is and re-plans. ERP side: documents are never deleted —
+they are reversed through the inbound contract: an order the run created is cancelled (CANCEL), an amendment is
+amended back to the version before; a cancellation, a customer creation and a forecast version cannot be reversed
+through the contract and are listed for the ERP team (a forecast: run crm_forecast_to_erp again after the fix).
+Every restore is audited (flow bridge_rollback, before = the run's after-image) and listed in bridge.rollback_log;
+rolling back the same run twice changes nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+
+import psycopg2.extras
+
+from include.bridge import engine
+
+log = logging.getLogger(__name__)
+FLOW = "bridge_rollback"
+ENTITY_MODULE = {"product": "Products", "customer": "Accounts", "sales_order": "Sales_Orders",
+                 "invoice": "Invoices", "deal": "Deals", "quote": "Quotes"}
+
+
+def crm_target(entity: str, record_id: str | None) -> tuple[str, str] | None:
+    """(module, CRM id) of an audit row: record_id is "<Module>:<id>" (or a bare id for the entity's module)."""
+    if not record_id:
+        return None
+    if ":" in record_id:
+        module, rid = record_id.split(":", 1)
+        return module, rid
+    return ENTITY_MODULE.get(entity, entity), record_id
+
+
+def changes_of(bridge, batch_id: str) -> list[dict]:
+    """Per record the run wrote: the first before-image and the last after-image, in order of first write."""
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("""SELECT flow, target_system, entity, business_key, record_id, before, after, run_id
+                       FROM bridge.audit_log WHERE batch_id = %s ORDER BY id""", (batch_id,))
+        rows = cur.fetchall()
+    bridge.rollback()
+    merged: OrderedDict = OrderedDict()
+    for r in rows:
+        key = (r["target_system"], r["entity"], r["record_id"] or r["business_key"])
+        if key not in merged:
+            merged[key] = dict(r)
+        else:
+            merged[key]["after"] = r["after"]
+    return list(merged.values())
+
+
+def done_already(bridge, batch_id: str) -> set[tuple]:
+    with bridge.cursor() as cur:
+        cur.execute("""SELECT target_system, entity, coalesce(record_id, business_key) FROM bridge.rollback_log
+                       WHERE rolled_back = %s AND action <> 'failed'""", (batch_id,))
+        done = {tuple(r) for r in cur.fetchall()}
+    bridge.rollback()
+    return done
+
+
+def restore_crm(bridge, crm, batch_id: str, run_id: str, changes: list[dict]) -> dict:
+    counts = {"restored": 0, "deleted": 0, "failed": 0}
+    by_module: dict[str, list[dict]] = {}
+    for c in changes:
+        target = crm_target(c["entity"], c["record_id"])
+        if target is None:
+            continue
+        by_module.setdefault(target[0], []).append(c | {"crm_id": target[1]})
+    log_rows, audit_rows = [], []
+    for module, items in by_module.items():
+        restore = [c for c in items if c["before"] is not None]
+        create = [c for c in items if c["before"] is None]
+        fields_of = {c["crm_id"]: {k: v for k, v in c["before"].items()} for c in restore}
+        outcomes = crm.update(module, [{"id": c["crm_id"], **fields_of[c["crm_id"]]} for c in restore]) \
+            if restore else []
+        for c, o in zip(restore, outcomes, strict=True):
+            counts["restored" if o.ok else "failed"] += 1
+            log_rows.append((c, "restored" if o.ok else "failed", None if o.ok else f"{o.code} {o.message}"))
+            if o.ok:
+                audit_rows.append((c, c["after"], c["before"]))
+        deleted = crm.delete(module, [c["crm_id"] for c in create]) if create else []
+        for c, o in zip(create, deleted, strict=True):
+            ok = o.ok or o.code == "INVALID_DATA"  # already gone
+            counts["deleted" if ok else "failed"] += 1
+            log_rows.append((c, "deleted" if ok else "failed", "the run created it" if ok else o.message))
+            if ok:
+                audit_rows.append((c, c["after"], None))
+    with bridge.cursor() as cur:
+        for c, action, detail in log_rows:
+            cur.execute("""INSERT INTO bridge.rollback_log (rolled_back, flow, rollback_run_id, target_system, entity,
+                                                             business_key, record_id, action, detail)
+                           VALUES (%s, %s, %s, 'crm', %s, %s, %s, %s, %s)""",
+                        (batch_id, c["flow"], run_id, c["entity"], c["business_key"], c["record_id"], action, detail))
+            if action in ("restored", "deleted"):  # the flow's sync state: what the CRM holds now
+                if c["before"] is None:
+                    cur.execute("DELETE FROM bridge.synced_state WHERE flow = %s AND business_key = %s",
+                                (c["flow"], c["business_key"]))
+                else:
+                    text = json.dumps(c["before"], ensure_ascii=False)
+                    cur.execute("""UPDATE bridge.synced_state SET values = %s::jsonb, values_hash = md5(%s::jsonb::text)
+                                   WHERE flow = %s AND business_key = %s""",
+                                (text, text, c["flow"], c["business_key"]))
+    engine.audit(bridge, FLOW, "crm", "rollback", [(c["business_key"], before, after, c["record_id"])
+                                                  for c, before, after in audit_rows], run_id, f"rollback:{batch_id}")
+    bridge.commit()
+    return counts
+
+
+def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> dict:
+    """ERP documents of the run, reversed through the inbound contract."""
+    from include.flows import crm_orders_to_erp as orders
+
+    counts = {"cancel_sent": 0, "amend_sent": 0, "not_reversible": 0}
+    docs, notes = [], []
+    for c in changes:
+        after = c["after"] or {}
+        action = after.get("action")
+        if c["entity"] == "sales_order" and action in ("CREATE", "AMEND"):
+            crm_id, module = c["business_key"], after.get("idempotency_key", "Sales_Orders:").split(":")[0]
+            if action == "CREATE":
+                key = f"{module}:{crm_id}:CANCEL:rollback-{batch_id[-12:]}"
+                docs.append((key, {"crm_id": crm_id, "source_module": module, "payload_hash": "rollback"}, "CANCEL",
+                             {"cancel": True}, c))
+            else:
+                previous = previous_payload(bridge, crm_id, after["idempotency_key"])
+                if previous is None:
+                    notes.append((c, "not_reversible", "no earlier version of the order was sent"))
+                    continue
+                key = f"{module}:{crm_id}:AMEND:rollback-{batch_id[-12:]}"
+                docs.append((key, {"crm_id": crm_id, "source_module": module, "payload_hash": "rollback"}, "AMEND",
+                             previous, c))
+        else:
+            what = {"customer": "an ERP customer cannot be removed through the inbound contract: deactivate it in the "
+                                "ERP if it should not exist",
+                    "demand_forecast": "a forecast version is replaced, not reversed: run crm_forecast_to_erp again "
+                                       "after the fix (erp_api.forecast_versions lists the versions)"}
+            notes.append((c, "not_reversible", what.get(c["entity"], f"{action or 'this'} cannot be reversed")))
+    if docs:
+        with bridge.cursor() as cur:  # outbox first; written back already: the rollback restores the CRM itself
+            psycopg2.extras.execute_values(cur, """
+                INSERT INTO bridge.order_outbox (idempotency_key, crm_id, source_module, action, payload_hash, payload,
+                                                 batch_id, run_id, written_back_at)
+                VALUES %s ON CONFLICT (idempotency_key) DO NOTHING""",
+                [(k, o["crm_id"], o["source_module"], a, "rollback", json.dumps(p, default=str), f"rollback:{batch_id}",
+                  run_id) for k, o, a, p, _ in docs],
+                template="(%s, %s, %s, %s, %s, %s, %s, %s, now())")
+        bridge.commit()
+        orders.insert_inbound(erp_write, [(k, o, a, p) for k, o, a, p, _ in docs])
+        with bridge.cursor() as cur:
+            cur.execute("UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now()) WHERE idempotency_key = "
+                        "ANY (%s)", ([d[0] for d in docs],))
+        engine.audit(bridge, FLOW, "erp", "sales_order", [(o["crm_id"], c["after"], {"idempotency_key": k, "action": a}
+                                                           | (p if a == "AMEND" else {}), k)
+                                                          for k, o, a, p, c in docs], run_id, f"rollback:{batch_id}")
+    with bridge.cursor() as cur:
+        for k, _o, a, _p, c in docs:
+            counts["cancel_sent" if a == "CANCEL" else "amend_sent"] += 1
+            cur.execute("""INSERT INTO bridge.rollback_log (rolled_back, flow, rollback_run_id, target_system, entity,
+                                                             business_key, record_id, action, detail)
+                           VALUES (%s, %s, %s, 'erp', %s, %s, %s, %s, %s)""",
+                        (batch_id, c["flow"], run_id, c["entity"], c["business_key"], c["record_id"],
+                         "cancel_sent" if a == "CANCEL" else "amend_sent", k))
+        for c, action, detail in notes:
+            counts[action] += 1
+            cur.execute("""INSERT INTO bridge.rollback_log (rolled_back, flow, rollback_run_id, target_system, entity,
+                                                             business_key, record_id, action, detail)
+                           VALUES (%s, %s, %s, 'erp', %s, %s, %s, %s, %s)""",
+                        (batch_id, c["flow"], run_id, c["entity"], c["business_key"], c["record_id"], action, detail))
+    bridge.commit()
+    return counts
+
+
+def previous_payload(bridge, crm_id: str, key: str) -> dict | None:
+    """The order document sent before `key` (the version an amendment is rolled back to)."""
+    with bridge.cursor() as cur:
+        cur.execute("""SELECT payload FROM bridge.order_outbox WHERE crm_id = %s AND action IN ('CREATE', 'AMEND')
+                         AND sent_at IS NOT NULL AND created_at < (SELECT created_at FROM bridge.order_outbox
+                                                                   WHERE idempotency_key = %s)
+                       ORDER BY created_at DESC LIMIT 1""", (crm_id, key))
+        row = cur.fetchone()
+    bridge.rollback()
+    return row[0] if row else None
+
+
+def batch_of(bridge, flow: str | None, run_id: str | None, batch_id: str | None) -> tuple[str, str]:
+    """(batch id, flow) of the run to roll back, from a batch id or a flow + Airflow run id."""
+    with bridge.cursor() as cur:
+        if batch_id:
+            cur.execute("SELECT batch_id, flow, status FROM bridge.run_ledger WHERE batch_id = %s", (batch_id,))
+        else:
+            cur.execute("SELECT batch_id, flow, status FROM bridge.run_ledger WHERE flow = %s AND airflow_run_id = %s",
+                        (flow, run_id))
+        rows = cur.fetchall()
+    bridge.rollback()
+    if len(rows) != 1:
+        raise ValueError(f"no single run to roll back for batch_id={batch_id!r} flow={flow!r} run_id={run_id!r} "
+                         f"(found {len(rows)}; bridge.run_ledger lists the runs)")
+    if rows[0][2] == "running":
+        raise ValueError(f"run {rows[0][0]} of {rows[0][1]} is still running: wait for it to end before rolling back")
+    return rows[0][0], rows[0][1]
+
+
+def run(systems, rollback_run_id: str, *, batch_id: str | None = None, flow: str | None = None,
+        run_id: str | None = None) -> dict:
+    """Roll back one run of a flow; returns counts per action."""
+    bridge = systems.bridge()
+    batch, of_flow = batch_of(bridge, flow, run_id, batch_id)
+    done = done_already(bridge, batch)
+    changes = [c for c in changes_of(bridge, batch)
+               if (c["target_system"], c["entity"], c["record_id"] or c["business_key"]) not in done]
+    crm_changes = [c for c in changes if c["target_system"] == "crm"]
+    erp_changes = [c for c in changes if c["target_system"] == "erp"]
+    counts = {"records": len(changes)}
+    if crm_changes:
+        counts |= restore_crm(bridge, systems.crm(), batch, rollback_run_id, crm_changes)
+    if erp_changes:
+        counts |= reverse_erp(bridge, systems.erp_write(), batch, rollback_run_id, erp_changes)
+    with bridge.cursor() as cur:
+        cur.execute("""UPDATE bridge.run_ledger SET status = 'rolled_back', message = coalesce(message, '') || %s
+                       WHERE batch_id = %s""",
+                    (f" | rolled back by {rollback_run_id}: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+                     batch))
+    bridge.commit()
+    return {"batch_id": batch, "flow": of_flow} | counts

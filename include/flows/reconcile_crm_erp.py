@@ -1,0 +1,438 @@
+"""Flow reconcile_crm_erp: compare the CRM and the ERP and report every difference (operations, daily).
+
+extract   a snapshot of both sides into the bridge DB: CRM Products, Accounts and Sales_Orders (the fields the
+          flows own), ERP stock per SKU, credit per customer, sales orders and customers (erp_read)
+stage     the comparison, set-based SQL over the snapshots and bridge.id_map (include/mappings/reconcile_crm_erp.yaml):
+          stock and credit figures of linked records, order status (CRM shipped vs ERP deliveries), orders in one
+          system missing from the other, duplicate customers on either side — each difference with its system of
+          record and the flow that should correct it; nothing is fixed silently
+validate  the GX gate on the differences (expectations/reconcile_crm_erp.json): known kinds, a key, a system of record
+load      bridge.reconciliation_difference and bridge.reconciliation_run (counts per kind)
+record    an HTML report with charts (differences by kind, the trend over recent days) and the table of differences,
+          under $BRIDGE_REPORTS_DIR/reconciliation/; one alert when the differences exceed the threshold
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import os
+import time
+from collections import defaultdict
+from functools import cache
+from pathlib import Path
+
+import psycopg2.extras
+import yaml
+
+from include.bridge import engine
+from include.bridge.alerts import Alert
+from include.bridge.gate import run_gate
+from include.bridge.mirror import GateBlocked, data_docs_dir
+
+FLOW = "reconcile_crm_erp"
+COLUMNS = ["run_date", "kind", "entity", "business_key", "crm_id", "system_of_record", "corrected_by", "detail"]
+KIND_LABEL = {"stock_mismatch": "stock figures", "credit_mismatch": "credit figures",
+              "order_status_mismatch": "order status", "order_missing_in_erp": "order missing in the ERP",
+              "order_missing_in_crm": "order missing in the CRM", "duplicate_customer_crm": "duplicate customers (CRM)",
+              "duplicate_customer_erp": "duplicate customers (ERP)"}
+
+
+@cache
+def spec() -> dict:
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "mappings" / f"{FLOW}.yaml").read_text("utf-8"))
+
+
+def reports_dir() -> Path:
+    import tempfile
+
+    base = os.environ.get("BRIDGE_REPORTS_DIR") or os.path.join(
+        os.environ.get("LOCAL_DIR") or tempfile.gettempdir(), "reports")
+    path = Path(base) / "reconciliation"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- extract
+def _normalizer():
+    from include.bridge.matching import Normalizer
+    from include.flows.master_data_match import settings
+
+    cfg = settings()["customers"]
+    return Normalizer(cfg["suffixes"], cfg["cities"])
+
+
+def name_key(norm, name: str | None, city: str | None) -> str | None:
+    key = norm.key(name)
+    if not key.core:
+        return None
+    return f"{key.core}|{key.city or norm.city(city) or ''}"
+
+
+def snapshot_crm(bridge, crm, batch_id: str) -> dict:
+    """CRM records with the fields the flows own, one jsonb row each (bounded pages, execute_values)."""
+    checks = spec()["checks"]
+    norm = _normalizer()
+    modules = {
+        "Products": ["Product_Code", *checks["stock_mismatch"]["fields"]],
+        "Accounts": ["Account_Name", "Account_Number", "Unified_Social_Credit_Code", "Billing_City",
+                     *checks["credit_mismatch"]["fields"]],
+        "Sales_Orders": ["Subject", "Status", "ERP_Order_No", "Fulfilment_Status", "Modified_Time"],
+    }
+    counts = {}
+    with bridge.cursor() as cur:
+        cur.execute("DELETE FROM bridge.recon_crm WHERE batch_id = %s", (batch_id,))
+        for module, fields in modules.items():
+            page, n = [], 0
+            for rec in crm.iter_records(module, fields):
+                if module == "Accounts":
+                    rec["name_key"] = name_key(norm, rec.get("Account_Name"), rec.get("Billing_City"))
+                page.append((batch_id, module, rec["id"], json.dumps(rec, ensure_ascii=False, default=str)))
+                if len(page) >= 5000:
+                    psycopg2.extras.execute_values(cur, "INSERT INTO bridge.recon_crm VALUES %s", page)
+                    n, page = n + len(page), []
+            psycopg2.extras.execute_values(cur, "INSERT INTO bridge.recon_crm VALUES %s", page)
+            counts[module] = n + len(page)
+    bridge.commit()
+    return counts
+
+
+ERP_SNAPSHOTS = {
+    "stock": """SELECT sku, jsonb_build_object('on_hand', sum(on_hand), 'reserved', sum(reserved),
+                                               'available', sum(available))
+                FROM erp_api.stock_availability GROUP BY sku""",
+    "credit": """SELECT customer_code, jsonb_build_object('credit_limit', credit_limit, 'credit_used', credit_used,
+                                                         'credit_available', credit_available,
+                                                         'overdue_amount', overdue_amount)
+                 FROM erp_api.customer_credit""",
+    "order": """SELECT erp_order_no, jsonb_build_object('source_system', source_system, 'external_ref', external_ref,
+                                                       'customer_code', customer_code, 'status', status,
+                                                       'per_delivered', per_delivered, 'updated_at', updated_at)
+                FROM erp_api.sales_order_status""",
+    "customer": """SELECT customer_code, jsonb_build_object('customer_name', customer_name, 'uscc', uscc, 'city', city)
+                   FROM erp_api.customers WHERE is_active""",
+}
+
+
+def snapshot_erp(bridge, erp, batch_id: str) -> dict:
+    """ERP figures through erp_read, streamed in pages into bridge.recon_erp."""
+    norm = _normalizer()
+    counts = {}
+    with bridge.cursor() as bcur:
+        bcur.execute("DELETE FROM bridge.recon_erp WHERE batch_id = %s", (batch_id,))
+        for entity, sql in ERP_SNAPSHOTS.items():
+            n = 0
+            with erp.cursor(name=f"recon_{entity}") as ecur:  # server-side: bounded memory at any size
+                ecur.itersize = 10_000
+                ecur.execute(sql)
+                while rows := ecur.fetchmany(10_000):
+                    if entity == "customer":
+                        rows = [(k, v | {"name_key": name_key(norm, v["customer_name"], v["city"])}) for k, v in rows]
+                    psycopg2.extras.execute_values(bcur, "INSERT INTO bridge.recon_erp VALUES %s",
+                                                   [(batch_id, entity, k, json.dumps(v, default=str)) for k, v in rows])
+                    n += len(rows)
+            erp.rollback()
+            counts[entity] = n
+    bridge.commit()
+    return counts
+
+
+# --------------------------------------------------------------------------------------------- stage
+def _mismatch_sql(check: str, link_entity: str, erp_entity: str) -> str:
+    fields = spec()["checks"][check]["fields"]
+    differs = " OR ".join(f"abs(coalesce((c.values ->> '{crm}')::numeric, -1e15) - (e.values ->> '{erp}')::numeric)"
+                          f" > %(tol)s" for crm, erp in fields.items())
+    crm_obj = ", ".join(f"'{crm}', c.values -> '{crm}'" for crm in fields)
+    erp_obj = ", ".join(f"'{erp}', e.values -> '{erp}'" for erp in fields.values())
+    return f"""
+        SELECT '{check}', m.erp_key, m.crm_id, jsonb_build_object({crm_obj}), jsonb_build_object({erp_obj}), NULL
+        FROM bridge.id_map m
+        JOIN bridge.recon_crm c ON c.batch_id = %(batch)s AND c.module = '{spec()["checks"][check]["crm_module"]}'
+                               AND c.crm_id = m.crm_id
+        JOIN bridge.recon_erp e ON e.batch_id = %(batch)s AND e.entity = '{erp_entity}' AND e.key = m.erp_key
+        WHERE m.entity = '{link_entity}' AND ({differs})"""
+
+
+COMPARISONS = {
+    "order_status_mismatch": """
+        SELECT 'order_status_mismatch', m.erp_key, m.crm_id,
+               jsonb_build_object('Fulfilment_Status', c.values -> 'Fulfilment_Status', 'Status', c.values -> 'Status'),
+               jsonb_build_object('status', e.values -> 'status', 'per_delivered', e.values -> 'per_delivered',
+                                  'expected_Fulfilment_Status', x.expected),
+               'the CRM says ' || coalesce(c.values ->> 'Fulfilment_Status', 'nothing') || ', the ERP '
+                   || x.expected || ' (' || (e.values ->> 'per_delivered') || ' %% delivered)'
+        FROM bridge.id_map m
+        JOIN bridge.recon_crm c ON c.batch_id = %(batch)s AND c.module = 'Sales_Orders' AND c.crm_id = m.crm_id
+        JOIN bridge.recon_erp e ON e.batch_id = %(batch)s AND e.entity = 'order' AND e.key = m.erp_key
+        CROSS JOIN LATERAL (SELECT CASE WHEN e.values ->> 'status' = 'CANCELLED' THEN 'Cancelled'
+                                        WHEN (e.values ->> 'per_delivered')::numeric >= 100 THEN 'Shipped'
+                                        WHEN (e.values ->> 'per_delivered')::numeric > 0 THEN 'Partially Shipped'
+                                        ELSE 'Not Shipped' END AS expected) x
+        WHERE m.entity = 'sales_order' AND (c.values ->> 'Fulfilment_Status') IS DISTINCT FROM x.expected""",
+    "order_missing_in_erp": """
+        SELECT 'order_missing_in_erp', c.crm_id, c.crm_id,
+               jsonb_build_object('Subject', c.values -> 'Subject', 'Status', c.values -> 'Status',
+                                  'Modified_Time', c.values -> 'Modified_Time'), NULL::jsonb,
+               'confirmed in the CRM, not in the ERP, not quarantined and not on credit hold'
+        FROM bridge.recon_crm c
+        WHERE c.batch_id = %(batch)s AND c.module = 'Sales_Orders' AND c.values ->> 'Status' = 'Confirmed'
+          AND (c.values ->> 'Modified_Time')::timestamptz < now() - make_interval(mins => %(grace)s)
+          AND NOT EXISTS (SELECT 1 FROM bridge.id_map m WHERE m.entity = 'sales_order' AND m.crm_id = c.crm_id)
+          AND NOT EXISTS (SELECT 1 FROM bridge.recon_erp e WHERE e.batch_id = %(batch)s AND e.entity = 'order'
+                          AND e.values ->> 'external_ref' = c.crm_id)
+          AND NOT EXISTS (SELECT 1 FROM bridge.quarantine q WHERE q.flow = 'crm_orders_to_erp' AND q.status = 'open'
+                          AND q.business_key = c.crm_id)""",
+    "order_missing_in_crm": """
+        SELECT 'order_missing_in_crm', e.key, m.crm_id, NULL::jsonb,
+               jsonb_build_object('status', e.values -> 'status', 'customer_code', e.values -> 'customer_code',
+                                  'source_system', e.values -> 'source_system'),
+               CASE WHEN m.crm_id IS NOT NULL THEN 'its CRM record ' || m.crm_id || ' no longer exists'
+                    ELSE 'an open order of a linked customer without a CRM record' END
+        FROM bridge.recon_erp e
+        LEFT JOIN bridge.id_map m ON m.entity = 'sales_order' AND m.erp_key = e.key
+        WHERE e.batch_id = %(batch)s AND e.entity = 'order'
+          AND ((m.crm_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM bridge.recon_crm c WHERE c.batch_id = %(batch)s
+                                                      AND c.module = 'Sales_Orders' AND c.crm_id = m.crm_id))
+               OR (m.crm_id IS NULL AND e.values ->> 'status' = ANY (%(open)s)
+                   AND (e.values ->> 'updated_at')::timestamptz < now() - make_interval(mins => %(grace)s)
+                   AND EXISTS (SELECT 1 FROM bridge.id_map k WHERE k.entity = 'customer'
+                               AND k.erp_key = e.values ->> 'customer_code')))""",
+}
+
+
+def duplicate_groups(rows: list[tuple[str, dict]], keys: list[str], identity: list[str]) -> list[list[str]]:
+    """Records connected by any shared key value (union-find): one group per set of duplicates.
+
+    `identity` fields tell two companies apart: records whose identity values are both set and differ (two
+    credit codes, two ERP codes) are not joined by a shared name — a group and its subsidiary in the same city."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def distinct(a: dict, b: dict) -> bool:
+        return any((a.get(f) or "").strip().upper() != (b.get(f) or "").strip().upper()
+                   for f in identity if a.get(f) and b.get(f))
+
+    seen: dict[tuple[str, str], str] = {}
+    values_of = dict(rows)
+    for rid, values in rows:
+        find(rid)
+        for k in keys:
+            v = (values.get(k) or "").strip().upper()
+            if not v:
+                continue
+            if (k, v) not in seen:
+                seen[(k, v)] = rid
+            elif k in identity or not distinct(values, values_of[seen[(k, v)]]):
+                parent[find(rid)] = find(seen[(k, v)])
+    groups: dict[str, list[str]] = defaultdict(list)
+    for rid, _ in rows:
+        groups[find(rid)].append(rid)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
+
+
+def duplicates(bridge, batch_id: str) -> list[tuple]:
+    """Duplicate customers on either side: shared ERP code, credit code, or normalized name and city."""
+    out = []
+    with bridge.cursor() as cur:
+        cur.execute("SELECT crm_id, values FROM bridge.recon_crm WHERE batch_id = %s AND module = 'Accounts'",
+                    (batch_id,))
+        accounts = cur.fetchall()
+        cur.execute("SELECT key, values FROM bridge.recon_erp WHERE batch_id = %s AND entity = 'customer'",
+                    (batch_id,))
+        customers = cur.fetchall()
+    bridge.rollback()
+    with bridge.cursor() as cur:  # accounts linked to two different ERP customers are two companies
+        cur.execute("SELECT crm_id, erp_key FROM bridge.id_map WHERE entity = 'customer'")
+        linked = dict(cur.fetchall())
+    bridge.rollback()
+    accounts = [(rid, v | {"erp_customer": linked.get(rid)}) for rid, v in accounts]
+    names = {rid: v for rid, v in accounts}
+    for group in duplicate_groups(accounts, ["Account_Number", "Unified_Social_Credit_Code", "name_key"],
+                                  ["Account_Number", "Unified_Social_Credit_Code", "erp_customer"]):
+        listed = [{"id": rid, "Account_Name": names[rid].get("Account_Name"),
+                   "Account_Number": names[rid].get("Account_Number"),
+                   "Unified_Social_Credit_Code": names[rid].get("Unified_Social_Credit_Code")} for rid in group]
+        out.append(("duplicate_customer_crm", group[0], group[0], json.dumps(listed, ensure_ascii=False), None,
+                    f"{len(group)} CRM accounts are one company: " + ", ".join(group)))
+    erp_names = {k: v for k, v in customers}
+    for group in duplicate_groups(customers, ["uscc", "name_key"], ["uscc"]):
+        listed = [{"customer_code": k, "customer_name": erp_names[k].get("customer_name"),
+                   "uscc": erp_names[k].get("uscc")} for k in group]
+        out.append(("duplicate_customer_erp", group[0], None, None, json.dumps(listed, ensure_ascii=False),
+                    f"{len(group)} ERP customers are one company: " + ", ".join(group)))
+    return out
+
+
+def compare(bridge, batch_id: str, run_date: dt.date, grace_minutes: int | None = None) -> int:
+    """All differences of the batch into bridge.reconciliation_difference (replacing a retry's)."""
+    settings, checks = spec()["settings"], spec()["checks"]
+    params = {"batch": batch_id, "tol": settings["tolerance"], "open": settings["open_order_statuses"],
+              "grace": int(settings["order_grace_minutes"] if grace_minutes is None else grace_minutes)}
+    queries = [_mismatch_sql("stock_mismatch", "product", "stock"), _mismatch_sql("credit_mismatch", "customer",
+                                                                                   "credit"), *COMPARISONS.values()]
+    found = []
+    with bridge.cursor() as cur:
+        for sql in queries:
+            cur.execute(sql, params)
+            found.extend(cur.fetchall())
+    bridge.rollback()
+    found.extend(duplicates(bridge, batch_id))
+    rows = [(batch_id, n, run_date, kind, checks[kind]["entity"], key, crm_id,
+             json.dumps(crm_value, ensure_ascii=False) if isinstance(crm_value, dict | list) else crm_value,
+             json.dumps(erp_value, ensure_ascii=False) if isinstance(erp_value, dict | list) else erp_value,
+             checks[kind]["system_of_record"], checks[kind]["corrected_by"], detail)
+            for n, (kind, key, crm_id, crm_value, erp_value, detail) in enumerate(found, 1)]
+    with bridge.cursor() as cur:
+        cur.execute("DELETE FROM bridge.reconciliation_difference WHERE batch_id = %s", (batch_id,))
+        psycopg2.extras.execute_values(cur, "INSERT INTO bridge.reconciliation_difference VALUES %s", rows,
+                                       page_size=2000)
+    bridge.commit()
+    return len(rows)
+
+
+# ------------------------------------------------------------------------------------------- report
+def bar_chart(items: list[tuple[str, int]], title: str, width: int = 560) -> str:
+    """An inline SVG bar chart: no script, no network, opens anywhere."""
+    top = max([v for _, v in items] + [1])
+    bars = []
+    for i, (label, value) in enumerate(items):
+        w = int((width - 230) * value / top)
+        y = 28 + i * 26
+        bars.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(label)}</text>'
+                    f'<rect x="220" y="{y}" width="{w}" height="18" fill="#3b82f6"/>'
+                    f'<text x="{226 + w}" y="{y + 14}" font-size="12">{value}</text>')
+    height = 40 + 26 * len(items)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">'
+            f'<text x="0" y="14" font-size="14" font-weight="bold">{html.escape(title)}</text>{"".join(bars)}</svg>')
+
+
+def trend_chart(days: list[tuple[dt.date, dict]], width: int = 560, height: int = 200) -> str:
+    """Stacked columns per run date: the differences of each kind over recent days."""
+    colors = ["#3b82f6", "#ef4444", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#6b7280"]
+    kinds = list(KIND_LABEL)
+    top = max([sum(c.values()) for _, c in days] + [1])
+    col = max(8, (width - 60) // max(len(days), 1) - 6)
+    parts = [f'<text x="0" y="14" font-size="14" font-weight="bold">Differences per day (last {len(days)})</text>']
+    for i, (day, counts) in enumerate(days):
+        x, base = 40 + i * (col + 6), height - 30
+        for k, kind in enumerate(kinds):
+            h = int((height - 60) * counts.get(kind, 0) / top)
+            if h:
+                base -= h
+                parts.append(f'<rect x="{x}" y="{base}" width="{col}" height="{h}" fill="{colors[k]}">'
+                             f'<title>{day} {KIND_LABEL[kind]}: {counts[kind]}</title></rect>')
+        parts.append(f'<text x="{x}" y="{height - 14}" font-size="10">{day:%m-%d}</text>')
+        parts.append(f'<text x="{x}" y="{base - 3}" font-size="10">{sum(counts.values())}</text>')
+    legend = "".join(f'<rect x="{40 + k * 70}" y="{height - 8}" width="8" height="8" fill="{colors[k]}"/>'
+                     f'<text x="{50 + k * 70}" y="{height}" font-size="9">{kind.split("_")[0]}…</text>'
+                     for k, kind in enumerate(kinds))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 4}" role="img">'
+            f'{"".join(parts)}{legend}</svg>')
+
+
+def write_report(bridge, batch_id: str, run_date: dt.date, counts: dict, compared: dict) -> Path:
+    settings = spec()["settings"]
+    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("""SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY kind ORDER BY row_no) AS n
+                                     FROM bridge.reconciliation_difference WHERE batch_id = %s) d
+                       WHERE n <= %s ORDER BY kind, row_no""", (batch_id, settings["rows_per_kind_in_report"]))
+        rows = cur.fetchall()
+        cur.execute("""SELECT DISTINCT ON (run_date) run_date, counts FROM bridge.reconciliation_run
+                       WHERE run_date > %s - %s ORDER BY run_date, created_at DESC""",
+                    (run_date, int(settings["trend_days"])))
+        history = [(r["run_date"], r["counts"]) for r in cur.fetchall()]
+    bridge.rollback()
+    total = sum(counts.values())
+    table = "".join(
+        f"<tr><td>{html.escape(KIND_LABEL.get(r['kind'], r['kind']))}</td>"
+        f"<td>{html.escape(r['business_key'] or '')}</td>"
+        f"<td>{html.escape(r['crm_id'] or '')}</td>"
+        f"<td><code>{html.escape(json.dumps(r['crm_value'], ensure_ascii=False) if r['crm_value'] else '')}</code></td>"
+        f"<td><code>{html.escape(json.dumps(r['erp_value'], ensure_ascii=False) if r['erp_value'] else '')}</code></td>"
+        f"<td>{html.escape(r['system_of_record'].upper())}</td><td>{html.escape(r['corrected_by'])}</td>"
+        f"<td>{html.escape(r['detail'] or '')}</td></tr>" for r in rows)
+    by_kind = bar_chart([(KIND_LABEL[k], counts.get(k, 0)) for k in KIND_LABEL], f"Differences by kind ({run_date})")
+    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>CRM / ERP reconciliation {run_date}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#111}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}} th{{background:#f3f4f6}}
+code{{font-size:12px}} .charts{{display:flex;gap:3em;flex-wrap:wrap}}</style></head><body>
+<h1>CRM / ERP reconciliation — {run_date}</h1>
+<p><b>{total}</b> differences (alert threshold {settings['alert_threshold']}); compared:
+{html.escape(', '.join(f'{k} {v}' for k, v in compared.items()))}. Batch <code>{html.escape(batch_id)}</code>.
+Nothing was changed: each row names the system of record and the flow that should correct it.</p>
+<div class="charts">{by_kind}{trend_chart(history)}</div>
+<h2>Differences</h2>
+<table><tr><th>kind</th><th>key</th><th>CRM id</th><th>CRM value</th><th>ERP value</th><th>system of record</th>
+<th>corrected by</th><th>detail</th></tr>{table}</table></body></html>"""
+    path = reports_dir() / f"reconciliation_{run_date}.html"
+    path.write_text(body, encoding="utf-8")
+    (reports_dir() / "latest.html").write_text(body, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------ task entry points
+def run_extract(systems, run_id: str, run_date: dt.date) -> dict:
+    from include.bridge import db
+
+    bridge = systems.bridge()
+    db.install_schema(bridge)
+    batch_id = engine.start_run(bridge, FLOW, run_id)
+    started = time.monotonic()
+    crm = snapshot_crm(bridge, systems.crm(), batch_id)
+    erp = snapshot_erp(bridge, systems.erp(), batch_id)
+    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started,
+                       rows_extracted=sum(crm.values()) + sum(erp.values()))
+    return {"batch_id": batch_id, "run_id": run_id, "run_date": run_date.isoformat(),
+            "compared": {f"CRM {k}": v for k, v in crm.items()} | {f"ERP {k}": v for k, v in erp.items()}}
+
+
+def run_compare(systems, info: dict, send_alert=None, grace_minutes: int | None = None) -> dict:
+    """Stage the differences, gate them, record the run and the report; one alert above the threshold."""
+    bridge = systems.bridge()
+    started = time.monotonic()
+    run_date = dt.date.fromisoformat(info["run_date"])
+    found = compare(bridge, info["batch_id"], run_date, grace_minutes)
+    result = run_gate(bridge, systems.bridge_url(), flow=FLOW, table="bridge.reconciliation_difference",
+                      batch_id=info["batch_id"], columns=COLUMNS, parameters={"kinds": list(KIND_LABEL)},
+                      docs_dir=data_docs_dir(FLOW))
+    if not result.may_load:
+        engine.finish_run(bridge, info["batch_id"], "gate_failed", "; ".join(result.summary()))
+        raise GateBlocked(f"reconciliation differences failed their gate: {'; '.join(result.summary())}")
+    with bridge.cursor() as cur:
+        cur.execute("SELECT kind, count(*) FROM bridge.reconciliation_difference WHERE batch_id = %s GROUP BY kind",
+                    (info["batch_id"],))
+        counts = dict(cur.fetchall())
+    bridge.rollback()
+    threshold = int(spec()["settings"]["alert_threshold"])
+    with bridge.cursor() as cur:  # the run first, so the report's trend includes today
+        cur.execute("""INSERT INTO bridge.reconciliation_run (batch_id, run_id, run_date, counts, total, compared,
+                                                              threshold)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s)
+                       ON CONFLICT (batch_id) DO UPDATE SET counts = excluded.counts, total = excluded.total,
+                           compared = excluded.compared, created_at = now()""",
+                    (info["batch_id"], info["run_id"], run_date, json.dumps(counts), found,
+                     json.dumps(info["compared"]), threshold))
+    bridge.commit()
+    path = write_report(bridge, info["batch_id"], run_date, counts, info["compared"])
+    alerted = False
+    if found > threshold and send_alert:
+        alerted = bool(send_alert(Alert(
+            kind="business", flow=FLOW, run_id=info["run_id"], event_key="differences",
+            title=f"{found} differences between the CRM and the ERP (threshold {threshold})",
+            lines=[f"{KIND_LABEL[k]}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])],
+            link=path.as_uri(), link_label="Reconciliation report")))
+    with bridge.cursor() as cur:
+        cur.execute("UPDATE bridge.reconciliation_run SET report_path = %s, alerted = %s WHERE batch_id = %s",
+                    (str(path), alerted, info["batch_id"]))
+    engine.record_step(bridge, info["batch_id"], "compare", time.monotonic() - started, rows_loaded=found)
+    engine.finish_run(bridge, info["batch_id"], "success",
+                      f"{found} differences: " + (", ".join(f"{KIND_LABEL[k]} {v}" for k, v in counts.items())
+                                                  or "none") + f"; report {path}")
+    return {"differences": found, "counts": counts, "report": str(path), "alerted": alerted}

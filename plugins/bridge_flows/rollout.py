@@ -1,0 +1,37 @@
+"""Rollout controls in the DAGs: the params every flow DAG takes, and the check each run starts with.
+
+The settings themselves (Variable `bridge_rollout`, precedence, what dry run and pilot mean) live in
+include/bridge/rollout.py; this module only brings them into Airflow: Params for the trigger form, and a run
+of a switched-off flow ends as *skipped* (one ledger row says why) instead of doing anything.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+ROLLOUT_PARAMS = {
+    "dry_run": Param(None, type=["null", "boolean"],
+                     description="validate and report what would be written, write nothing (default: bridge_rollout)"),
+    "pilot_regions": Param([], type="array", description="pilot: only customers of these sales regions"),
+    "pilot_customers": Param([], type="array", description="pilot: only these ERP customer codes"),
+    "pilot_skus": Param([], type="array", description="pilot: only these SKUs (product flows)"),
+}
+
+
+def rollout_for(flow: str, params: dict | None, run_id: str):
+    """The run's rollout (Variable bridge_rollout + params); raises AirflowSkipException when the flow is off."""
+    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk import Variable
+
+    from include.bridge import engine, rollout
+    from include.bridge.runtime import Systems
+
+    plan = rollout.resolve(flow, params, Variable.get("bridge_rollout", default=None))
+    if not plan.enabled:
+        with Systems() as systems:
+            from include.bridge import db
+
+            db.install_schema(systems.bridge())
+            engine.skip_run(systems.bridge(), flow, run_id, "switched off in the Airflow Variable bridge_rollout")
+        raise AirflowSkipException(f"{flow} is switched off (Variable bridge_rollout: enabled false)")
+    return plan
