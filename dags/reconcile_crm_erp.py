@@ -8,8 +8,8 @@ Each difference names its **system of record** and the **flow that should correc
 
 Output: `bridge.reconciliation_difference` and `bridge.reconciliation_run`, and an HTML report with charts (by kind,
 trend over recent days) under `$BRIDGE_REPORTS_DIR/reconciliation/` (`latest.html`). One alert when the differences
-exceed `alert_threshold` (`include/mappings/reconcile_crm_erp.yaml`). Param `order_grace_minutes`: orders changed
-more recently than this are still on their way and not counted (default from the mapping: 60).
+exceed `alert_threshold` (param, default from `include/mappings/reconcile_crm_erp.yaml`: 25). Param
+`order_grace_minutes`: orders changed more recently than this are still on their way and not counted (default 60).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ TZ = "Asia/Shanghai"
     tags=["operations", "reconciliation"],
     doc_md=__doc__,
     params={"order_grace_minutes": Param(None, type=["null", "integer"], minimum=0,
-                                         description="orders changed more recently are not counted missing")},
+                                         description="orders changed more recently are not counted missing"),
+            "alert_threshold": Param(None, type=["null", "integer"], minimum=0,
+                                     description="alert above this many differences (default: the mapping's)")},
     default_args={"owner": "operations", "retries": 1, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
 )
 def reconcile_crm_erp():
@@ -51,7 +53,8 @@ def reconcile_crm_erp():
         from include.flows import reconcile_crm_erp as flow
 
         with Systems() as systems:
-            return flow.run_compare(systems, info, alert_sender(systems.bridge()), params["order_grace_minutes"])
+            return flow.run_compare(systems, info, alert_sender(systems.bridge()), params["order_grace_minutes"],
+                                    params["alert_threshold"])
 
     compare(snapshot())
 

@@ -215,3 +215,49 @@ def run_dag(env, dag_id: str, **conf) -> str:
     states = [ln.split()[1] for ln in text.splitlines() if ln.startswith("STATE")]
     assert states, text[-6000:]
     return states[0]
+
+
+# ------------------------------------------------------------------ a real IM webhook receiver (WeCom format)
+class Webhook:
+    """A real HTTP server playing a WeCom group robot: every message a flow sends lands in `calls`."""
+
+    calls: list = []
+
+    def __init__(self):
+        import http.server
+        import json
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                Webhook.calls.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                data = b'{"errcode": 0, "errmsg": "ok"}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def env(self) -> dict:
+        """The im_webhook connection of an Airflow that alerts here."""
+        import json
+
+        return {"AIRFLOW_CONN_IM_WEBHOOK": json.dumps({"conn_type": "http", "host": self.url + "/cgi-bin/webhook/send",
+                                                       "password": "wecom-key", "extra": {"format": "wecom"}})}
+
+    @staticmethod
+    def texts(containing: str = "") -> list[str]:
+        return [c["markdown"]["content"] for c in Webhook.calls if containing in c["markdown"]["content"]]
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    receiver = Webhook()
+    yield receiver
+    receiver.server.shutdown()

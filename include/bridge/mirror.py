@@ -202,11 +202,12 @@ def extract(m: Mirror, erp, bridge, batch_id: str, since: dt.datetime, until: dt
     return n
 
 
-def crm_drift(m: Mirror, bridge, crm) -> list[str]:
-    """Keys whose CRM copy was edited in the CRM since the last check (the ERP is master for these fields).
+def crm_drift(m: Mirror, bridge, crm, apply: bool = True) -> list[tuple[str, str, dict]]:
+    """(key, CRM id, values the CRM holds) of records edited in the CRM since the last check (the ERP is master
+    for these fields).
 
-    What the CRM now holds replaces the synced state, so the plan sees a difference and the next load
-    overwrites the edit, with the edited value as the audit's before-image."""
+    Applied, what the CRM now holds replaces the synced state, so the plan sees a difference and the next load
+    overwrites the edit, with the edited value as the audit's before-image. A dry run only reads (apply=False)."""
     if not m.settings.get("overwrite_crm_edits"):
         return []
     since = engine.get_watermark(bridge, m.flow, "crm_drift")
@@ -216,20 +217,23 @@ def crm_drift(m: Mirror, bridge, crm) -> list[str]:
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute("SELECT business_key, crm_id, values FROM bridge.synced_state WHERE flow = %s", (m.flow,))
         synced = {r["crm_id"]: r for r in cur.fetchall()}
-    drifted: list[tuple[str, dict]] = []
+    drifted: list[tuple[str, str, dict]] = []
     if synced and since is not None:
         for rec in crm.iter_coql(m.target["module"], fields, where=where):
             state = synced.get(rec["id"])
             if state and any(not same(rec.get(f), state["values"].get(f)) for f in fields):
-                drifted.append((state["business_key"], state["values"] | {f: rec.get(f) for f in fields}))
+                drifted.append((state["business_key"], rec["id"], state["values"] | {f: rec.get(f) for f in fields}))
+    bridge.rollback()
+    if not apply:
+        return drifted
     with bridge.cursor() as cur:
-        for key, values in drifted:
+        for key, _, values in drifted:
             text = json.dumps(values, ensure_ascii=False)
             cur.execute("""UPDATE bridge.synced_state SET values = %s::jsonb, values_hash = md5(%s::jsonb::text)
                            WHERE flow = %s AND business_key = %s""", (text, text, m.flow, key))
     engine.advance_watermark(bridge, m.flow, started, "crm-drift", source="crm_drift")
     bridge.commit()
-    return [k for k, _ in drifted]
+    return drifted
 
 
 def same(a, b) -> bool:
@@ -282,7 +286,20 @@ def validate(m: Mirror, bridge, sqlalchemy_url: str, batch_id: str, parameters: 
 
 
 # ---------------------------------------------------------------------------------------------- plan
-def plan_load(m: Mirror, bridge, batch_id: str) -> dict:
+def synced_source(dry_run: bool) -> str:
+    """What the CRM holds per key: the synced state, or in a dry run the synced state overlaid with the CRM edits
+    the extract found (kept in the preview as action crm_edit, since a dry run changes no sync state)."""
+    if not dry_run:
+        return "bridge.synced_state"
+    return """(SELECT s.flow, s.business_key, s.crm_id, coalesce(e.before, s.values) AS values,
+                      CASE WHEN e.before IS NULL THEN s.values_hash ELSE md5(e.before::text) END AS values_hash
+               FROM bridge.synced_state s
+               LEFT JOIN bridge.dry_run_preview e ON e.batch_id = %(batch)s AND e.action = 'crm_edit'
+                                                AND e.business_key = s.business_key
+               WHERE s.flow = %(flow)s)"""
+
+
+def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False) -> dict:
     """Compute CRM values per key and queue only those that differ from what the CRM holds."""
     chunks = int(m.settings["load_chunks"])
     plain = {n: f for n, f in m.spec["fields"].items() if not f.get("lookup")}
@@ -314,7 +331,7 @@ def plan_load(m: Mirror, bridge, batch_id: str) -> dict:
             SELECT %(flow)s, %(batch)s, p.key, abs(hashtext(p.key)) %% %(chunks)s, p.crm_id, p.values,
                    md5(p.values::text)
             FROM planned p
-            LEFT JOIN bridge.synced_state s ON s.flow = %(flow)s AND s.business_key = p.key
+            LEFT JOIN {synced_source(dry_run)} s ON s.flow = %(flow)s AND s.business_key = p.key
             WHERE s.values_hash IS DISTINCT FROM md5(p.values::text) OR s.crm_id IS DISTINCT FROM p.crm_id""",
                     {"batch": batch_id, "flow": m.flow, "chunks": chunks})
         queued = cur.rowcount
@@ -528,9 +545,14 @@ def run_extract(m: Mirror, systems, run_id: str, backfill: tuple[dt.datetime, dt
     info = before_extract(systems, replay_quarantine) if before_extract else {}
     since, until = window(m, bridge, systems.erp(), backfill=backfill)
     replay = [q["business_key"] for q in engine.open_quarantine(bridge, m.flow)] if replay_quarantine else []
-    drifted = crm_drift(m, bridge, systems.crm()) if not plan.dry_run else []
+    drifted = crm_drift(m, bridge, systems.crm(), apply=not plan.dry_run)
+    if plan.dry_run:  # the plan overlays these on the synced state (see synced_source)
+        rollout.preview(bridge, m.flow, batch_id, run_id, [
+            ("crm", m.target["entity"], key, f"{m.target['module']}:{crm_id}", "crm_edit", values, None)
+            for key, crm_id, values in drifted])
     linked = newly_linked(m, bridge) if not backfill else []
-    rows = extract(m, systems.erp(), bridge, batch_id, since, until, replay + drifted, linked, pilot)
+    rows = extract(m, systems.erp(), bridge, batch_id, since, until, replay + [k for k, _, _ in drifted], linked,
+                   pilot)
     engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=rows)
     return info | {"flow": m.flow, "batch_id": batch_id, "run_id": run_id, "since": since.isoformat(),
                    "until": until.isoformat(), "rows": rows, "replayed_keys": len(replay),
@@ -565,12 +587,13 @@ def run_validate(m: Mirror, systems, info: dict, send_alert=None, parameters: di
                              lines=result.summary(), link=result.docs_url, link_label="Data Docs"))
         raise GateBlocked(f"gate refused batch {info['batch_id']}: {message}")
     started = time.monotonic()
-    planned = plan_load(m, bridge, info["batch_id"])
+    planned = plan_load(m, bridge, info["batch_id"], plan.dry_run)
     if plan.dry_run:  # what the load would write, with the before-image the bridge knows; no load task runs
         with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            cur.execute("""SELECT q.business_key, q.crm_id, q.values, s.values AS before FROM bridge.load_queue q
-                           LEFT JOIN bridge.synced_state s ON s.flow = q.flow AND s.business_key = q.business_key
-                           WHERE q.batch_id = %s ORDER BY q.business_key""", (info["batch_id"],))
+            cur.execute(f"""SELECT q.business_key, q.crm_id, q.values, s.values AS before FROM bridge.load_queue q
+                            LEFT JOIN {synced_source(True)} s ON s.flow = q.flow AND s.business_key = q.business_key
+                            WHERE q.batch_id = %(batch)s ORDER BY q.business_key""",
+                        {"batch": info["batch_id"], "flow": m.flow})
             queued = cur.fetchall()
         bridge.rollback()
         rollout.preview(bridge, m.flow, info["batch_id"], info["run_id"], [

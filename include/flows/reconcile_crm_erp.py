@@ -336,7 +336,7 @@ def trend_chart(days: list[tuple[dt.date, dict]], width: int = 560, height: int 
             f'{"".join(parts)}{legend}</svg>')
 
 
-def write_report(bridge, batch_id: str, run_date: dt.date, counts: dict, compared: dict) -> Path:
+def write_report(bridge, batch_id: str, run_date: dt.date, counts: dict, compared: dict, threshold: int) -> Path:
     settings = spec()["settings"]
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute("""SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY kind ORDER BY row_no) AS n
@@ -364,7 +364,7 @@ def write_report(bridge, batch_id: str, run_date: dt.date, counts: dict, compare
 td,th{{border:1px solid #ccc;padding:4px 6px;vertical-align:top;text-align:left}} th{{background:#f3f4f6}}
 code{{font-size:12px}} .charts{{display:flex;gap:3em;flex-wrap:wrap}}</style></head><body>
 <h1>CRM / ERP reconciliation — {run_date}</h1>
-<p><b>{total}</b> differences (alert threshold {settings['alert_threshold']}); compared:
+<p><b>{total}</b> differences (alert threshold {threshold}); compared:
 {html.escape(', '.join(f'{k} {v}' for k, v in compared.items()))}. Batch <code>{html.escape(batch_id)}</code>.
 Nothing was changed: each row names the system of record and the flow that should correct it.</p>
 <div class="charts">{by_kind}{trend_chart(history)}</div>
@@ -393,7 +393,8 @@ def run_extract(systems, run_id: str, run_date: dt.date) -> dict:
             "compared": {f"CRM {k}": v for k, v in crm.items()} | {f"ERP {k}": v for k, v in erp.items()}}
 
 
-def run_compare(systems, info: dict, send_alert=None, grace_minutes: int | None = None) -> dict:
+def run_compare(systems, info: dict, send_alert=None, grace_minutes: int | None = None,
+                alert_threshold: int | None = None) -> dict:
     """Stage the differences, gate them, record the run and the report; one alert above the threshold."""
     bridge = systems.bridge()
     started = time.monotonic()
@@ -410,7 +411,7 @@ def run_compare(systems, info: dict, send_alert=None, grace_minutes: int | None 
                     (info["batch_id"],))
         counts = dict(cur.fetchall())
     bridge.rollback()
-    threshold = int(spec()["settings"]["alert_threshold"])
+    threshold = int(spec()["settings"]["alert_threshold"] if alert_threshold is None else alert_threshold)
     with bridge.cursor() as cur:  # the run first, so the report's trend includes today
         cur.execute("""INSERT INTO bridge.reconciliation_run (batch_id, run_id, run_date, counts, total, compared,
                                                               threshold)
@@ -420,7 +421,7 @@ def run_compare(systems, info: dict, send_alert=None, grace_minutes: int | None 
                     (info["batch_id"], info["run_id"], run_date, json.dumps(counts), found,
                      json.dumps(info["compared"]), threshold))
     bridge.commit()
-    path = write_report(bridge, info["batch_id"], run_date, counts, info["compared"])
+    path = write_report(bridge, info["batch_id"], run_date, counts, info["compared"], threshold)
     alerted = False
     if found > threshold and send_alert:
         alerted = bool(send_alert(Alert(

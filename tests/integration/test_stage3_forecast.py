@@ -5,41 +5,16 @@ date and alerts its owner exactly once (a real HTTP webhook receiver); capacity 
 with one alert per product."""
 
 import datetime as dt
-import http.server
 import json
-import threading
 
 import pytest
 
 from include.sandbox.erp import importer, simulator
-from tests.conftest import airflow_env_for, kill_dag_run_when, run_dag
+from tests.conftest import Webhook, airflow_env_for, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 FORECAST, PRODUCTION = "crm_forecast_to_erp", "erp_production_to_crm"
 OWNER_IM_ID = "zhang.wei"
-
-
-class Webhook(http.server.BaseHTTPRequestHandler):
-    calls: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        Webhook.calls.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        data = b'{"errcode": 0, "errmsg": "ok"}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def webhook():
-    server = http.server.HTTPServer(("127.0.0.1", 0), Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +24,7 @@ def client(crm_demo):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, erp, bridge, crm_demo, webhook):
-    env = airflow_env_for(tmp_path_factory.mktemp("airflow"), erp, bridge, crm_demo) | {
-        "AIRFLOW_CONN_IM_WEBHOOK": json.dumps({"conn_type": "http", "host": webhook + "/cgi-bin/webhook/send",
-                                               "password": "wecom-key", "extra": {"format": "wecom"}}),
+    env = airflow_env_for(tmp_path_factory.mktemp("airflow"), erp, bridge, crm_demo) | webhook.env() | {
         "AIRFLOW_VAR_CRM_OWNER_IM_IDS": json.dumps({"integration@demo-company.cn": OWNER_IM_ID})}
     for dag_id in ("master_data_match", "erp_credit_to_crm"):
         assert run_dag(env, dag_id) == "success"
@@ -172,11 +145,11 @@ def test_capacity_warnings_reach_the_products_with_one_alert_each(env, erp, brid
     warned = {r["Product_Code"]: r["Capacity_Warning"] for r in client.iter_coql(
         "Products", ["Product_Code", "Capacity_Warning"], where="Capacity_Warning is not null")}
     assert warned and any("capacity" in w for w in warned.values())
-    alerts = [c for c in Webhook.calls if "capacity / material warning" in c["markdown"]["content"]]
+    alerts = Webhook.texts("capacity / material warning")
     assert len(alerts) == min(len(warned), 20) + (len(warned) > 20)
     Webhook.calls.clear()
     assert run_dag(env, PRODUCTION) == "success"  # the same warnings: updated if needed, never alerted again
-    assert not [c for c in Webhook.calls if "capacity / material warning" in c["markdown"]["content"]]
+    assert not Webhook.texts("capacity / material warning")
 
 
 def test_a_production_slip_moves_the_ship_date_and_alerts_the_owner_once(env, erp, bridge, client):
@@ -222,4 +195,4 @@ def test_a_production_slip_moves_the_ship_date_and_alerts_the_owner_once(env, er
 
 
 def slip_alerts() -> list[str]:
-    return [c["markdown"]["content"] for c in Webhook.calls if "ships later" in c["markdown"]["content"]]
+    return Webhook.texts("ships later")
