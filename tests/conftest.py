@@ -142,8 +142,9 @@ print("STATE", run.state, run.run_id)
 """
 
 
-def airflow_env_for(home, erp, bridge, crm) -> dict:
-    """Environment of an Airflow (own AIRFLOW_HOME, SQLite metadata) wired to the test ERP, bridge DB and CRM."""
+def airflow_env_for(home, erp, bridge, crm, **overrides: str) -> dict:
+    """Environment of an Airflow (own AIRFLOW_HOME, SQLite metadata unless `overrides` say otherwise) wired to the
+    test ERP, bridge DB and CRM; its metadata DB is migrated and the zoho_crm pool set."""
     import json
     import subprocess
     import sys
@@ -166,7 +167,7 @@ def airflow_env_for(home, erp, bridge, crm) -> dict:
                       "refresh_token": CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"], "max_retries": 12,
                       "backoff_base": 0.02, "backoff_max": 0.3}}),
     }
-    env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW_CONN_IM")}
+    env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW_CONN_IM")} | overrides
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     subprocess.run([airflow, "pools", "set", "zoho_crm", "5", "Zoho CRM concurrent requests"], env=env, check=True,
