@@ -108,9 +108,9 @@ def stack(tmp_path_factory, erp, bridge, crm_demo, redis_url, metadata_db):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
     for p in procs.values():
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             p.wait(30)
-        except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # children that outlive their parent (uvicorn workers)
             os.killpg(p.pid, signal.SIGKILL)
 
 
