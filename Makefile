@@ -4,7 +4,7 @@ SHELL := /bin/bash
 RUN   := scripts/with_postgres.sh
 PY    := .venv/bin/python
 
-.PHONY: demo test venv lint lock erp-reset erp-summary erp-simulate erp-import crm-serve crm-reset bench clean
+.PHONY: demo test venv lint lock ui erp-reset erp-summary erp-simulate erp-import crm-serve crm-reset bench clean
 
 venv:
 	@scripts/ensure_venv.sh
@@ -17,6 +17,11 @@ test: venv
 
 lint: venv
 	@.venv/bin/ruff check .
+
+# The Airflow UI on the embedded default (SQLite metadata, LocalExecutor): http://localhost:8080, user admin,
+# password in $$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated (README "Airflow UI").
+ui: venv
+	@$(RUN) bash -c '. scripts/env.sh && PATH="$$ROOT/.venv/bin:$$PATH" exec airflow standalone'
 
 # Regenerate the full lock from a clean install of requirements.txt.
 lock:

@@ -23,8 +23,15 @@ def test_docker_compose_parses_and_names_every_service():
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     for conn in ("AIRFLOW_CONN_ERP_READ", "AIRFLOW_CONN_ERP_WRITE", "AIRFLOW_CONN_BRIDGE_DB",
                  "AIRFLOW_CONN_SMTP_DEFAULT", "AIRFLOW_CONN_ZOHO_CRM", "AIRFLOW_CONN_CRM_NOTIFY",
-                 "AIRFLOW_VAR_CRM_NOTIFY_URL"):
+                 "AIRFLOW_VAR_CRM_NOTIFY_URL", "AIRFLOW_VAR_BRIDGE_ALERT_EMAIL", "AIRFLOW_VAR_CRM_OWNER_IM_IDS",
+                 "AIRFLOW_VAR_BRIDGE_ROLLOUT", "BRIDGE_REPORTS_DIR", "AIRFLOW__API_AUTH__JWT_SECRET",
+                 "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"):
         assert conn in env, conn
+    assert services["airflow-worker"]["deploy"]["replicas"] >= 2  # worker(s): Celery spreads tasks over them
+    assert "redis" in services["airflow-worker"]["depends_on"] and "redis" in env["AIRFLOW__CELERY__BROKER_URL"]
+    # every service runs the same code: the Airflow services and the sandboxes share the project folders
+    for name in ("airflow-scheduler", "airflow-worker", "airflow-dag-processor", "crm-sandbox"):
+        assert any(v.startswith("./include:") for v in services[name]["volumes"]), name
     zoho = json.loads(env["AIRFLOW_CONN_ZOHO_CRM"])
     assert zoho["host"] == "http://crm-sandbox:8765" and zoho["extra"]["refresh_token"]
     crm_env = services["crm-sandbox"]["environment"]
