@@ -78,6 +78,15 @@ def bridge():
     admin.close()
 
 
+def bridge_rows(bridge, sql: str, params=None) -> list[tuple]:
+    """Rows of a query on the test bridge DB (the `bridge` fixture: name, connection); committed."""
+    with bridge[1].cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall() if cur.description else []
+    bridge[1].commit()
+    return rows
+
+
 @pytest.fixture(scope="module")
 def erp():
     sandbox = ErpSandbox()

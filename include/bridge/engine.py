@@ -62,6 +62,18 @@ def previous_count(conn, flow: str, batch_id: str) -> int | None:
     return row[0] if row else None
 
 
+# -------------------------------------------------------------------------------------------- staging
+def stage_rows(conn, table: str, batch_id: str, columns: list[str], rows: list) -> int:
+    """The batch's rows into its staging table, numbered from 1 (row_no: what the gate names). A retried or
+    cleared run stages its batch afresh; one commit for the delete and the insert."""
+    with conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {table} WHERE batch_id = %s", (batch_id,))
+        psycopg2.extras.execute_values(cur, f"INSERT INTO {table} (batch_id, row_no, {', '.join(columns)}) VALUES %s",
+                                       [(batch_id, n, *r) for n, r in enumerate(rows, 1)], page_size=2000)
+    conn.commit()
+    return len(rows)
+
+
 # ------------------------------------------------------------------------------------------- watermarks
 def get_watermark(conn, flow: str, source: str = "default") -> dt.datetime | None:
     with conn.cursor() as cur:

@@ -98,14 +98,6 @@ def nothing_new(bridge, rows: list[tuple]) -> set[str]:
     return done
 
 
-def stage(bridge, batch_id: str, rows: list[tuple]) -> None:
-    with bridge.cursor() as cur:
-        cur.execute(f"DELETE FROM {STAGING} WHERE batch_id = %s", (batch_id,))
-        psycopg2.extras.execute_values(cur, f"INSERT INTO {STAGING} (batch_id, row_no, {', '.join(COLUMNS)}) VALUES %s",
-                                       [(batch_id, n, *r) for n, r in enumerate(rows, 1)])
-    bridge.commit()
-
-
 def gate(bridge, url: str, batch_id: str, currencies: list[str], dry_run: bool = False) -> dict[str, list[str]]:
     """{crm_id: readable reasons} of the accounts that may not go; raises if the batch may not load at all."""
     result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=COLUMNS,
@@ -248,7 +240,7 @@ def run(systems, run_id: str, wait_seconds: float = 0, plan: rollout.Rollout | N
     rows = profile_rows(create)
     skip = nothing_new(bridge, rows)
     rows = [r for r in rows if r[0] not in skip]
-    stage(bridge, batch_id, rows)
+    engine.stage_rows(bridge, STAGING, batch_id, COLUMNS, rows)
     engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=len(accounts))
     bad = gate(bridge, systems.bridge_url(), batch_id, erp_values(systems, "SELECT code FROM erp_api.currencies"),
                plan.dry_run) if rows else {}

@@ -190,12 +190,7 @@ def extract(bridge, crm, erp, batch_id: str, window: tuple[dt.date, dt.date], re
     if regions:  # a pilot forecast: the demand of its sales regions only
         rows = [r for r in rows if r[COLUMNS.index("region")] in regions]
         orders = [r for r in orders if r[COLUMNS.index("region")] in regions]
-    with bridge.cursor() as cur:  # a retried or cleared run stages its batch afresh
-        cur.execute(f"DELETE FROM {STAGING} WHERE batch_id = %s", (batch_id,))
-        psycopg2.extras.execute_values(
-            cur, f"INSERT INTO {STAGING} (batch_id, row_no, {', '.join(COLUMNS)}) VALUES %s",
-            [(batch_id, n, *r) for n, r in enumerate(rows, 1)], page_size=2000)
-    bridge.commit()
+    engine.stage_rows(bridge, STAGING, batch_id, COLUMNS, rows)
     return counts | {"rows": len(rows), "order_lines": len(orders)}
 
 

@@ -143,12 +143,7 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
                 staged = order_rows(module, rec, customers, skus)
                 if (rec["id"], staged[0][-1]) not in handled:  # our own write-backs bring them back: skip
                     rows.extend(staged)
-    with bridge.cursor() as cur:  # a retried or cleared run stages its batch afresh
-        cur.execute(f"DELETE FROM {STAGING} WHERE batch_id = %s", (batch_id,))
-        psycopg2.extras.execute_values(
-            cur, f"INSERT INTO {STAGING} (batch_id, row_no, {', '.join(COLUMNS)}) VALUES %s",
-            [(batch_id, n, *r) for n, r in enumerate(rows, 1)], page_size=2000)
-    bridge.commit()
+    engine.stage_rows(bridge, STAGING, batch_id, COLUMNS, rows)
     return {"rows": len(rows), "orders_read": seen, "cancels": cancels}
 
 

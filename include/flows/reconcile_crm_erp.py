@@ -387,6 +387,9 @@ def run_extract(systems, run_id: str, run_date: dt.date) -> dict:
     started = time.monotonic()
     crm = snapshot_crm(bridge, systems.crm(), batch_id)
     erp = snapshot_erp(bridge, systems.erp(), batch_id)
+    with bridge.cursor() as cur:  # fresh statistics: the comparison joins what was just loaded
+        cur.execute("ANALYZE bridge.recon_crm, bridge.recon_erp, bridge.id_map")
+    bridge.commit()
     engine.record_step(bridge, batch_id, "extract", time.monotonic() - started,
                        rows_extracted=sum(crm.values()) + sum(erp.values()))
     return {"batch_id": batch_id, "run_id": run_id, "run_date": run_date.isoformat(),

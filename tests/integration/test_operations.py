@@ -7,6 +7,7 @@ import pytest
 
 from include.sandbox.erp import importer, simulator
 from tests.conftest import Webhook, airflow_env_for, run_dag
+from tests.conftest import bridge_rows as q  # a query on the test bridge DB
 
 pytestmark = pytest.mark.slow
 CREDIT_FIELDS = ["Credit_Limit", "Credit_Used", "Credit_Available", "Overdue_Amount", "Overdue_Days", "AR_0_30",
@@ -30,14 +31,6 @@ def env(tmp_path_factory, erp, bridge, crm_demo, webhook):
         assert run_dag(env, dag_id, **({"wait_for_erp_seconds": 0} if dag_id == "crm_orders_to_erp" else {})) \
             == "success", dag_id
     return env
-
-
-def q(bridge, sql, params=None):
-    with bridge[1].cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall() if cur.description else []
-    bridge[1].commit()
-    return rows
 
 
 def reconcile(env, bridge, **conf) -> dict[str, list[tuple]]:

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from include.sandbox.erp import simulator
-from tests.conftest import airflow_env_for, run_dag
+from tests.conftest import airflow_env_for, bridge_rows, run_dag
 
 pytestmark = pytest.mark.slow
 STAGE_1 = ["master_data_match", "erp_stock_to_crm", "erp_credit_to_crm", "erp_prices_to_crm", "erp_history_to_crm"]
@@ -28,13 +28,6 @@ def stage1(env, erp, bridge, crm_demo):
     assert states == dict.fromkeys(STAGE_1, "success")
     return env
 
-
-def bridge_rows(bridge, sql, params=None):
-    with bridge[1].cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall()
-    bridge[1].commit()
-    return rows
 
 
 def ledger(bridge, flow):

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from include.sandbox.erp import importer, simulator
-from tests.conftest import Webhook, airflow_env_for, kill_dag_run_when, run_dag
+from tests.conftest import Webhook, airflow_env_for, bridge_rows, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 FORECAST, PRODUCTION = "crm_forecast_to_erp", "erp_production_to_crm"
@@ -32,13 +32,6 @@ def env(tmp_path_factory, erp, bridge, crm_demo, webhook):
     importer.process_inbound(erp.admin)
     return env
 
-
-def bridge_rows(bridge, sql, params=None):
-    with bridge[1].cursor() as cur:
-        cur.execute(sql, params)
-        rows = cur.fetchall()
-    bridge[1].commit()
-    return rows
 
 
 def active_versions(erp) -> list[dict]:

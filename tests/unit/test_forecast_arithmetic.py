@@ -18,7 +18,6 @@ Buckets: P1|East|2026-12|PIPELINE 4.000; P1|South|2026-12|PIPELINE 3.500; P2|Eas
 import datetime as dt
 from decimal import Decimal
 
-import psycopg2.extras
 import pytest
 
 from include.bridge import engine
@@ -76,11 +75,7 @@ def staged(bridge):
         rows += flow.deal_rows(d, skus=SKUS, regions=REGIONS, quote_items=quotes or {}, window=WINDOW)
     rows.append(["ORDERS", "SO1", "SO1", "OPEN", Decimal(100), dt.date(2026, 11, 20), WINDOW[0], "North",
                  "erp_order", 1, None, "MTR-000001", True, Decimal(8), Decimal("8.000"), *WINDOW, True])
-    with conn.cursor() as cur:
-        cur.execute(f"DELETE FROM {flow.STAGING} WHERE batch_id = %s", (batch,))
-        psycopg2.extras.execute_values(cur, f"INSERT INTO {flow.STAGING} (batch_id, row_no, {', '.join(flow.COLUMNS)})"
-                                       " VALUES %s", [(batch, n, *r) for n, r in enumerate(rows, 1)])
-    conn.commit()
+    engine.stage_rows(conn, flow.STAGING, batch, flow.COLUMNS, rows)
     info = conn.info
     url = f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{name}"
     return conn, url, batch

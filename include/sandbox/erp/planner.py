@@ -40,21 +40,22 @@ WITH demand AS (
 ), stock AS (
     SELECT b.sku, sum(b.actual_qty - b.reserved_qty) AS free FROM erp.bin b JOIN skus USING (sku) GROUP BY 1
 ), receipts AS (
-    SELECT pl.sku, sum(pl.qty - pl.received_qty) AS qty
-    FROM erp.purchase_order_line pl JOIN erp.purchase_order p USING (po_no) JOIN skus USING (sku)
-    WHERE p.status = 'To Receive' AND pl.received_qty < pl.qty GROUP BY 1
-    UNION ALL
-    SELECT m.sku, sum(m.qty - m.produced_qty) FROM erp.production_order m JOIN skus USING (sku)
-    WHERE m.status IN ('Not Started', 'In Process') GROUP BY 1
+    SELECT sku, sum(qty) AS qty FROM (
+        SELECT pl.sku, pl.qty - pl.received_qty AS qty
+        FROM erp.purchase_order_line pl JOIN erp.purchase_order p USING (po_no) JOIN skus USING (sku)
+        WHERE p.status = 'To Receive' AND pl.received_qty < pl.qty
+        UNION ALL
+        SELECT m.sku, m.qty - m.produced_qty FROM erp.production_order m JOIN skus USING (sku)
+        WHERE m.status IN ('Not Started', 'In Process')) r
+    GROUP BY sku
 ), backlog AS (
     SELECT l.sku, sum(l.qty - l.delivered_qty - l.reserved_qty) AS qty
     FROM erp.sales_order_line l JOIN erp.sales_order o USING (so_no) JOIN skus USING (sku)
     WHERE o.status IN ('To Deliver and Bill', 'To Deliver') AND l.qty - l.delivered_qty - l.reserved_qty > 0
     GROUP BY 1
 ), supply AS (
-    SELECT s.sku, greatest(coalesce(st.free, 0) + coalesce((SELECT sum(qty) FROM receipts r WHERE r.sku = s.sku), 0)
-                           - coalesce(bk.qty, 0), 0) AS free
-    FROM skus s LEFT JOIN stock st USING (sku) LEFT JOIN backlog bk USING (sku)
+    SELECT s.sku, greatest(coalesce(st.free, 0) + coalesce(r.qty, 0) - coalesce(bk.qty, 0), 0) AS free
+    FROM skus s LEFT JOIN stock st USING (sku) LEFT JOIN receipts r USING (sku) LEFT JOIN backlog bk USING (sku)
 ), cum AS (
     SELECT d.sku, d.period_start,
            greatest(sum(d.qty) OVER (PARTITION BY d.sku ORDER BY d.period_start) - s.free, 0) AS cum_need
@@ -91,26 +92,32 @@ SELECT m.mo_no, m.planned_start, bi.component_sku AS sku, ci.lead_time_days,
 FROM plan_mo m JOIN erp.bom bm ON bm.sku = m.sku JOIN erp.bom_item bi USING (bom_no)
 JOIN erp.item ci ON ci.sku = bi.component_sku;
 CREATE TEMP TABLE plan_comp_free ON COMMIT DROP AS
-SELECT c.sku,
-       greatest(coalesce((SELECT sum(b.actual_qty - b.reserved_qty) FROM erp.bin b WHERE b.sku = c.sku), 0)
-                + coalesce((SELECT sum(pl.qty - pl.received_qty) FROM erp.purchase_order_line pl
-                            JOIN erp.purchase_order p USING (po_no)
-                            WHERE p.status = 'To Receive' AND pl.sku = c.sku AND pl.received_qty < pl.qty), 0)
-                + coalesce((SELECT sum(r.qty) FROM erp.material_request r
-                            WHERE r.sku = c.sku AND r.status = 'Pending'), 0), 0) AS free
-FROM (SELECT DISTINCT sku FROM plan_comp) c;
+WITH c AS (SELECT DISTINCT sku FROM plan_comp)
+SELECT c.sku, greatest(sum(s.qty), 0) AS free
+FROM c LEFT JOIN (
+    SELECT b.sku, b.actual_qty - b.reserved_qty AS qty FROM erp.bin b JOIN c USING (sku)
+    UNION ALL
+    SELECT pl.sku, pl.qty - pl.received_qty FROM erp.purchase_order_line pl JOIN erp.purchase_order p USING (po_no)
+    JOIN c USING (sku) WHERE p.status = 'To Receive' AND pl.received_qty < pl.qty
+    UNION ALL
+    SELECT r.sku, r.qty FROM erp.material_request r JOIN c USING (sku) WHERE r.status = 'Pending'
+) s USING (sku)
+GROUP BY c.sku;
+-- material status per new production order: its components taken in order of planned start
+CREATE TEMP TABLE plan_mo_material ON COMMIT DROP AS
+SELECT c.mo_no,
+       CASE WHEN bool_and(c.cum_req <= coalesce(f.free, 0)) THEN 'AVAILABLE'
+            WHEN bool_and(c.cum_req - c.req >= coalesce(f.free, 0)) THEN 'SHORT' ELSE 'PARTIAL' END AS status,
+       max(CASE WHEN c.cum_req > coalesce(f.free, 0) THEN erp.today() + c.lead_time_days END) AS due
+FROM plan_comp c LEFT JOIN plan_comp_free f USING (sku)
+GROUP BY c.mo_no;
 
 INSERT INTO erp.production_order (mo_no, sku, warehouse, qty, planned_start, planned_finish, original_planned_finish,
                                   status, material_status, material_due_date, forecast_version)
 SELECT m.mo_no, m.sku, %(warehouse)s, m.qty, m.planned_start, m.planned_finish, m.planned_finish, 'Not Started',
        coalesce(ms.status, 'AVAILABLE'), ms.due, %(version)s
 FROM plan_mo m
-LEFT JOIN LATERAL (
-    SELECT CASE WHEN bool_and(c.cum_req <= f.free) THEN 'AVAILABLE'
-                WHEN bool_and(c.cum_req - c.req >= f.free) THEN 'SHORT' ELSE 'PARTIAL' END AS status,
-           max(CASE WHEN c.cum_req > f.free THEN erp.today() + c.lead_time_days END) AS due
-    FROM plan_comp c JOIN plan_comp_free f USING (sku) WHERE c.mo_no = m.mo_no
-) ms ON true
+LEFT JOIN plan_mo_material ms USING (mo_no)
 ORDER BY m.mo_no;
 
 -- 4b. purchase requests for the short components; 5. for purchased SKUs with a net requirement
