@@ -49,6 +49,7 @@ crm-reset: venv
 bench: venv
 	@$(RUN) $(PY) -m tests.benchmarks.bench_erp_seed
 	@. scripts/env.sh && $(PY) -m tests.benchmarks.bench_crm_upsert
+	@$(RUN) $(PY) -m tests.benchmarks.bench_stage3_and_reconcile
 
 clean:
 	rm -rf .local .pytest_cache .ruff_cache

@@ -37,6 +37,9 @@ KIND_LABEL = {"stock_mismatch": "stock figures", "credit_mismatch": "credit figu
               "order_status_mismatch": "order status", "order_missing_in_erp": "order missing in the ERP",
               "order_missing_in_crm": "order missing in the CRM", "duplicate_customer_crm": "duplicate customers (CRM)",
               "duplicate_customer_erp": "duplicate customers (ERP)"}
+SHORT_LABEL = {"stock_mismatch": "stock", "credit_mismatch": "credit", "order_status_mismatch": "status",
+               "order_missing_in_erp": "not in ERP", "order_missing_in_crm": "not in CRM",
+               "duplicate_customer_crm": "dup. CRM", "duplicate_customer_erp": "dup. ERP"}
 
 
 @cache
@@ -317,7 +320,7 @@ def trend_chart(days: list[tuple[dt.date, dict]], width: int = 560, height: int 
     colors = ["#3b82f6", "#ef4444", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#6b7280"]
     kinds = list(KIND_LABEL)
     top = max([sum(c.values()) for _, c in days] + [1])
-    col = max(8, (width - 60) // max(len(days), 1) - 6)
+    col = min(40, max(8, (width - 60) // max(len(days), 1) - 6))
     parts = [f'<text x="0" y="14" font-size="14" font-weight="bold">Differences per day (last {len(days)})</text>']
     for i, (day, counts) in enumerate(days):
         x, base = 40 + i * (col + 6), height - 30
@@ -329,8 +332,8 @@ def trend_chart(days: list[tuple[dt.date, dict]], width: int = 560, height: int 
                              f'<title>{day} {KIND_LABEL[kind]}: {counts[kind]}</title></rect>')
         parts.append(f'<text x="{x}" y="{height - 14}" font-size="10">{day:%m-%d}</text>')
         parts.append(f'<text x="{x}" y="{base - 3}" font-size="10">{sum(counts.values())}</text>')
-    legend = "".join(f'<rect x="{40 + k * 70}" y="{height - 8}" width="8" height="8" fill="{colors[k]}"/>'
-                     f'<text x="{50 + k * 70}" y="{height}" font-size="9">{kind.split("_")[0]}…</text>'
+    legend = "".join(f'<rect x="{40 + k * 74}" y="{height - 8}" width="8" height="8" fill="{colors[k]}"/>'
+                     f'<text x="{50 + k * 74}" y="{height}" font-size="9">{SHORT_LABEL[kind]}</text>'
                      for k, kind in enumerate(kinds))
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 4}" role="img">'
             f'{"".join(parts)}{legend}</svg>')
