@@ -60,22 +60,35 @@ class ErpSandbox:
         conn.close()
 
 
+def new_database(prefix: str) -> str:
+    """A new empty database on the test server, named prefix_<random>."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    return name
+
+
+def drop_database(name: str) -> None:
+    admin = psycopg2.connect(dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
 @pytest.fixture(scope="module")
 def bridge():
     """A fresh integration state DB with schema bridge: (database name, psycopg2 connection)."""
     from include.bridge import db as bridge_db
 
-    name = f"bridge_test_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    name = new_database("bridge_test")
     conn = psycopg2.connect(dbname=name)
     bridge_db.install_schema(conn)
     bridge_db.install_schema(conn)  # idempotent
     yield name, conn
     conn.close()
-    admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    drop_database(name)
 
 
 def bridge_rows(bridge, sql: str, params=None) -> list[tuple]:

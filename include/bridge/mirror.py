@@ -104,13 +104,23 @@ def load(flow: str) -> Mirror:
     return Mirror(flow, spec)
 
 
-def data_docs_dir(flow: str) -> str:
-    """Where the gate's GX Data Docs go: $BRIDGE_DATA_DOCS_DIR/<flow> (default under .local or the temp dir)."""
+def output_dir(variable: str, default: str) -> str:
+    """$variable, else <LOCAL_DIR, or the temp dir>/<default>: where the bridge writes files for people."""
     import tempfile
 
-    base = os.environ.get("BRIDGE_DATA_DOCS_DIR") or os.path.join(
-        os.environ.get("LOCAL_DIR") or tempfile.gettempdir(), "data_docs")
-    return os.path.join(base, flow)
+    return os.environ.get(variable) or os.path.join(os.environ.get("LOCAL_DIR") or tempfile.gettempdir(), default)
+
+
+def data_docs_dir(flow: str) -> str:
+    """Where the gate's GX Data Docs go: $BRIDGE_DATA_DOCS_DIR/<flow> (default under .local or the temp dir)."""
+    return os.path.join(output_dir("BRIDGE_DATA_DOCS_DIR", "data_docs"), flow)
+
+
+def reports_dir(*parts: str) -> str:
+    """$BRIDGE_REPORTS_DIR[/parts] (default .local/reports), created: review lists, reconciliation reports."""
+    path = os.path.join(output_dir("BRIDGE_REPORTS_DIR", "reports"), *parts)
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 # ------------------------------------------------------------------------------------------- extract
@@ -228,12 +238,17 @@ def crm_drift(m: Mirror, bridge, crm, apply: bool = True) -> list[tuple[str, str
         return drifted
     with bridge.cursor() as cur:
         for key, _, values in drifted:
-            text = json.dumps(values, ensure_ascii=False)
-            cur.execute("""UPDATE bridge.synced_state SET values = %s::jsonb, values_hash = md5(%s::jsonb::text)
-                           WHERE flow = %s AND business_key = %s""", (text, text, m.flow, key))
+            set_synced_values(cur, m.flow, key, values)
     engine.advance_watermark(bridge, m.flow, started, "crm-drift", source="crm_drift")
     bridge.commit()
     return drifted
+
+
+def set_synced_values(cur, flow: str, business_key: str, values: dict) -> None:
+    """What the CRM holds now for a key becomes its synced state (the next plan compares against it)."""
+    text = json.dumps(values, ensure_ascii=False)
+    cur.execute("""UPDATE bridge.synced_state SET values = %s::jsonb, values_hash = md5(%s::jsonb::text)
+                   WHERE flow = %s AND business_key = %s""", (text, text, flow, business_key))
 
 
 def same(a, b) -> bool:
@@ -272,13 +287,8 @@ def validate(m: Mirror, bridge, sqlalchemy_url: str, batch_id: str, parameters: 
                 prefix = f"{row[detail]}: " if detail else ""
                 bad.setdefault(key, []).extend(prefix + r for r in result.bad_rows[row["row_no"]])
                 payloads.setdefault(key, []).append({k: v for k, v in row.items() if k not in ("batch_id", "gate_ok")})
-            if dry_run:
-                rollout.preview(bridge, m.flow, batch_id, run_id, [
-                    ("quarantine", m.target["entity"], k, None, "quarantine", None, {"reasons": reasons})
-                    for k, reasons in bad.items()])
-            else:
-                engine.quarantine(bridge, m.flow, batch_id, [(k, {"rows": payloads[k]}, reasons)
-                                                             for k, reasons in bad.items()])
+            rollout.quarantine(bridge, m.flow, batch_id, run_id, m.target["entity"],
+                               [(k, {"rows": payloads[k]}, reasons) for k, reasons in bad.items()], dry_run)
         cur.execute(f"UPDATE {m.staging} SET gate_ok = NOT (coalesce({m.key}, '') = ANY (%s) OR row_no = ANY (%s)) "
                     "WHERE batch_id = %s", (list(bad), list(result.bad_rows), batch_id))
     bridge.commit()
@@ -393,8 +403,7 @@ def keep_before_images(m: Mirror, bridge, crm, batch_id: str, pending: list[dict
     bridge.rollback()
     if not first:
         return
-    fields = [f for f in m.spec["fields"]]
-    held = engine.crm_values(crm, m.target["module"], [crm_id for _, crm_id in first], fields)
+    held = engine.crm_values(crm, m.target["module"], [crm_id for _, crm_id in first], list(m.spec["fields"]))
     with bridge.cursor() as cur:
         psycopg2.extras.execute_values(cur, """
             UPDATE bridge.load_queue q SET before = v.before::jsonb
@@ -623,8 +632,7 @@ def run_finish(m: Mirror, systems, info: dict, before_finish=None) -> tuple[dict
                            dt.datetime.fromisoformat(info["since"]), dt.datetime.fromisoformat(info["until"]), True)
         engine.record_step(bridge, info["batch_id"], "finish", time.monotonic() - started,
                            rows_quarantined=info.get("quarantined", 0))
-        ledger = engine.finish_run(bridge, info["batch_id"], "dry_run",
-                                   rollout.dry_run_message(bridge, info["batch_id"]))
+        ledger = rollout.finish_dry_run(bridge, info["batch_id"])
         return ({"status": ledger["status"], "loaded": 0, "failed": 0, "replayed": 0, "deleted": 0},
                 {"loaded": 0, "failed": 0, "rejected": 0, "replayed": 0, "dry_run": True})
     extra = before_finish(bridge, info["batch_id"]) if before_finish else {}

@@ -18,22 +18,19 @@ from collections import OrderedDict
 
 import psycopg2.extras
 
-from include.bridge import engine
+from include.bridge import engine, mirror
 
 log = logging.getLogger(__name__)
 FLOW = "bridge_rollback"
-ENTITY_MODULE = {"product": "Products", "customer": "Accounts", "sales_order": "Sales_Orders",
-                 "invoice": "Invoices", "deal": "Deals", "quote": "Quotes"}
 
 
-def crm_target(entity: str, record_id: str | None) -> tuple[str, str] | None:
-    """(module, CRM id) of an audit row: record_id is "<Module>:<id>" (or a bare id for the entity's module)."""
-    if not record_id:
-        return None
-    if ":" in record_id:
-        module, rid = record_id.split(":", 1)
-        return module, rid
-    return ENTITY_MODULE.get(entity, entity), record_id
+def log_rollback(cur, batch_id: str, run_id: str, target_system: str, change: dict, action: str,
+                 detail: str | None) -> None:
+    cur.execute("""INSERT INTO bridge.rollback_log (rolled_back, flow, rollback_run_id, target_system, entity,
+                                                     business_key, record_id, action, detail)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (batch_id, change["flow"], run_id, target_system, change["entity"], change["business_key"],
+                 change["record_id"], action, detail))
 
 
 def changes_of(bridge, batch_id: str) -> list[dict]:
@@ -65,18 +62,15 @@ def done_already(bridge, batch_id: str) -> set[tuple]:
 def restore_crm(bridge, crm, batch_id: str, run_id: str, changes: list[dict]) -> dict:
     counts = {"restored": 0, "deleted": 0, "failed": 0}
     by_module: dict[str, list[dict]] = {}
-    for c in changes:
-        target = crm_target(c["entity"], c["record_id"])
-        if target is None:
-            continue
-        by_module.setdefault(target[0], []).append(c | {"crm_id": target[1]})
+    for c in changes:  # CRM audit rows name their record "<Module>:<id>"; rows from before record_id have none
+        if c["record_id"]:
+            module, crm_id = c["record_id"].split(":", 1)
+            by_module.setdefault(module, []).append(c | {"crm_id": crm_id})
     log_rows, audit_rows = [], []
     for module, items in by_module.items():
         restore = [c for c in items if c["before"] is not None]
         create = [c for c in items if c["before"] is None]
-        fields_of = {c["crm_id"]: {k: v for k, v in c["before"].items()} for c in restore}
-        outcomes = crm.update(module, [{"id": c["crm_id"], **fields_of[c["crm_id"]]} for c in restore]) \
-            if restore else []
+        outcomes = crm.update(module, [{"id": c["crm_id"], **c["before"]} for c in restore]) if restore else []
         for c, o in zip(restore, outcomes, strict=True):
             counts["restored" if o.ok else "failed"] += 1
             log_rows.append((c, "restored" if o.ok else "failed", None if o.ok else f"{o.code} {o.message}"))
@@ -91,19 +85,13 @@ def restore_crm(bridge, crm, batch_id: str, run_id: str, changes: list[dict]) ->
                 audit_rows.append((c, c["after"], None))
     with bridge.cursor() as cur:
         for c, action, detail in log_rows:
-            cur.execute("""INSERT INTO bridge.rollback_log (rolled_back, flow, rollback_run_id, target_system, entity,
-                                                             business_key, record_id, action, detail)
-                           VALUES (%s, %s, %s, 'crm', %s, %s, %s, %s, %s)""",
-                        (batch_id, c["flow"], run_id, c["entity"], c["business_key"], c["record_id"], action, detail))
+            log_rollback(cur, batch_id, run_id, "crm", c, action, detail)
             if action in ("restored", "deleted"):  # the flow's sync state: what the CRM holds now
                 if c["before"] is None:
                     cur.execute("DELETE FROM bridge.synced_state WHERE flow = %s AND business_key = %s",
                                 (c["flow"], c["business_key"]))
                 else:
-                    text = json.dumps(c["before"], ensure_ascii=False)
-                    cur.execute("""UPDATE bridge.synced_state SET values = %s::jsonb, values_hash = md5(%s::jsonb::text)
-                                   WHERE flow = %s AND business_key = %s""",
-                                (text, text, c["flow"], c["business_key"]))
+                    mirror.set_synced_values(cur, c["flow"], c["business_key"], c["before"])
     engine.audit(bridge, FLOW, "crm", "rollback", [(c["business_key"], before, after, c["record_id"])
                                                   for c, before, after in audit_rows], run_id, f"rollback:{batch_id}")
     bridge.commit()
@@ -158,18 +146,12 @@ def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dic
                                                           for k, o, a, p, c in docs], run_id, f"rollback:{batch_id}")
     with bridge.cursor() as cur:
         for k, _o, a, _p, c in docs:
-            counts["cancel_sent" if a == "CANCEL" else "amend_sent"] += 1
-            cur.execute("""INSERT INTO bridge.rollback_log (rolled_back, flow, rollback_run_id, target_system, entity,
-                                                             business_key, record_id, action, detail)
-                           VALUES (%s, %s, %s, 'erp', %s, %s, %s, %s, %s)""",
-                        (batch_id, c["flow"], run_id, c["entity"], c["business_key"], c["record_id"],
-                         "cancel_sent" if a == "CANCEL" else "amend_sent", k))
+            action = "cancel_sent" if a == "CANCEL" else "amend_sent"
+            counts[action] += 1
+            log_rollback(cur, batch_id, run_id, "erp", c, action, k)
         for c, action, detail in notes:
             counts[action] += 1
-            cur.execute("""INSERT INTO bridge.rollback_log (rolled_back, flow, rollback_run_id, target_system, entity,
-                                                             business_key, record_id, action, detail)
-                           VALUES (%s, %s, %s, 'erp', %s, %s, %s, %s, %s)""",
-                        (batch_id, c["flow"], run_id, c["entity"], c["business_key"], c["record_id"], action, detail))
+            log_rollback(cur, batch_id, run_id, "erp", c, action, detail)
     bridge.commit()
     return counts
 

@@ -168,3 +168,35 @@ def dry_run_message(bridge, batch_id: str) -> str:
     counts = preview_counts(bridge, batch_id)
     what = ", ".join(f"{v} {k}" for k, v in counts.items()) or "nothing"
     return f"dry run, nothing written: would have written {what} (bridge.dry_run_preview, batch {batch_id})"
+
+
+def finish_dry_run(bridge, batch_id: str) -> dict:
+    """Close a dry run's ledger row (status dry_run) with what it would have written."""
+    from include.bridge import engine
+
+    return engine.finish_run(bridge, batch_id, "dry_run", dry_run_message(bridge, batch_id))
+
+
+def quarantine(bridge, flow: str, batch_id: str, run_id: str, entity: str,
+               rows: list[tuple[str, dict, list[str]]], dry_run: bool) -> int:
+    """(business key, payload, reasons) of bad records: quarantined, or in a dry run previewed (a dry run changes
+    no quarantine: the next live run finds the same records and decides the same)."""
+    from include.bridge import engine
+
+    if dry_run:
+        return preview(bridge, flow, batch_id, run_id, [("quarantine", entity, key, None, "quarantine", None,
+                                                         {"reasons": reasons}) for key, _, reasons in rows])
+    return engine.quarantine(bridge, flow, batch_id, rows)
+
+
+def update_crm(bridge, crm, flow: str, entity: str, module: str, records: list[dict], run_id: str, batch_id: str,
+               dry_run: bool) -> list:
+    """CRM updates by record id, audited with their before-images (engine.audited_update); a dry run previews
+    them instead and returns no outcomes."""
+    from include.bridge import engine
+
+    if dry_run:
+        preview(bridge, flow, batch_id, run_id, [("crm", entity, r["id"], f"{module}:{r['id']}", "update", None, r)
+                                                 for r in records])
+        return []
+    return engine.audited_update(bridge, crm, flow, entity, module, records, run_id, batch_id)

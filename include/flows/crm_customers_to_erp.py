@@ -206,11 +206,7 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
 
 def show(bridge, crm, records: list[dict], run_id: str, batch_id: str, dry_run: bool) -> None:
     """Account updates (codes, messages), audited; a dry run previews them."""
-    if dry_run:
-        rollout.preview(bridge, FLOW, batch_id, run_id, [("crm", "customer", r["id"], f"Accounts:{r['id']}", "update",
-                                                          None, r) for r in records])
-    else:
-        engine.audited_update(bridge, crm, FLOW, "customer", "Accounts", records, run_id, batch_id)
+    rollout.update_crm(bridge, crm, FLOW, "customer", "Accounts", records, run_id, batch_id, dry_run)
 
 
 def run(systems, run_id: str, wait_seconds: float = 0, plan: rollout.Rollout | None = None) -> dict:
@@ -251,7 +247,7 @@ def run(systems, run_id: str, wait_seconds: float = 0, plan: rollout.Rollout | N
         rollout.preview(bridge, FLOW, batch_id, run_id, [("erp", "customer", crm_id, key, "create", None, payload)
                                                          for crm_id, key, payload in documents])
         engine.record_step(bridge, batch_id, "load", time.monotonic() - started, rows_quarantined=len(bad))
-        engine.finish_run(bridge, batch_id, "dry_run", rollout.dry_run_message(bridge, batch_id))
+        rollout.finish_dry_run(bridge, batch_id)
         return {"linked": len(linked), "sent": 0, "review": len(waiting), "quarantined": len(bad), "dry_run": True}
     sent = send(bridge, systems.erp_write(), batch_id, run_id)
     counts = write_back(bridge, systems.erp_write(), crm, run_id, batch_id)

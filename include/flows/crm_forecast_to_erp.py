@@ -220,14 +220,10 @@ def quarantine_bad_deals(bridge, batch_id: str, bad_rows: dict[int, list[str]], 
                            FROM bridge.quarantine WHERE flow = %s AND status = 'open' AND business_key = ANY (%s)""",
                         (FLOW, list(bad)))
             before = {r["business_key"]: r for r in cur.fetchall()}
-        if bad_rows and dry_run:
-            rollout.preview(bridge, FLOW, batch_id, run_id, [("quarantine", "deal", k, f"Deals:{k}", "quarantine", None,
-                                                              {"reasons": v}) for k, v in bad.items()])
-        elif bad_rows:
-            engine.quarantine(bridge, FLOW, batch_id, [
+            rollout.quarantine(bridge, FLOW, batch_id, run_id, "deal", [
                 (k, {"deal_id": k, "demand_type": kinds.get(k),
                      "shown": k in before and before[k]["shown"] and list(before[k]["reasons"]) == v}, v)
-                for k, v in bad.items()])
+                for k, v in bad.items()], dry_run)
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (coalesce(deal_id, '') = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
     bridge.commit()
@@ -479,7 +475,7 @@ def run_record(systems, info: dict, send_alert=None, wait_seconds: float | None 
     started = time.monotonic()
     if rollout.Rollout.of(info, FLOW).dry_run:
         engine.record_step(bridge, info["batch_id"], "record", time.monotonic() - started)
-        engine.finish_run(bridge, info["batch_id"], "dry_run", rollout.dry_run_message(bridge, info["batch_id"]))
+        rollout.finish_dry_run(bridge, info["batch_id"])
         return {"status": "dry_run", "version": None, "sent": 0, "deals_shown": 0, "waiting": 0}
     wait = spec()["settings"]["wait_for_erp_seconds"] if wait_seconds is None else wait_seconds
     answers = record_answers(bridge, systems.erp_write())

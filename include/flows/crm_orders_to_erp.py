@@ -172,12 +172,8 @@ def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: st
             cur.execute(f"SELECT DISTINCT crm_id, payload_hash FROM {STAGING} "
                         "WHERE batch_id = %s AND crm_id = ANY (%s)", (batch_id, list(bad)))
             hashes = {r["crm_id"]: r["payload_hash"] for r in cur.fetchall()}
-            if dry_run:
-                rollout.preview(bridge, FLOW, batch_id, run_id, [("quarantine", "sales_order", k, None, "quarantine",
-                                                                  None, {"reasons": v}) for k, v in bad.items()])
-            else:
-                engine.quarantine(bridge, FLOW, batch_id, [(k, {"crm_id": k, "payload_hash": hashes.get(k)}, v)
-                                                           for k, v in bad.items()])
+            rollout.quarantine(bridge, FLOW, batch_id, run_id, "sales_order",
+                               [(k, {"crm_id": k, "payload_hash": hashes.get(k)}, v) for k, v in bad.items()], dry_run)
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (coalesce(crm_id, '') = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
     bridge.commit()
@@ -431,11 +427,7 @@ def show_in_crm(bridge, crm, module_records: dict[str, list[dict]], run_id: str,
                 dry_run: bool = False) -> None:
     """What the gate and the credit check decided, on the CRM orders (audited; a dry run previews it)."""
     for module, records in module_records.items():
-        if dry_run:
-            rollout.preview(bridge, FLOW, batch_id, run_id, [("crm", "sales_order", r["id"], f"{module}:{r['id']}",
-                                                              "update", None, r) for r in records])
-        else:
-            engine.audited_update(bridge, crm, FLOW, "sales_order", module, records, run_id, batch_id)
+        rollout.update_crm(bridge, crm, FLOW, "sales_order", module, records, run_id, batch_id, dry_run)
 
 
 # ------------------------------------------------------------------------------ task entry points
@@ -531,7 +523,7 @@ def run_write_back(systems, info: dict, wait_seconds: float = 0) -> dict:
     if plan.dry_run:  # nothing was sent; answers of earlier live runs wait for the next live run
         engine.record_step(bridge, info["batch_id"], "write_back", time.monotonic() - started,
                            rows_quarantined=info.get("quarantined", 0))
-        engine.finish_run(bridge, info["batch_id"], "dry_run", rollout.dry_run_message(bridge, info["batch_id"]))
+        rollout.finish_dry_run(bridge, info["batch_id"])
         return {"written_back": 0, "waiting": 0, "erp_errors": 0, "dry_run": True}
     counts = write_back(bridge, systems.erp_write(), systems.crm(), info["run_id"], info["batch_id"])
     while counts["waiting"] and info.get("sent") and time.monotonic() - started < wait_seconds:

@@ -17,7 +17,7 @@ import json
 
 import psycopg2.extras
 
-from include.bridge import mirror, rollout
+from include.bridge import engine, mirror, rollout
 from include.bridge.alerts import Alert
 
 FLOW = "erp_production_to_crm"
@@ -36,16 +36,6 @@ def ship_dates_loaded(bridge, batch_id: str) -> list[dict]:
         rows = [dict(r) for r in cur.fetchall()]
     bridge.rollback()
     return rows
-
-
-def owners(crm, crm_ids: list[str]) -> dict[str, dict]:
-    """CRM id -> {Subject, Owner} of the slipped orders (COQL in pages of 50 ids; slips are few)."""
-    out: dict[str, dict] = {}
-    for start in range(0, len(crm_ids), 50):
-        ids = ", ".join(crm_ids[start:start + 50])
-        for rec in crm.iter_coql("Sales_Orders", ["Subject", "Owner"], where=f"id in ({ids})"):
-            out[rec["id"]] = rec
-    return out
 
 
 def slip_alert(run_id: str, slip: dict, record: dict, im_ids: dict[str, str]) -> Alert:
@@ -73,7 +63,8 @@ def run_finish(systems, info: dict, send_alert=None) -> dict:
         from airflow.sdk import Variable
 
         im_ids = json.loads(Variable.get("crm_owner_im_ids", default="{}") or "{}")
-        records = owners(systems.crm(), [s["crm_id"] for s in slips])
+        # Subject and Owner of the slipped orders (slips are few: COQL by id)
+        records = engine.crm_values(systems.crm(), "Sales_Orders", [s["crm_id"] for s in slips], ["Subject", "Owner"])
         for s in slips:
             send_alert(slip_alert(info["run_id"], s, records.get(s["crm_id"], {}), im_ids))
     # the date each owner has now seen: an earlier date (production caught up) is the new reference too

@@ -33,12 +33,9 @@ def settings() -> dict:
 
 
 def review_csv_path() -> str:
-    import tempfile
+    from include.bridge.mirror import reports_dir
 
-    base = os.environ.get("BRIDGE_REPORTS_DIR") or os.path.join(os.environ.get("LOCAL_DIR") or tempfile.gettempdir(),
-                                                                "reports")
-    os.makedirs(base, exist_ok=True)
-    return os.path.join(base, "master_data_review.csv")
+    return os.path.join(reports_dir(), "master_data_review.csv")
 
 
 def read_accounts(crm) -> list[Account]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import os
 import time
 from collections import defaultdict
 from functools import cache
@@ -29,7 +28,7 @@ import yaml
 from include.bridge import engine
 from include.bridge.alerts import Alert
 from include.bridge.gate import run_gate
-from include.bridge.mirror import GateBlocked, data_docs_dir
+from include.bridge.mirror import GateBlocked, data_docs_dir, reports_dir
 
 FLOW = "reconcile_crm_erp"
 COLUMNS = ["run_date", "kind", "entity", "business_key", "crm_id", "system_of_record", "corrected_by", "detail"]
@@ -45,16 +44,6 @@ SHORT_LABEL = {"stock_mismatch": "stock", "credit_mismatch": "credit", "order_st
 @cache
 def spec() -> dict:
     return yaml.safe_load((Path(__file__).resolve().parents[1] / "mappings" / f"{FLOW}.yaml").read_text("utf-8"))
-
-
-def reports_dir() -> Path:
-    import tempfile
-
-    base = os.environ.get("BRIDGE_REPORTS_DIR") or os.path.join(
-        os.environ.get("LOCAL_DIR") or tempfile.gettempdir(), "reports")
-    path = Path(base) / "reconciliation"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # ------------------------------------------------------------------------------------------- extract
@@ -374,9 +363,10 @@ Nothing was changed: each row names the system of record and the flow that shoul
 <h2>Differences</h2>
 <table><tr><th>kind</th><th>key</th><th>CRM id</th><th>CRM value</th><th>ERP value</th><th>system of record</th>
 <th>corrected by</th><th>detail</th></tr>{table}</table></body></html>"""
-    path = reports_dir() / f"reconciliation_{run_date}.html"
+    folder = Path(reports_dir("reconciliation"))
+    path = folder / f"reconciliation_{run_date}.html"
     path.write_text(body, encoding="utf-8")
-    (reports_dir() / "latest.html").write_text(body, encoding="utf-8")
+    (folder / "latest.html").write_text(body, encoding="utf-8")
     return path
 
 

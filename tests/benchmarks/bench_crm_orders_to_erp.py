@@ -38,25 +38,9 @@ import requests
 from include.bridge import db as bridge_db
 from include.sandbox.crm.process import free_port
 from include.sandbox.erp import importer
-from tests.conftest import ROOT, CrmSandbox, ErpSandbox, airflow_env_for, run_dag
+from tests.conftest import ROOT, CrmSandbox, ErpSandbox, airflow_env_for, drop_database, new_database, run_dag
 
 TOKEN = uuid.uuid4().hex
-
-
-def new_database(prefix: str) -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    return name
-
-
-def drop_database(name: str) -> None:
-    admin = psycopg2.connect(dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
 
 
 class PromptErp(threading.Thread):

@@ -25,8 +25,7 @@ import psycopg2
 
 from include.bridge import db as bridge_db
 from include.sandbox.erp import importer
-from tests.benchmarks.bench_crm_orders_to_erp import drop_database, new_database
-from tests.conftest import CrmSandbox, ErpSandbox
+from tests.conftest import CrmSandbox, ErpSandbox, drop_database, new_database
 
 
 def peak_mb() -> float:

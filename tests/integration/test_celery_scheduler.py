@@ -12,14 +12,13 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import psycopg2
 import pytest
 import requests
 
 from include.sandbox.crm.process import free_port
-from tests.conftest import ROOT, airflow_env_for
+from tests.conftest import ROOT, airflow_env_for, drop_database, new_database
 
 pytestmark = pytest.mark.slow
 STAGE_1 = ["erp_stock_to_crm", "erp_credit_to_crm", "erp_prices_to_crm", "erp_history_to_crm"]
@@ -56,13 +55,9 @@ def redis_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def metadata_db():
-    name = f"airflow_celery_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    name = new_database("airflow_celery")
     yield name
-    admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+    drop_database(name)
 
 
 @pytest.fixture(scope="module")
