@@ -242,19 +242,25 @@ def run_dag(env, dag_id: str, **conf) -> str:
 
 # ------------------------------------------------------------------ a real IM webhook receiver (WeCom format)
 class Webhook:
-    """A real HTTP server playing a WeCom group robot: every message a flow sends lands in `calls`."""
+    """A real HTTP server playing IM group robots: every message lands in `calls` ({path, query, body}); `reply`
+    maps a path to the answer to give (default: WeCom's / DingTalk's success)."""
 
     calls: list = []
+    reply: dict = {}
 
     def __init__(self):
         import http.server
         import json
         import threading
+        from urllib.parse import parse_qs, urlparse
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
-                Webhook.calls.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                data = b'{"errcode": 0, "errmsg": "ok"}'
+                url = urlparse(self.path)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                Webhook.calls.append({"path": url.path, "query": parse_qs(url.query), "body": body})
+                answer = Webhook.reply.get(url.path, {"errcode": 0, "errmsg": "ok"})
+                data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -276,7 +282,8 @@ class Webhook:
 
     @staticmethod
     def texts(containing: str = "") -> list[str]:
-        return [c["markdown"]["content"] for c in Webhook.calls if containing in c["markdown"]["content"]]
+        return [c["body"]["markdown"]["content"] for c in Webhook.calls
+                if containing in c["body"]["markdown"]["content"]]
 
 
 @pytest.fixture(scope="module")

@@ -3,47 +3,19 @@
 import base64
 import hashlib
 import hmac
-import http.server
 import json
-import threading
 from email import message_from_bytes
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import unquote
 
 import pytest
 
 from include.bridge.alerts import Alert, im_payload
 from include.sandbox.crm.process import free_port
+from tests.conftest import Webhook
 
 TOKENS = {"wecom": "wecom-key-123", "dingtalk": "ding-token-456", "feishu": "feishu-hook-789",
           "slack": "T000/B000/XXXX"}
 SECRETS = {"dingtalk": "SECding", "feishu": "feishu-secret"}
-
-
-class Receiver(http.server.BaseHTTPRequestHandler):
-    calls: list = []
-    reply: dict = {}
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        url = urlparse(self.path)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Receiver.calls.append({"path": url.path, "query": parse_qs(url.query), "body": body})
-        answer = Receiver.reply.get(url.path, {"errcode": 0, "errmsg": "ok"})
-        data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def webhook():
-    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +39,8 @@ def smtp():
 def channels(monkeypatch, webhook, smtp, bridge):
     controller, messages = smtp
     messages.clear()
-    Receiver.calls.clear()
-    Receiver.reply = {}
+    Webhook.calls.clear()
+    Webhook.reply = {}
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_TEST", json.dumps({
         "conn_type": "smtp", "host": "127.0.0.1", "port": controller.port,
         "extra": {"from_email": "bridge@demo-company.cn", "disable_tls": True, "disable_ssl": True}}))
@@ -77,7 +49,7 @@ def channels(monkeypatch, webhook, smtp, bridge):
     for fmt, path in paths.items():
         extra = {"format": fmt} | ({"secret": SECRETS[fmt]} if fmt in SECRETS else {})
         monkeypatch.setenv(f"AIRFLOW_CONN_IM_{fmt.upper()}", json.dumps({
-            "conn_type": "http", "host": webhook + path, "password": TOKENS[fmt], "extra": extra}))
+            "conn_type": "http", "host": webhook.url + path, "password": TOKENS[fmt], "extra": extra}))
     monkeypatch.setenv("AIRFLOW_CONN_BRIDGE_TEST", f"postgresql://{bridge[1].info.user}@{bridge[1].info.host}:"
                                                    f"{bridge[1].info.port}/{bridge[0]}")
     return messages
@@ -97,7 +69,7 @@ def test_im_payloads_reach_each_platform_exactly(channels):
     alert = gate_alert()
     sent = send_alert(alert, im_conn_ids=["im_wecom", "im_dingtalk", "im_feishu", "im_slack"])
     assert sent == ["im:im_wecom:wecom", "im:im_dingtalk:dingtalk", "im:im_feishu:feishu", "im:im_slack:slack"]
-    wecom, ding, feishu, slack = Receiver.calls
+    wecom, ding, feishu, slack = Webhook.calls
     assert wecom["path"] == "/cgi-bin/webhook/send" and wecom["query"] == {"key": [TOKENS["wecom"]]}
     assert wecom["body"] == {"msgtype": "markdown", "markdown": {"content": (
         "**[erp_stock_to_crm] Data quality gate failed: batch b-42 not loaded: 2 expectations failed on 1,234 of "
@@ -146,14 +118,14 @@ def test_one_alert_per_event_per_run(channels, bridge):
     again = send_alert(gate_alert("run-1"), **kwargs)
     other_run = send_alert(gate_alert("run-2"), **kwargs)
     assert first and again == [] and other_run
-    assert len(channels) == 2 and len(Receiver.calls) == 2
+    assert len(channels) == 2 and len(Webhook.calls) == 2
 
 
 def test_a_refusing_platform_does_not_silence_email(channels):
     from bridge_alerts.im_webhook import ImWebhookError
     from bridge_alerts.notifier import send_alert
 
-    Receiver.reply = {"/cgi-bin/webhook/send": {"errcode": 93000, "errmsg": "invalid webhook url"}}
+    Webhook.reply = {"/cgi-bin/webhook/send": {"errcode": 93000, "errmsg": "invalid webhook url"}}
     sent = send_alert(gate_alert(), email_to="ops@demo-company.cn", smtp_conn_id="smtp_test", im_conn_ids=["im_wecom"])
     assert sent == ["email:smtp_test"] and len(channels) == 1
     with pytest.raises(ImWebhookError) as exc:
@@ -205,8 +177,8 @@ def test_failed_task_alerts_once_through_a_real_dag_run(channels, bridge, tmp_pa
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     result = subprocess.run([sys.executable, "-c", RUN_DAG], env=env, capture_output=True, text=True, timeout=300)
     assert "STATE failed" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
-    assert len(channels) == 1 and len(Receiver.calls) == 1
-    text = json.dumps(Receiver.calls[0]["body"], ensure_ascii=False)
+    assert len(channels) == 1 and len(Webhook.calls) == 1
+    text = json.dumps(Webhook.calls[0]["body"], ensure_ascii=False)
     assert "task explode failed" in text and "ERP connection lost while loading batch b-7" in text
     with bridge[1].cursor() as cur:
         cur.execute("SELECT flow, event_key FROM bridge.alert_log WHERE flow = 'alert_test_failing'")
