@@ -243,10 +243,8 @@ def run_dag(env, dag_id: str, **conf) -> str:
 # ------------------------------------------------------------------ a real IM webhook receiver (WeCom format)
 class Webhook:
     """A real HTTP server playing IM group robots: every message lands in `calls` ({path, query, body}); `reply`
-    maps a path to the answer to give (default: WeCom's / DingTalk's success)."""
-
-    calls: list = []
-    reply: dict = {}
+    maps a path to the answer to give (default: WeCom's / DingTalk's success). State is per receiver, so one test
+    module never sees another's messages."""
 
     def __init__(self):
         import http.server
@@ -254,12 +252,16 @@ class Webhook:
         import threading
         from urllib.parse import parse_qs, urlparse
 
+        self.calls: list = []
+        self.reply: dict = {}
+        receiver = self
+
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
                 url = urlparse(self.path)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                Webhook.calls.append({"path": url.path, "query": parse_qs(url.query), "body": body})
-                answer = Webhook.reply.get(url.path, {"errcode": 0, "errmsg": "ok"})
+                receiver.calls.append({"path": url.path, "query": parse_qs(url.query), "body": body})
+                answer = receiver.reply.get(url.path, {"errcode": 0, "errmsg": "ok"})
                 data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
@@ -280,10 +282,10 @@ class Webhook:
         return {"AIRFLOW_CONN_IM_WEBHOOK": json.dumps({"conn_type": "http", "host": self.url + "/cgi-bin/webhook/send",
                                                        "password": "wecom-key", "extra": {"format": "wecom"}})}
 
-    @staticmethod
-    def texts(containing: str = "") -> list[str]:
-        return [c["body"]["markdown"]["content"] for c in Webhook.calls
-                if containing in c["body"]["markdown"]["content"]]
+    def texts(self, containing: str = "") -> list[str]:
+        """The WeCom markdown messages received that contain `containing`."""
+        texts = [c["body"].get("markdown", {}).get("content", "") for c in self.calls]
+        return [t for t in texts if t and containing in t]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 
 from include.bridge.alerts import Alert, im_payload
 from include.sandbox.crm.process import free_port
-from tests.conftest import Webhook
 
 TOKENS = {"wecom": "wecom-key-123", "dingtalk": "ding-token-456", "feishu": "feishu-hook-789",
           "slack": "T000/B000/XXXX"}
@@ -39,8 +38,8 @@ def smtp():
 def channels(monkeypatch, webhook, smtp, bridge):
     controller, messages = smtp
     messages.clear()
-    Webhook.calls.clear()
-    Webhook.reply = {}
+    webhook.calls.clear()
+    webhook.reply = {}
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_TEST", json.dumps({
         "conn_type": "smtp", "host": "127.0.0.1", "port": controller.port,
         "extra": {"from_email": "bridge@demo-company.cn", "disable_tls": True, "disable_ssl": True}}))
@@ -63,13 +62,13 @@ def gate_alert(run_id="manual__2026-11-24T08:00:00"):
                  link="http://localhost:8080/data_docs/erp_stock_to_crm/b-42.html", link_label="Data Docs")
 
 
-def test_im_payloads_reach_each_platform_exactly(channels):
+def test_im_payloads_reach_each_platform_exactly(channels, webhook):
     from bridge_alerts.notifier import send_alert
 
     alert = gate_alert()
     sent = send_alert(alert, im_conn_ids=["im_wecom", "im_dingtalk", "im_feishu", "im_slack"])
     assert sent == ["im:im_wecom:wecom", "im:im_dingtalk:dingtalk", "im:im_feishu:feishu", "im:im_slack:slack"]
-    wecom, ding, feishu, slack = Webhook.calls
+    wecom, ding, feishu, slack = webhook.calls
     assert wecom["path"] == "/cgi-bin/webhook/send" and wecom["query"] == {"key": [TOKENS["wecom"]]}
     assert wecom["body"] == {"msgtype": "markdown", "markdown": {"content": (
         "**[erp_stock_to_crm] Data quality gate failed: batch b-42 not loaded: 2 expectations failed on 1,234 of "
@@ -108,7 +107,7 @@ def test_email_arrives_with_the_content(channels):
     assert "expect_column_values_to_not_be_null(sku): 1,200 rows" in html and "b-42.html" in html
 
 
-def test_one_alert_per_event_per_run(channels, bridge):
+def test_one_alert_per_event_per_run(channels, bridge, webhook):
     from bridge_alerts.notifier import send_alert
 
     conn = bridge[1]
@@ -118,14 +117,14 @@ def test_one_alert_per_event_per_run(channels, bridge):
     again = send_alert(gate_alert("run-1"), **kwargs)
     other_run = send_alert(gate_alert("run-2"), **kwargs)
     assert first and again == [] and other_run
-    assert len(channels) == 2 and len(Webhook.calls) == 2
+    assert len(channels) == 2 and len(webhook.calls) == 2
 
 
-def test_a_refusing_platform_does_not_silence_email(channels):
+def test_a_refusing_platform_does_not_silence_email(channels, webhook):
     from bridge_alerts.im_webhook import ImWebhookError
     from bridge_alerts.notifier import send_alert
 
-    Webhook.reply = {"/cgi-bin/webhook/send": {"errcode": 93000, "errmsg": "invalid webhook url"}}
+    webhook.reply = {"/cgi-bin/webhook/send": {"errcode": 93000, "errmsg": "invalid webhook url"}}
     sent = send_alert(gate_alert(), email_to="ops@demo-company.cn", smtp_conn_id="smtp_test", im_conn_ids=["im_wecom"])
     assert sent == ["email:smtp_test"] and len(channels) == 1
     with pytest.raises(ImWebhookError) as exc:
@@ -164,7 +163,7 @@ print("STATE", run.state)
 
 
 @pytest.mark.slow
-def test_failed_task_alerts_once_through_a_real_dag_run(channels, bridge, tmp_path):
+def test_failed_task_alerts_once_through_a_real_dag_run(channels, bridge, tmp_path, webhook):
     import os
     import subprocess
     import sys
@@ -177,8 +176,8 @@ def test_failed_task_alerts_once_through_a_real_dag_run(channels, bridge, tmp_pa
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     result = subprocess.run([sys.executable, "-c", RUN_DAG], env=env, capture_output=True, text=True, timeout=300)
     assert "STATE failed" in result.stdout, result.stdout[-3000:] + result.stderr[-3000:]
-    assert len(channels) == 1 and len(Webhook.calls) == 1
-    text = json.dumps(Webhook.calls[0]["body"], ensure_ascii=False)
+    assert len(channels) == 1 and len(webhook.calls) == 1
+    text = json.dumps(webhook.calls[0]["body"], ensure_ascii=False)
     assert "task explode failed" in text and "ERP connection lost while loading batch b-7" in text
     with bridge[1].cursor() as cur:
         cur.execute("SELECT flow, event_key FROM bridge.alert_log WHERE flow = 'alert_test_failing'")

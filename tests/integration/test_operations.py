@@ -6,7 +6,7 @@ documents through the inbound contract."""
 import pytest
 
 from include.sandbox.erp import importer, simulator
-from tests.conftest import Webhook, airflow_env_for, run_dag
+from tests.conftest import airflow_env_for, run_dag
 from tests.conftest import bridge_rows as q  # a query on the test bridge DB
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def crm_state(client, module: str, fields: list[str]) -> dict[str, dict]:
 
 
 def test_reconciliation_finds_one_planted_difference_of_each_kind_and_nothing_on_a_clean_pair(env, erp, bridge,
-                                                                                              client):
+                                                                                              client, webhook):
     # the demo company's CRM has accounts entered twice: found, and once merged (deleted) the pair is clean
     seeded = reconcile(env, bridge)
     assert set(seeded) == {"duplicate_customer_crm"} and len(seeded["duplicate_customer_crm"]) == 3, seeded
@@ -110,11 +110,11 @@ def test_reconciliation_finds_one_planted_difference_of_each_kind_and_nothing_on
         text = report.read()
     assert text.count("<svg") == 2 and "erp_stock_to_crm" in text and new_order.id in text
     assert sum(counts.values()) == 7 and not alerted
-    assert not Webhook.texts("differences between the CRM and the ERP")
+    assert not webhook.texts("differences between the CRM and the ERP")
     # above the threshold: one alert (and the run records it)
     reconcile(env, bridge, alert_threshold=3)
     assert q(bridge, "SELECT alerted FROM bridge.reconciliation_run ORDER BY created_at DESC LIMIT 1") == [(True,)]
-    [alert] = Webhook.texts("differences between the CRM and the ERP")
+    [alert] = webhook.texts("differences between the CRM and the ERP")
     assert "7 differences" in alert and "stock figures: 1" in alert
     # undo the planted ones for the next tests
     erp.query("DELETE FROM erp.customer WHERE customer_code = 'C99999'")

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from include.sandbox.erp import importer, simulator
-from tests.conftest import Webhook, airflow_env_for, bridge_rows, kill_dag_run_when, run_dag
+from tests.conftest import airflow_env_for, bridge_rows, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 FORECAST, PRODUCTION = "crm_forecast_to_erp", "erp_production_to_crm"
@@ -131,21 +131,21 @@ def test_version_replacement_is_atomic_under_a_task_kill(env, erp, bridge, clien
     assert new["production_orders_planned"] > 0
 
 
-def test_capacity_warnings_reach_the_products_with_one_alert_each(env, erp, bridge, client):
+def test_capacity_warnings_reach_the_products_with_one_alert_each(env, erp, bridge, client, webhook):
     importer.process_inbound(erp.admin)
-    Webhook.calls.clear()
+    webhook.calls.clear()
     assert run_dag(env, PRODUCTION) == "success"
     warned = {r["Product_Code"]: r["Capacity_Warning"] for r in client.iter_coql(
         "Products", ["Product_Code", "Capacity_Warning"], where="Capacity_Warning is not null")}
     assert warned and any("capacity" in w for w in warned.values())
-    alerts = Webhook.texts("capacity / material warning")
+    alerts = webhook.texts("capacity / material warning")
     assert len(alerts) == min(len(warned), 20) + (len(warned) > 20)
-    Webhook.calls.clear()
+    webhook.calls.clear()
     assert run_dag(env, PRODUCTION) == "success"  # the same warnings: updated if needed, never alerted again
-    assert not Webhook.texts("capacity / material warning")
+    assert not webhook.texts("capacity / material warning")
 
 
-def test_a_production_slip_moves_the_ship_date_and_alerts_the_owner_once(env, erp, bridge, client):
+def test_a_production_slip_moves_the_ship_date_and_alerts_the_owner_once(env, erp, bridge, client, webhook):
     # a confirmed CRM order for more of a manufactured product than the ERP has: production is planned for it
     [(account,)] = bridge_rows(bridge, "SELECT crm_id FROM bridge.id_map WHERE entity = 'customer' "
                                        "ORDER BY erp_key LIMIT 1")
@@ -166,10 +166,10 @@ def test_a_production_slip_moves_the_ship_date_and_alerts_the_owner_once(env, er
         simulator.simulate(erp.admin, 1, mo_slip_rate=0)
         if any(m["status"] == "IN_PROGRESS" for m in erp.query(mo, (so_no,))):
             break
-    Webhook.calls.clear()
+    webhook.calls.clear()
     assert run_dag(env, PRODUCTION) == "success"
     first = client.get_record("Sales_Orders", created.id)["Expected_Ship_Date"]
-    assert first and not slip_alerts()
+    assert first and not slip_alerts(webhook)
     for _ in range(30):  # the factory slips every production order due
         simulator.simulate(erp.admin, 1, mo_slip_rate=1)
         if any(m["slip_days"] > 0 for m in erp.query(mo, (so_no,))):
@@ -179,13 +179,13 @@ def test_a_production_slip_moves_the_ship_date_and_alerts_the_owner_once(env, er
     assert run_dag(env, PRODUCTION) == "success"
     moved = client.get_record("Sales_Orders", created.id)["Expected_Ship_Date"]
     assert moved == expected.isoformat() and moved > first
-    [alert] = slip_alerts()
+    [alert] = slip_alerts(webhook)
     assert f"moved from {first} to {moved}" in alert and f"<@{OWNER_IM_ID}>" in alert
     assert run_dag(env, PRODUCTION) == "success"  # nothing new: no second alert
-    assert len(slip_alerts()) == 1
+    assert len(slip_alerts(webhook)) == 1
     assert bridge_rows(bridge, "SELECT count(*) FROM bridge.alert_log WHERE flow = %s AND event_key LIKE 'slip:%%' "
                                "AND event_key LIKE %s", (PRODUCTION, f"%{created.id}%")) == [(1,)]
 
 
-def slip_alerts() -> list[str]:
-    return Webhook.texts("ships later")
+def slip_alerts(webhook) -> list[str]:
+    return webhook.texts("ships later")
