@@ -18,7 +18,9 @@ same values; XCom carries ids and counts only.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
+import logging
 import os
 import threading
 import time
@@ -33,6 +35,7 @@ from include.bridge.alerts import Alert
 from include.bridge.gate import GateResult, run_gate
 
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
+log = logging.getLogger(__name__)
 
 
 class GateBlocked(Exception):
@@ -381,7 +384,9 @@ def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool 
         bridge.rollback()
         if not pending:
             return {"loaded": loaded, "failed": failed}
-        if m.by_id and not bulk:
+        if m.by_id and bulk and not last:
+            keep_bulk_before_images(m, bridge, crm, batch_id)
+        elif m.by_id and not bulk:
             keep_before_images(m, bridge, crm, batch_id, pending)
         outcomes = write_page(m, crm, pending, bulk)
         record_outcomes(m, bridge, batch_id, outcomes)
@@ -391,8 +396,8 @@ def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool 
 
 def keep_before_images(m: Mirror, bridge, crm, batch_id: str, pending: list[dict]) -> None:
     """Records this flow writes for the first time: what the CRM holds now becomes the audit's before-image (later
-    writes take it from synced_state), so a rollback restores the exact values. Bulk loads (initial syncs above
-    bulk_threshold) skip this: reading a million records back one COQL page at a time would cost more than the load."""
+    writes take it from synced_state), so a rollback restores the exact values. Bulk loads use
+    keep_bulk_before_images: reading a million records back one COQL page at a time would cost more than the load."""
     with bridge.cursor() as cur:
         cur.execute("""SELECT q.business_key, q.crm_id FROM bridge.load_queue q
                        WHERE q.batch_id = %s AND q.business_key = ANY (%s) AND q.before IS NULL
@@ -412,6 +417,61 @@ def keep_before_images(m: Mirror, bridge, crm, batch_id: str, pending: list[dict
             [(batch_id, key, json.dumps(held[crm_id], default=str, ensure_ascii=False)) for key, crm_id in first
              if crm_id in held], page_size=5000)
     bridge.commit()
+
+
+FIRST_WRITES = """FROM bridge.load_queue q WHERE q.batch_id = %s AND q.status = 'pending' AND q.before IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM bridge.synced_state s WHERE s.flow = q.flow
+                                  AND s.business_key = q.business_key)"""
+
+
+def keep_bulk_before_images(m: Mirror, bridge, crm, batch_id: str) -> None:
+    """keep_before_images for a bulk load: one bulk read export of the module's mapped fields, copied into a temp
+    table and joined to the queue in one UPDATE. It runs before the first page is written; a retried load finds
+    every first write already holding its before-image and reads nothing."""
+    with bridge.cursor() as cur:
+        cur.execute(f"SELECT count(*) {FIRST_WRITES}", (batch_id,))
+        first = cur.fetchone()[0]
+    bridge.rollback()
+    if not first:
+        return
+    fields = list(m.spec["fields"])
+    types = {f: (spec or {}).get("type") for f, spec in m.spec["fields"].items()}
+    started, held = time.monotonic(), 0
+    with bridge.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE crm_held (crm_id text PRIMARY KEY, before jsonb) ON COMMIT DROP")
+        page = io.StringIO()
+        for row in crm.bulk_read(m.target["module"], ["id", *fields]):
+            before = {f: csv_typed(row.get(f), types[f]) for f in fields}
+            page.write(row["id"] + "\t" + json.dumps(before, default=str, ensure_ascii=False)
+                       .replace("\\", "\\\\") + "\n")
+            held += 1
+            if held % 100_000 == 0:
+                cur.copy_expert("COPY crm_held FROM STDIN", io.StringIO(page.getvalue()))
+                page = io.StringIO()
+        cur.copy_expert("COPY crm_held FROM STDIN", io.StringIO(page.getvalue()))
+        cur.execute(f"""UPDATE bridge.load_queue u SET before = h.before FROM crm_held h
+                        WHERE u.batch_id = %s AND u.crm_id = h.crm_id
+                          AND (u.batch_id, u.business_key) IN (SELECT q.batch_id, q.business_key {FIRST_WRITES})""",
+                    (batch_id, batch_id))
+        kept = cur.rowcount
+    bridge.commit()
+    log.info("%s: before-images of %d first writes from one bulk read of %d %s records (%.1f s)", m.flow, kept,
+             held, m.target["module"], time.monotonic() - started)
+
+
+def csv_typed(value: str | None, field_type: str | None):
+    """A bulk read CSV cell as the API's JSON value of the field's type (what a rollback writes back)."""
+    if value is None or value == "":
+        return None
+    if field_type in ("double", "currency", "decimal", "percent"):
+        return float(value)
+    if field_type in ("integer", "bigint"):
+        return int(value)
+    if field_type == "boolean":
+        return value.lower() == "true"
+    if field_type == "multiselectpicklist":
+        return value.split(";")
+    return value
 
 
 def write_page(m: Mirror, crm, pending: list[dict], bulk: bool) -> list[tuple]:

@@ -175,6 +175,7 @@ def test_a_load_killed_midway_then_cleared_under_a_storm_leaves_no_gap_and_no_du
 def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_client, monkeypatch):
     import psycopg2
 
+    from include.bridge import rollback
     from include.bridge.runtime import Systems
     from include.flows import erp_stock_to_crm as flow
 
@@ -182,6 +183,18 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
     with bridge[1].cursor() as cur:  # forget what was pushed: every product counts as changed
         cur.execute("DELETE FROM bridge.synced_state WHERE flow = 'erp_stock_to_crm'")
     bridge[1].commit()
+    erp_skus = set(erp_totals(erp))
+    edited = [r["id"] for r in crm_client.iter_coql("Products", ["Product_Code"], where="Product_Code is not null")
+              if r["Product_Code"].strip().upper() in erp_skus][:3]
+    # what users typed into three products (odd characters included) is what a rollback of the bulk load restores
+    typed = [{"Qty_in_Stock": 12345.5, "Available_Qty": None, "Below_Safety_Stock": True, "First_Shortage_Date": None,
+              "Stock_By_Warehouse": 'WH1: 盘点中 \\ "tab"\there'},
+             {"Reserved_Qty": 7.0, "First_Shortage_Date": "2026-01-31"},
+             {"Below_Safety_Stock": False, "Stock_By_Warehouse": None}]
+    edits = [{"id": i, **t} for i, t in zip(edited, typed, strict=True)]
+    assert all(o.ok for o in crm_client.update("Products", edits))
+    fields = list(flow.mapping()["fields"])
+    held = {i: {f: crm_client.get_record("Products", i).get(f) for f in fields} for i in edited}
     erp_conn = psycopg2.connect(dbname=erp.dbname, user="erp_reader", password=os.environ["ERP_READ_PASSWORD"])
     url = f"postgresql+psycopg2://{bridge[1].info.user}@{bridge[1].info.host}:{bridge[1].info.port}/{bridge[0]}"
     systems = Systems.from_connections(bridge[1], url, erp=erp_conn, crm=crm_client)
@@ -194,3 +207,13 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
     erp_conn.close()
     assert loaded == {"loaded": planned["queued"], "failed": 0} and result["loaded"] == planned["queued"]
     assert_crm_matches_erp(erp, crm_client, skip={"ERP-ONLY-1"})
+
+    with bridge[1].cursor() as cur:  # one bulk read kept every first write's before-image, typed as the API's
+        cur.execute("SELECT record_id, before FROM bridge.audit_log WHERE batch_id = %s", (planned["batch_id"],))
+        audited = dict(cur.fetchall())
+    bridge[1].commit()
+    assert len(audited) == planned["queued"] and all(b is not None for b in audited.values())
+    assert {i: audited[f"Products:{i}"] for i in edited} == held
+    undone = rollback.run(systems, "manual__rollback_bulk", batch_id=planned["batch_id"])
+    assert undone["records"] == planned["queued"]
+    assert {i: {f: crm_client.get_record("Products", i).get(f) for f in fields} for i in edited} == held
