@@ -375,6 +375,8 @@ def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool 
     page_rows = int(m.settings.get("load_page_rows", 100_000))
     loaded = failed = 0
     last = ""
+    if m.by_id and bulk:
+        keep_bulk_before_images(m, bridge, crm, batch_id)
     while True:
         with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             cur.execute("""SELECT business_key, crm_id, values FROM bridge.load_queue
@@ -384,9 +386,7 @@ def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool 
         bridge.rollback()
         if not pending:
             return {"loaded": loaded, "failed": failed}
-        if m.by_id and bulk and not last:
-            keep_bulk_before_images(m, bridge, crm, batch_id)
-        elif m.by_id and not bulk:
+        if m.by_id and not bulk:
             keep_before_images(m, bridge, crm, batch_id, pending)
         outcomes = write_page(m, crm, pending, bulk)
         record_outcomes(m, bridge, batch_id, outcomes)
@@ -394,16 +394,19 @@ def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool 
         loaded, failed, last = loaded + ok, failed + len(outcomes) - ok, pending[-1]["business_key"]
 
 
+# a queued record of the batch this flow writes for the first time, whose before-image is not kept yet
+FIRST_WRITE = """q.batch_id = %s AND q.status = 'pending' AND q.before IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM bridge.synced_state s WHERE s.flow = q.flow
+                                 AND s.business_key = q.business_key)"""
+
+
 def keep_before_images(m: Mirror, bridge, crm, batch_id: str, pending: list[dict]) -> None:
     """Records this flow writes for the first time: what the CRM holds now becomes the audit's before-image (later
     writes take it from synced_state), so a rollback restores the exact values. Bulk loads use
     keep_bulk_before_images: reading a million records back one COQL page at a time would cost more than the load."""
     with bridge.cursor() as cur:
-        cur.execute("""SELECT q.business_key, q.crm_id FROM bridge.load_queue q
-                       WHERE q.batch_id = %s AND q.business_key = ANY (%s) AND q.before IS NULL
-                         AND NOT EXISTS (SELECT 1 FROM bridge.synced_state s WHERE s.flow = q.flow
-                                         AND s.business_key = q.business_key)""",
-                    (batch_id, [r["business_key"] for r in pending]))
+        cur.execute(f"SELECT q.business_key, q.crm_id FROM bridge.load_queue q WHERE {FIRST_WRITE} "
+                    "AND q.business_key = ANY (%s)", (batch_id, [r["business_key"] for r in pending]))
         first = cur.fetchall()
     bridge.rollback()
     if not first:
@@ -419,20 +422,15 @@ def keep_before_images(m: Mirror, bridge, crm, batch_id: str, pending: list[dict
     bridge.commit()
 
 
-FIRST_WRITES = """FROM bridge.load_queue q WHERE q.batch_id = %s AND q.status = 'pending' AND q.before IS NULL
-                  AND NOT EXISTS (SELECT 1 FROM bridge.synced_state s WHERE s.flow = q.flow
-                                  AND s.business_key = q.business_key)"""
-
-
 def keep_bulk_before_images(m: Mirror, bridge, crm, batch_id: str) -> None:
     """keep_before_images for a bulk load: one bulk read export of the module's mapped fields, copied into a temp
-    table and joined to the queue in one UPDATE. It runs before the first page is written; a retried load finds
-    every first write already holding its before-image and reads nothing."""
+    table and joined to the queue in one UPDATE. It runs before the first page is written; a retried load reads
+    again only if a first write's record was missing from the export."""
     with bridge.cursor() as cur:
-        cur.execute(f"SELECT count(*) {FIRST_WRITES}", (batch_id,))
-        first = cur.fetchone()[0]
+        cur.execute(f"SELECT EXISTS (SELECT 1 FROM bridge.load_queue q WHERE {FIRST_WRITE})", (batch_id,))
+        needed = cur.fetchone()[0]
     bridge.rollback()
-    if not first:
+    if not needed:
         return
     fields = list(m.spec["fields"])
     types = {f: (spec or {}).get("type") for f, spec in m.spec["fields"].items()}
@@ -445,14 +443,14 @@ def keep_bulk_before_images(m: Mirror, bridge, crm, batch_id: str) -> None:
             page.write(row["id"] + "\t" + json.dumps(before, default=str, ensure_ascii=False)
                        .replace("\\", "\\\\") + "\n")
             held += 1
-            if held % 100_000 == 0:
-                cur.copy_expert("COPY crm_held FROM STDIN", io.StringIO(page.getvalue()))
+            if held % 100_000 == 0:  # bounded memory: COPY in pages
+                page.seek(0)
+                cur.copy_expert("COPY crm_held FROM STDIN", page)
                 page = io.StringIO()
-        cur.copy_expert("COPY crm_held FROM STDIN", io.StringIO(page.getvalue()))
-        cur.execute(f"""UPDATE bridge.load_queue u SET before = h.before FROM crm_held h
-                        WHERE u.batch_id = %s AND u.crm_id = h.crm_id
-                          AND (u.batch_id, u.business_key) IN (SELECT q.batch_id, q.business_key {FIRST_WRITES})""",
-                    (batch_id, batch_id))
+        page.seek(0)
+        cur.copy_expert("COPY crm_held FROM STDIN", page)
+        cur.execute(f"UPDATE bridge.load_queue q SET before = h.before FROM crm_held h "
+                    f"WHERE q.crm_id = h.crm_id AND {FIRST_WRITE}", (batch_id,))
         kept = cur.rowcount
     bridge.commit()
     log.info("%s: before-images of %d first writes from one bulk read of %d %s records (%.1f s)", m.flow, kept,

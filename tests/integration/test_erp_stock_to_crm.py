@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from include.sandbox.erp import simulator
-from tests.conftest import airflow_env_for, kill_dag_run_when, run_dag
+from tests.conftest import airflow_env_for, bridge_rows, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 
@@ -208,10 +208,9 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
     assert loaded == {"loaded": planned["queued"], "failed": 0} and result["loaded"] == planned["queued"]
     assert_crm_matches_erp(erp, crm_client, skip={"ERP-ONLY-1"})
 
-    with bridge[1].cursor() as cur:  # one bulk read kept every first write's before-image, typed as the API's
-        cur.execute("SELECT record_id, before FROM bridge.audit_log WHERE batch_id = %s", (planned["batch_id"],))
-        audited = dict(cur.fetchall())
-    bridge[1].commit()
+    # one bulk read kept every first write's before-image, typed as the API's
+    audited = dict(bridge_rows(bridge, "SELECT record_id, before FROM bridge.audit_log WHERE batch_id = %s",
+                               (planned["batch_id"],)))
     assert len(audited) == planned["queued"] and all(b is not None for b in audited.values())
     assert {i: audited[f"Products:{i}"] for i in edited} == held
     undone = rollback.run(systems, "manual__rollback_bulk", batch_id=planned["batch_id"])
