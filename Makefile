@@ -12,8 +12,10 @@ venv:
 demo: venv
 	@$(RUN) $(PY) -m include.demo $(DEMO_ARGS)
 
+# TEST_WORKERS: pytest-xdist workers, one test module each at a time (default: one per core).
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: venv
-	@$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
+	@$(RUN) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	@.venv/bin/ruff check .

@@ -133,9 +133,8 @@ def print_write_back(dbname: str) -> None:
     """Stage 2 as the business sees it: each confirmed CRM order once in the ERP, held ones not, fulfilment back."""
     from collections import Counter
 
-    from zoho_crm.hook import ZohoCrmHook
-
     from include.bridge.idmap import erp_order_copies
+    from include.bridge.runtime import crm_client
 
     with erp_db.connect(dbname) as conn, conn.cursor() as cur:
         cur.execute("""SELECT count(*), count(DISTINCT source_id), count(*) FILTER (WHERE status = 'On Hold')
@@ -143,7 +142,7 @@ def print_write_back(dbname: str) -> None:
         documents, orders, erp_held = cur.fetchone()
         cur.execute("SELECT count(*) FROM erp.customer WHERE source_system = 'zoho_crm'")
         customers = cur.fetchone()[0]
-    crm = ZohoCrmHook("zoho_crm").get_conn()
+    crm = crm_client("zoho_crm")
     fields = ["Status", "ERP_Order_No", "Fulfilment_Status"]
     with psycopg2.connect(dbname=os.environ.get("BRIDGE_DB", "bridge")) as conn, conn.cursor() as cur:
         mirrored = erp_order_copies(conn)
@@ -165,7 +164,7 @@ def print_write_back(dbname: str) -> None:
 
 def print_forecast_loop(dbname: str) -> None:
     """Stage 3 as the business sees it: forecast in the ERP, the plan it made, dates and warnings in the CRM."""
-    from zoho_crm.hook import ZohoCrmHook
+    from include.bridge.runtime import crm_client
 
     with psycopg2.connect(dbname=os.environ.get("BRIDGE_DB", "bridge")) as conn, conn.cursor() as cur:
         cur.execute("""SELECT count(*), coalesce(sum(row_count) FILTER (WHERE erp_status = 'PROCESSED'), 0),
@@ -182,7 +181,7 @@ def print_forecast_loop(dbname: str) -> None:
         cur.execute("""SELECT coalesce(sum(production_orders_planned), 0), coalesce(sum(purchase_requests_raised), 0),
                               count(*) FROM erp_api.forecast_versions WHERE status = 'Active'""")
         planned, requested, active = cur.fetchone()
-    crm = ZohoCrmHook("zoho_crm").get_conn()
+    crm = crm_client("zoho_crm")
     orders = list(crm.iter_coql("Sales_Orders", ["Expected_Ship_Date", "Capacity_Warning"],
                                 where="Expected_Ship_Date is not null"))
     warned = list(crm.iter_coql("Products", ["Capacity_Warning"], where="Capacity_Warning is not null"))
@@ -208,9 +207,9 @@ def print_reconciliation() -> None:
 
 
 def check_crm_connection() -> None:
-    from zoho_crm.hook import ZohoCrmHook
+    from include.bridge.runtime import crm_client
 
-    ok, message = ZohoCrmHook("zoho_crm").test_connection()
+    ok, message = crm_client("zoho_crm").check_connection()
     print(f"    Airflow connection zoho_crm: {'OK, ' if ok else 'FAILED, '}{message}")
     if not ok:
         raise SystemExit(1)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import secrets
+import shutil
 import uuid
 
 import psycopg2
@@ -25,15 +27,25 @@ START_DATE = dt.date(2026, 6, 15)  # fixed business date: tests do not depend on
 class ErpSandbox:
     """A freshly built and seeded sandbox ERP database, dropped after use."""
 
-    def __init__(self, customers: int = 60, skus: int = 300, history_days: int = 40, seed: int = 7):
+    def __init__(self, customers: int = 60, skus: int = 300, history_days: int = 40, seed: int = 7,
+                 template: str | None = None):
         from include.sandbox.erp import db
         from include.sandbox.erp import seed as seeding
 
         self.dbname = f"erp_test_{uuid.uuid4().hex[:10]}"
+        if template:
+            db.clone(template, self.dbname)
+            self.admin = db.connect(self.dbname)
+            return
         db.build(self.dbname)
         self.admin = db.connect(self.dbname)
         seeding.seed(self.admin, customers=customers, skus=skus, seed=seed, start_date=START_DATE,
                      history_days=history_days, progress=lambda *_: None)
+
+    @classmethod
+    def cloned(cls) -> ErpSandbox:
+        """A sandbox with the default demo company, copied from one built and seeded once per test session."""
+        return cls(template=_seeded_erp_template())
 
     def connect_as(self, role: str):
         password = os.environ["ERP_READ_PASSWORD" if role == "erp_reader" else "ERP_WRITE_PASSWORD"]
@@ -100,9 +112,21 @@ def bridge_rows(bridge, sql: str, params=None) -> list[tuple]:
     return rows
 
 
+@functools.cache
+def _seeded_erp_template() -> str:
+    """The default demo ERP, built and seeded once per test session (per xdist worker); dropped at exit."""
+    import atexit
+
+    template = ErpSandbox()
+    template.admin.close()
+    atexit.register(drop_database, template.dbname)
+    return template.dbname
+
+
 @pytest.fixture(scope="module")
 def erp():
-    sandbox = ErpSandbox()
+    """A fresh demo ERP per test module (a copy of the session's seeded template)."""
+    sandbox = ErpSandbox.cloned()
     yield sandbox
     sandbox.drop()
 
@@ -125,7 +149,7 @@ class CrmSandbox(CrmSandboxProcess):
         """A client with fresh token caches (in-process and on disk): tests count token mints."""
         import tempfile
 
-        from zoho_crm.client import _TOKEN_CACHE, ZohoCrmClient
+        from include.zoho.client import _TOKEN_CACHE, ZohoCrmClient
 
         _TOKEN_CACHE.clear()
         kw.setdefault("token_cache_dir", os.path.join(tempfile.gettempdir(), f"zoho-token-test-{uuid.uuid4().hex}"))
@@ -152,24 +176,12 @@ def crm(crm_server):
 
 # ------------------------------------------------------------------ running DAGs through Airflow in tests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN_DAG = """
-import datetime, json, sys
-from airflow.dag_processing.dagbag import DagBag
-conf = json.loads(sys.argv[1])
-when = conf.pop("logical_date", None)  # the same date again = the same run id: a clear + re-run of that run
-kw = {"logical_date": datetime.datetime.fromisoformat(when), "run_after": datetime.datetime.fromisoformat(when)} \\
-    if when else {}
-run = DagBag().get_dag(sys.argv[2]).test(run_conf=conf, **kw)
-print("STATE", run.state, run.run_id)
-"""
 
 
 def airflow_env_for(home, erp, bridge, crm, **overrides: str) -> dict:
     """Environment of an Airflow (own AIRFLOW_HOME, SQLite metadata unless `overrides` say otherwise) wired to the
     test ERP, bridge DB and CRM; its metadata DB is migrated and the zoho_crm pool set."""
     import json
-    import subprocess
-    import sys
 
     env = os.environ | {
         "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(ROOT, "dags"),
@@ -190,30 +202,50 @@ def airflow_env_for(home, erp, bridge, crm, **overrides: str) -> dict:
                       "backoff_base": 0.02, "backoff_max": 0.3}}),
     }
     env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW_CONN_IM")} | overrides
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in overrides:
+        migrate_airflow_db(env)
+    else:  # the embedded default: a copy of one SQLite metadata DB migrated once per test session
+        os.makedirs(home, exist_ok=True)
+        shutil.copyfile(_migrated_sqlite(), os.path.join(home, "airflow.db"))
+    return env
+
+
+def migrate_airflow_db(env: dict) -> None:
+    """`airflow db migrate` and the zoho_crm pool, as a deployment's setup does."""
+    import subprocess
+    import sys
+
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     subprocess.run([airflow, "pools", "set", "zoho_crm", "5", "Zoho CRM concurrent requests"], env=env, check=True,
                    capture_output=True, timeout=120)
-    return env
+
+
+@functools.cache
+def _migrated_sqlite() -> str:
+    """A SQLite Airflow metadata DB, migrated (and its pool set) once per test session (per xdist worker)."""
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="airflow-template-")
+    migrate_airflow_db(os.environ | {"AIRFLOW_HOME": home, "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                                     "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(ROOT, "dags")})
+    return os.path.join(home, "airflow.db")
 
 
 def kill_dag_run_when(env, dag_id: str, conf: dict, ready, log_name: str, timeout: float = 240) -> None:
     """Start one DAG run (dag.test) in its own process group and SIGKILL it as soon as `ready()` is true."""
-    import json
     import signal
-    import subprocess
-    import sys
     import time
 
-    with open(os.path.join(env["AIRFLOW_HOME"], log_name), "w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", RUN_DAG, json.dumps(conf), dag_id], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    from tests import dagruns
+
+    pid = dagruns.start_dag_run(env, dag_id, conf, os.path.join(env["AIRFLOW_HOME"], log_name))
     deadline = time.monotonic() + timeout
     while not ready():
-        assert proc.poll() is None and time.monotonic() < deadline, f"the {dag_id} run ended before the kill point"
+        assert dagruns.alive(pid) and time.monotonic() < deadline, f"the {dag_id} run ended before the kill point"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    os.killpg(pid, signal.SIGKILL)
+    dagruns.wait(pid, 30)
 
 
 @pytest.fixture(scope="module")
@@ -224,19 +256,15 @@ def crm_demo(crm_server, erp):
 
 
 def run_dag(env, dag_id: str, **conf) -> str:
-    """One DAG run through Airflow (dag.test) in a subprocess; output in AIRFLOW_HOME/last_run_output.txt."""
-    import json
-    import subprocess
-    import sys
+    """One DAG run through Airflow (dag.test) in a process of its own; output in AIRFLOW_HOME/last_run_output.txt."""
+    from tests import dagruns
 
     out_path = os.path.join(env["AIRFLOW_HOME"], "last_run_output.txt")
-    with open(out_path, "w") as out:
-        subprocess.run([sys.executable, "-c", RUN_DAG, json.dumps(conf), dag_id], env=env, stdout=out,
-                       stderr=subprocess.STDOUT, timeout=300, cwd=ROOT)
-    with open(out_path) as out:
-        text = out.read()
-    states = [ln.split()[1] for ln in text.splitlines() if ln.startswith("STATE")]
-    assert states, text[-6000:]
+    dagruns.wait(dagruns.start_dag_run(env, dag_id, conf, out_path), 300)
+    states = dagruns.states(out_path)
+    if not states:
+        with open(out_path) as out:
+            raise AssertionError(out.read()[-6000:])
     return states[0]
 
 
@@ -293,3 +321,15 @@ def webhook():
     receiver = Webhook()
     yield receiver
     receiver.server.shutdown()
+
+
+# ------------------------------------------------------------------ order: the longest modules start first
+# With two workers (make test: pytest-xdist, one module per worker at a time) the suite ends soonest when the
+# modules that take minutes start first and the many short ones fill in around them.
+LONGEST_FIRST = ["test_stage2_write_back", "test_operations", "test_celery_scheduler", "test_stage3_forecast",
+                 "test_erp_stock_to_crm", "test_airflow_ui", "test_stage1_flows"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))

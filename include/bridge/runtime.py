@@ -1,7 +1,8 @@
 """The three systems a flow task talks to, opened from Airflow connections (ids configurable per flow).
 
-Tests build the same object from plain connections (`Systems.from_connections`), so flow functions
-never care where their connections came from.
+This module is the one seam between include/ and Airflow: it reads connections (airflow.sdk.BaseHook) and turns
+them into plain clients; nothing else in include/ imports Airflow. Tests build the same object from plain
+connections (`Systems.from_connections`), so flow functions never care where their connections came from.
 """
 
 from __future__ import annotations
@@ -23,18 +24,15 @@ class Systems:
 
     def bridge(self):
         if "bridge" not in self._open:
-            from include.bridge import db
-
-            self._open["bridge"] = db.connect(self.bridge_conn_id)
+            self._open["bridge"] = pg_connect(self.bridge_conn_id)
         return self._open["bridge"]
 
     def bridge_url(self) -> str:
         """SQLAlchemy URL of the bridge DB (for GX's SQL data source); never logged."""
         if "bridge_url" not in self._open:
-            from airflow.sdk import BaseHook
             from sqlalchemy.engine import URL
 
-            c = BaseHook.get_connection(self.bridge_conn_id)
+            c = connection(self.bridge_conn_id)
             url = URL.create("postgresql+psycopg2", username=c.login, password=c.password, host=c.host,
                              port=c.port or 5432, database=c.schema)
             self._open["bridge_url"] = url.render_as_string(hide_password=False)
@@ -42,24 +40,18 @@ class Systems:
 
     def erp(self):
         if self._open.get("erp") is None:
-            from include.bridge import db
-
-            self._open["erp"] = db.connect(self.erp_conn_id)
+            self._open["erp"] = pg_connect(self.erp_conn_id)
         return self._open["erp"]
 
     def erp_write(self):
         """The ERP's inbound interface tables (stage 2): INSERT and SELECT there, nothing else."""
         if self._open.get("erp_write") is None:
-            from include.bridge import db
-
-            self._open["erp_write"] = db.connect(self.erp_write_conn_id)
+            self._open["erp_write"] = pg_connect(self.erp_write_conn_id)
         return self._open["erp_write"]
 
     def crm(self):
         if self._open.get("crm") is None:
-            from zoho_crm.hook import ZohoCrmHook
-
-            self._open["crm"] = ZohoCrmHook(self.crm_conn_id).get_conn()
+            self._open["crm"] = crm_client(self.crm_conn_id)
         return self._open["crm"]
 
     def __enter__(self) -> Systems:
@@ -70,3 +62,38 @@ class Systems:
             conn = self._open.pop(name, None)
             if conn is not None:
                 conn.close()
+
+
+def connection(conn_id: str):
+    """An Airflow connection's fields (host, port, login, password, schema, extra_dejson)."""
+    from airflow.sdk import BaseHook
+
+    return BaseHook.get_connection(conn_id)
+
+
+def crm_client(conn_id: str = "zoho_crm"):
+    """A Zoho CRM client from an Airflow connection (what plugins/zoho_crm's hook hands out too)."""
+    from include.zoho.client import client_from_connection
+
+    return client_from_connection(connection(conn_id))
+
+
+def pg_connect(conn_id: str, **options):
+    """A psycopg2 connection from an Airflow connection's fields.
+
+    The postgres provider's hook may hand out psycopg 3 connections; the flows use psycopg2's COPY
+    streaming and execute_values, so the connection is opened here from the same fields."""
+    import psycopg2
+
+    conn = connection(conn_id)
+    extra = conn.extra_dejson or {}
+    return psycopg2.connect(host=conn.host, port=conn.port or 5432, user=conn.login, password=conn.password,
+                            dbname=conn.schema, sslmode=extra.get("sslmode"), connect_timeout=int(extra.get(
+                                "connect_timeout", 30)), application_name=f"crm-erp-bridge:{conn_id}", **options)
+
+
+def variable(name: str, default: str | None = None) -> str | None:
+    """An Airflow Variable's text (default when it is not set)."""
+    from airflow.sdk import Variable
+
+    return Variable.get(name, default=default)

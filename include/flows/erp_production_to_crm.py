@@ -60,9 +60,9 @@ def run_finish(systems, info: dict, send_alert=None) -> dict:
     loaded = ship_dates_loaded(bridge, info["batch_id"])
     slips = [r for r in loaded if r["notified_date"] is not None and r["ship_date"] > r["notified_date"]]
     if slips and send_alert and mirror.load(FLOW).settings.get("alert_slips"):
-        from airflow.sdk import Variable
+        from include.bridge.runtime import variable
 
-        im_ids = json.loads(Variable.get("crm_owner_im_ids", default="{}") or "{}")
+        im_ids = json.loads(variable("crm_owner_im_ids", "{}") or "{}")
         # Subject and Owner of the slipped orders (slips are few: COQL by id)
         records = engine.crm_values(systems.crm(), "Sales_Orders", [s["crm_id"] for s in slips], ["Subject", "Owner"])
         for s in slips:

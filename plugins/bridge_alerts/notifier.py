@@ -102,9 +102,9 @@ class BridgeFailureNotifier(BaseNotifier):
         bridge_conn = None
         if self.bridge_conn_id:
             try:
-                from include.bridge import db
+                from include.bridge.runtime import pg_connect
 
-                bridge_conn = db.connect(self.bridge_conn_id)
+                bridge_conn = pg_connect(self.bridge_conn_id)
             except Exception as exc:  # better a duplicate alert than none
                 log.warning("bridge DB unavailable for alert dedup: %s", type(exc).__name__)
         try:

@@ -29,10 +29,10 @@ class CrmChangeEventTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
-        from include.bridge import db
         from include.bridge.crm_events import claim_events
+        from include.bridge.runtime import pg_connect
 
-        connect = sync_to_async(db.connect)  # connection lookup goes through the triggerer's supervisor
+        connect = sync_to_async(pg_connect)  # connection lookup goes through the triggerer's supervisor
         conn = None
         try:
             while True:

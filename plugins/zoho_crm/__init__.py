@@ -1,1 +1,1 @@
-"""Zoho CRM hook and client (plugins/ is on Airflow's sys.path)."""
+"""Zoho CRM hook: an Airflow connection in, an include.zoho.client.ZohoCrmClient out (plugins/ is on sys.path)."""

@@ -4,14 +4,13 @@ connection — held orders do not, bad orders are quarantined with a reason the 
 amendments, and fulfilment comes back. All DAG runs go through Airflow (dag.test)."""
 
 import datetime as dt
-import json
-import subprocess
-import sys
+import os
 
 import pytest
 
 from include.sandbox.erp import importer, simulator
-from tests.conftest import ROOT, RUN_DAG, airflow_env_for, kill_dag_run_when, run_dag
+from tests import dagruns
+from tests.conftest import airflow_env_for, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 ORDERS = "crm_orders_to_erp"
@@ -109,10 +108,12 @@ def test_sigkill_between_erp_insert_and_crm_write_back_then_a_clear(env, erp, br
 
 def test_two_runs_at_once_a_backfill_and_a_storm_with_a_lost_erp_connection(env, erp, bridge, client, crm_demo):
     confirm(client, 6)
-    procs = [subprocess.Popen([sys.executable, "-c", RUN_DAG, json.dumps(
-        {"logical_date": f"2026-04-0{d}T09:00:00+00:00", "wait_for_erp_seconds": 0}), ORDERS], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT) for d in (2, 3)]
-    assert [p.wait(300) for p in procs] == [0, 0]
+    outs = {d: os.path.join(env["AIRFLOW_HOME"], f"at_once_{d}.txt") for d in (2, 3)}
+    pids = [dagruns.start_dag_run(env, ORDERS, {"logical_date": f"2026-04-0{d}T09:00:00+00:00",
+                                                "wait_for_erp_seconds": 0}, out) for d, out in outs.items()]
+    for pid in pids:
+        dagruns.wait(pid, 300)
+    assert [len(dagruns.states(out)) for out in outs.values()] == [1, 1]  # both dag.test() calls returned
     importer.process_inbound(erp.admin)
     assert orders(env) == "success"
     assert_exactly_once(erp, client, bridge)

@@ -4,8 +4,8 @@ import json
 import logging
 
 import pytest
-from zoho_crm.client import ZohoAmbiguousWriteError, ZohoAuthError, ZohoError
 
+from include.zoho.client import ZohoAmbiguousWriteError, ZohoAuthError, ZohoError
 from tests.conftest import CRM_CREDENTIALS
 
 
@@ -107,7 +107,7 @@ def test_token_is_cached_not_minted_per_request(crm):
 
 
 def test_bad_credentials_fail_fast_without_leaking_secrets(crm, caplog):
-    from zoho_crm.client import ZohoCrmClient
+    from include.zoho.client import ZohoCrmClient
 
     secret = "super-secret-client-secret-123"
     client = ZohoCrmClient(crm.url, crm.url, CRM_CREDENTIALS["ZOHO_CLIENT_ID"], secret, "1000.refresh.secret.456")
@@ -226,7 +226,7 @@ def test_watch_api_notifies_within_seconds(crm):
 
 def test_token_is_shared_between_processes(crm, tmp_path):
     """Airflow runs each task in its own process: they share one token through the cache file."""
-    from zoho_crm import client as zc
+    from include.zoho import client as zc
 
     crm.configure(token_mints_per_10min=2)
     first = crm.client(token_cache_dir=str(tmp_path / "tokens"))

@@ -104,6 +104,14 @@ class ZohoCrmClient:
         self.session = session or requests.Session()
         self.stats = {"requests": 0, "retries": 0, "token_refreshes": 0}
 
+    def check_connection(self) -> tuple[bool, str]:
+        """(ok, what a person reads): the org this client reaches, or why it cannot."""
+        try:
+            org = self.request("GET", "/crm/v8/org").json()["org"][0]
+        except Exception as exc:
+            return False, str(exc)
+        return True, f"connected to {org.get('company_name')} (org {org.get('id')})"
+
     def __repr__(self) -> str:  # no secrets
         return f"ZohoCrmClient(api_url={self.api_url!r}, accounts_url={self.accounts_url!r})"
 
@@ -457,3 +465,31 @@ def _csv_value(value) -> str:
     if isinstance(value, list):
         return ";".join(str(v) for v in value)
     return str(value)
+
+
+def client_from_connection(conn) -> ZohoCrmClient:
+    """A client from a connection's fields (an Airflow Connection or anything with conn_id, host, schema, port,
+    login, password and extra_dejson):
+    - host: the API base URL, e.g. https://www.zohoapis.com.cn (China DC), https://www.zohoapis.com (US),
+      https://sandbox.zohoapis.com (a Zoho sandbox org) or http://127.0.0.1:8765 (the project's sandbox);
+      a host without scheme gets https://;
+    - login / password: OAuth client id / client secret (or extra client_id / client_secret);
+    - extra: accounts_url, file_upload_url, refresh_token, org_id, timeout, max_retries, backoff_base,
+      backoff_max, token_cache_dir."""
+    extra = conn.extra_dejson or {}
+    host = (conn.host or "").rstrip("/")
+    if host and "://" not in host:
+        host = f"{conn.schema or 'https'}://{host}" + (f":{conn.port}" if conn.port else "")
+    missing = [name for name, value in (("host", host), ("accounts_url", extra.get("accounts_url")),
+                                        ("client_id", conn.login or extra.get("client_id")),
+                                        ("client_secret", conn.password or extra.get("client_secret")),
+                                        ("refresh_token", extra.get("refresh_token"))) if not value]
+    if missing:
+        raise ValueError(f"connection '{conn.conn_id}' lacks {', '.join(missing)} (see README, Connections)")
+    return ZohoCrmClient(
+        api_url=host, accounts_url=extra["accounts_url"], file_upload_url=extra.get("file_upload_url"),
+        client_id=conn.login or extra["client_id"], client_secret=conn.password or extra["client_secret"],
+        refresh_token=extra["refresh_token"], org_id=str(extra["org_id"]) if extra.get("org_id") else None,
+        timeout=float(extra.get("timeout", 30)), max_retries=int(extra.get("max_retries", 6)),
+        backoff_base=float(extra.get("backoff_base", 0.5)), backoff_max=float(extra.get("backoff_max", 30)),
+        token_cache_dir=extra.get("token_cache_dir"))
