@@ -39,10 +39,11 @@ def bridge_rollback():
     def rollback(params: dict | None = None, dag_run=None) -> dict:
         from include.bridge import rollback as undo
         from include.bridge.runtime import Systems
+        from include.flows import erp_reversals
 
         with Systems() as systems:
-            return undo.run(systems, dag_run.run_id, batch_id=params["batch_id"], flow=params["flow"],
-                            run_id=params["run_id"])
+            return undo.run(systems, dag_run.run_id, reversals=erp_reversals(), batch_id=params["batch_id"],
+                            flow=params["flow"], run_id=params["run_id"])
 
     rollback()
 

@@ -34,6 +34,7 @@ ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_
 def crm_customers_to_erp():
     @task(outlets=[Asset("bridge://crm_customers_to_erp")])
     def sync(params: dict | None = None, dag_run=None) -> dict:
+        from bridge_alerts.notifier import alert_sender
         from bridge_flows.rollout import rollout_for
 
         from include.bridge.runtime import Systems
@@ -41,7 +42,8 @@ def crm_customers_to_erp():
 
         plan = rollout_for(flow.FLOW, params, dag_run.run_id)
         with Systems() as systems:
-            return flow.run(systems, dag_run.run_id, wait_seconds=int(params["wait_for_erp_seconds"]), plan=plan)
+            return flow.run(systems, dag_run.run_id, wait_seconds=int(params["wait_for_erp_seconds"]), plan=plan,
+                            send_alert=alert_sender(systems.bridge()))
 
     sync()
 

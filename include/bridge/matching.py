@@ -120,82 +120,103 @@ def bigrams(text: str) -> set[str]:
     return {text[i:i + 2] for i in range(max(len(text) - 1, 1))}
 
 
-def match_customers(accounts: list[Account], customers: list[Customer], cfg: dict) -> tuple[list[Link], list[Review]]:
-    norm = Normalizer(cfg["suffixes"], cfg["cities"])
-    factor = float(cfg["different_city_factor"])
-    auto, margin, review_at = float(cfg["auto_link_score"]), float(cfg["auto_link_margin"]), float(cfg["review_score"])
-    reviews: list[Review] = []
+class CustomerIndex:
+    """The ERP's customers indexed for matching: by code, by credit code, by normalized name + city (and its
+    bigrams); ERP-side duplicates are found while indexing and listed in `reviews`."""
 
-    by_code = {c.code.strip().upper(): c for c in customers}
-    by_uscc: dict[str, list[Customer]] = defaultdict(list)
-    keys: dict[str, list[NameKey]] = {}
-    index: dict[str, set[str]] = defaultdict(set)
-    by_name: dict[NameKey, list[Customer]] = defaultdict(list)
-    for c in customers:
-        if is_valid_uscc(c.uscc):
-            by_uscc[c.uscc.upper()].append(c)
-        city = norm.city(c.city)
-        ks = [k if k.city else NameKey(k.core, city) for k in (norm.key(c.name), norm.key(c.name_en)) if k.core]
-        keys[c.code] = ks
-        by_name[ks[0]].append(c)
-        for k in ks:
-            for g in bigrams(k.core):
-                index[g].add(c.code)
-    erp_duplicates: set[str] = set()
-    for groups, what in ((by_uscc, "credit code"), (by_name, "name and city")):
-        for group in groups.values():
-            if len(group) > 1:
-                erp_duplicates.update(c.code for c in group)
-                reviews.append(Review("duplicate_in_erp", None, None, group[0].code, None,
-                                      [{"erp_key": c.code, "name": c.name} for c in group],
-                                      f"{len(group)} ERP customers share the same {what}"))
+    def __init__(self, customers: list[Customer], norm: Normalizer, city_factor: float):
+        self.norm, self.factor = norm, city_factor
+        self.by_code = {c.code.strip().upper(): c for c in customers}
+        self.by_uscc: dict[str, list[Customer]] = defaultdict(list)
+        self.keys: dict[str, list[NameKey]] = {}
+        self.index: dict[str, set[str]] = defaultdict(set)
+        by_name: dict[NameKey, list[Customer]] = defaultdict(list)
+        for c in customers:
+            if is_valid_uscc(c.uscc):
+                self.by_uscc[c.uscc.upper()].append(c)
+            city = norm.city(c.city)
+            ks = [k if k.city else NameKey(k.core, city) for k in (norm.key(c.name), norm.key(c.name_en)) if k.core]
+            self.keys[c.code] = ks
+            by_name[ks[0]].append(c)
+            for k in ks:
+                for g in bigrams(k.core):
+                    self.index[g].add(c.code)
+        self.duplicates: set[str] = set()
+        self.reviews: list[Review] = []
+        for groups, what in ((self.by_uscc, "credit code"), (by_name, "name and city")):
+            for group in groups.values():
+                if len(group) > 1:
+                    self.duplicates.update(c.code for c in group)
+                    self.reviews.append(Review("duplicate_in_erp", None, None, group[0].code, None,
+                                               [{"erp_key": c.code, "name": c.name} for c in group],
+                                               f"{len(group)} ERP customers share the same {what}"))
 
-    def name_candidates(a: Account) -> list[dict]:
-        k = norm.key(a.name)
+    def name_score(self, name: str, code: str) -> float:
+        return max(similarity(self.norm.key(name), ck, self.factor) for ck in self.keys[code]) if self.keys[code] \
+            else 0
+
+    def name_candidates(self, a: Account) -> list[dict]:
+        """The three best ERP customers by name (the bigram index narrows to 50 first)."""
+        k = self.norm.key(a.name)
         if not k.city and a.city:
-            k = NameKey(k.core, norm.city(a.city))
+            k = NameKey(k.core, self.norm.city(a.city))
         shared: dict[str, int] = defaultdict(int)
         for g in bigrams(k.core):
-            for code in index.get(g, ()):
+            for code in self.index.get(g, ()):
                 shared[code] += 1
         scored = []
         for code, _ in sorted(shared.items(), key=lambda kv: -kv[1])[:50]:
-            s = max(similarity(k, ck, factor) for ck in keys[code])
-            scored.append({"erp_key": code, "name": by_code[code.upper()].name, "score": s, "rule": "name"})
+            s = max(similarity(k, ck, self.factor) for ck in self.keys[code])
+            scored.append({"erp_key": code, "name": self.by_code[code.upper()].name, "score": s, "rule": "name"})
         return sorted(scored, key=lambda c: (-c["score"], c["erp_key"]))[:3]
 
+
+def match_customers(accounts: list[Account], customers: list[Customer], cfg: dict) -> tuple[list[Link], list[Review]]:
+    ix = CustomerIndex(customers, Normalizer(cfg["suffixes"], cfg["cities"]), float(cfg["different_city_factor"]))
+    reviews = list(ix.reviews)
     proposals: dict[str, list[tuple[Account, str, float]]] = defaultdict(list)
     for a in accounts:
-        code_hit = by_code.get((a.number or "").strip().upper()) if a.number else None
-        uscc = (a.uscc or "").strip().upper()
-        if uscc and not is_valid_uscc(uscc):
-            reviews.append(Review("invalid_credit_code", a.crm_id, a.name, None, None, [],
-                                  f"Unified_Social_Credit_Code {uscc!r} fails the GB 32100 check character"))
-            uscc = ""
-        uscc_hits = by_uscc.get(uscc, []) if uscc else []
-        uscc_hit = uscc_hits[0] if len(uscc_hits) == 1 else None
-        if code_hit and uscc_hit and code_hit.code != uscc_hit.code:
-            reviews.append(Review("conflict", a.crm_id, a.name, code_hit.code, None,
-                                  [{"erp_key": code_hit.code, "name": code_hit.name, "rule": "erp_code"},
-                                   {"erp_key": uscc_hit.code, "name": uscc_hit.name, "rule": "uscc"}],
-                                  "Account_Number and the credit code point at different ERP customers"))
-            continue
-        if code_hit or uscc_hit:
-            hit = code_hit or uscc_hit
-            score = max(similarity(norm.key(a.name), ck, factor) for ck in keys[hit.code]) if keys[hit.code] else 0
-            proposals[hit.code].append((a, "erp_code" if code_hit else "uscc", score))
-            continue
-        cands = name_candidates(a)
-        best = cands[0] if cands else None
-        runner = cands[1]["score"] if len(cands) > 1 else 0.0
-        clear = best and best["score"] - runner >= margin and best["erp_key"] not in erp_duplicates
-        if best and best["score"] >= auto and clear:
-            proposals[best["erp_key"]].append((a, "name", best["score"]))
-        elif best and best["score"] >= review_at:
-            why = ("the best name match is too close to the runner-up" if best["score"] >= auto
-                   else "the best name match is not strong enough to link automatically")
-            reviews.append(Review("ambiguous", a.crm_id, a.name, best["erp_key"], best["score"], cands, why))
+        proposal = _propose(a, ix, cfg, reviews)
+        if proposal:
+            proposals[proposal[0]].append((a, proposal[1], proposal[2]))
+    return _links_of(proposals, reviews), reviews
 
+
+def _propose(a: Account, ix: CustomerIndex, cfg: dict, reviews: list[Review]) -> tuple[str, str, float] | None:
+    """(ERP code, rule, score) the account would link to, or None (then a review may say why)."""
+    auto, margin, review_at = float(cfg["auto_link_score"]), float(cfg["auto_link_margin"]), float(cfg["review_score"])
+    code_hit = ix.by_code.get((a.number or "").strip().upper()) if a.number else None
+    uscc = (a.uscc or "").strip().upper()
+    if uscc and not is_valid_uscc(uscc):
+        reviews.append(Review("invalid_credit_code", a.crm_id, a.name, None, None, [],
+                              f"Unified_Social_Credit_Code {uscc!r} fails the GB 32100 check character"))
+        uscc = ""
+    uscc_hits = ix.by_uscc.get(uscc, []) if uscc else []
+    uscc_hit = uscc_hits[0] if len(uscc_hits) == 1 else None
+    if code_hit and uscc_hit and code_hit.code != uscc_hit.code:
+        reviews.append(Review("conflict", a.crm_id, a.name, code_hit.code, None,
+                              [{"erp_key": code_hit.code, "name": code_hit.name, "rule": "erp_code"},
+                               {"erp_key": uscc_hit.code, "name": uscc_hit.name, "rule": "uscc"}],
+                              "Account_Number and the credit code point at different ERP customers"))
+        return None
+    if code_hit or uscc_hit:
+        hit = code_hit or uscc_hit
+        return hit.code, "erp_code" if code_hit else "uscc", ix.name_score(a.name, hit.code)
+    cands = ix.name_candidates(a)
+    best = cands[0] if cands else None
+    runner = cands[1]["score"] if len(cands) > 1 else 0.0
+    clear = best and best["score"] - runner >= margin and best["erp_key"] not in ix.duplicates
+    if best and best["score"] >= auto and clear:
+        return best["erp_key"], "name", best["score"]
+    if best and best["score"] >= review_at:
+        why = ("the best name match is too close to the runner-up" if best["score"] >= auto
+               else "the best name match is not strong enough to link automatically")
+        reviews.append(Review("ambiguous", a.crm_id, a.name, best["erp_key"], best["score"], cands, why))
+    return None
+
+
+def _links_of(proposals: dict[str, list[tuple[Account, str, float]]], reviews: list[Review]) -> list[Link]:
+    """One link per ERP customer: the strongest proposal wins, the others are CRM duplicates for review."""
     links: list[Link] = []
     for code, props in proposals.items():
         props.sort(key=lambda p: (RULE_RANK[p[1]], -p[2], p[0].crm_id))
@@ -207,4 +228,4 @@ def match_customers(accounts: list[Account], customers: list[Customer], cfg: dic
                                     "rule": winner[1]}],
                                   f"also matches ERP customer {code} ({rule}), already linked to CRM account "
                                   f"{winner[0].crm_id}: probably the same company entered twice"))
-    return links, reviews
+    return links

@@ -12,9 +12,10 @@ rolling back the same run twice changes nothing more.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import psycopg2.extras
 
@@ -98,74 +99,37 @@ def restore_crm(bridge, crm, batch_id: str, run_id: str, changes: list[dict]) ->
     return counts
 
 
-def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> dict:
-    """ERP documents of the run, reversed through the inbound contract."""
-    from include.flows import crm_orders_to_erp as orders
+class Reversal(NamedTuple):
+    """What a flow did to undo one ERP change of a rolled-back run: action cancel_sent, amend_sent,
+    not_reversible or failed; detail: the document key sent, or why nothing could be sent."""
+    change: dict
+    action: str
+    detail: str | None
 
-    counts = {"cancel_sent": 0, "amend_sent": 0, "not_reversible": 0}
-    docs, notes = [], []
+
+# reverse(bridge, erp_write, batch_id, rollback_run_id, changes) -> the Reversal of each change
+ErpReversal = Callable[[Any, Any, str, str, list[dict]], list[Reversal]]
+
+
+def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict],
+                reversals: Mapping[str, ErpReversal]) -> dict:
+    """ERP documents of the run, reversed by the flow that sent them (`reversals`: flow name -> its reversal,
+    from the flow registry); a flow without one cannot reverse through the ERP's inbound contract."""
+    counts = {"cancel_sent": 0, "amend_sent": 0, "not_reversible": 0, "failed": 0}
+    by_flow: dict[str, list[dict]] = {}
     for c in changes:
-        after = c["after"] or {}
-        action = after.get("action")
-        if c["entity"] == "sales_order" and action in ("CREATE", "AMEND"):
-            crm_id, module = c["business_key"], after.get("idempotency_key", "Sales_Orders:").split(":")[0]
-            if action == "CREATE":
-                key = f"{module}:{crm_id}:CANCEL:rollback-{batch_id[-12:]}"
-                docs.append((key, {"crm_id": crm_id, "source_module": module, "payload_hash": "rollback"}, "CANCEL",
-                             {"cancel": True}, c))
-            else:
-                previous = previous_payload(bridge, crm_id, after["idempotency_key"])
-                if previous is None:
-                    notes.append((c, "not_reversible", "no earlier version of the order was sent"))
-                    continue
-                key = f"{module}:{crm_id}:AMEND:rollback-{batch_id[-12:]}"
-                docs.append((key, {"crm_id": crm_id, "source_module": module, "payload_hash": "rollback"}, "AMEND",
-                             previous, c))
-        else:
-            what = {"customer": "an ERP customer cannot be removed through the inbound contract: deactivate it in the "
-                                "ERP if it should not exist",
-                    "demand_forecast": "a forecast version is replaced, not reversed: run crm_forecast_to_erp again "
-                                       "after the fix (erp_api.forecast_versions lists the versions)"}
-            notes.append((c, "not_reversible", what.get(c["entity"], f"{action or 'this'} cannot be reversed")))
-    if docs:
-        with bridge.cursor() as cur:  # outbox first; written back already: the rollback restores the CRM itself
-            psycopg2.extras.execute_values(cur, """
-                INSERT INTO bridge.order_outbox (idempotency_key, crm_id, source_module, action, payload_hash, payload,
-                                                 batch_id, run_id, written_back_at)
-                VALUES %s ON CONFLICT (idempotency_key) DO NOTHING""",
-                [(k, o["crm_id"], o["source_module"], a, "rollback", json.dumps(p, default=str), f"rollback:{batch_id}",
-                  run_id) for k, o, a, p, _ in docs],
-                template="(%s, %s, %s, %s, %s, %s, %s, %s, now())")
-        bridge.commit()
-        orders.insert_inbound(erp_write, [(k, o, a, p) for k, o, a, p, _ in docs])
-        with bridge.cursor() as cur:
-            cur.execute("UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now()) WHERE idempotency_key = "
-                        "ANY (%s)", ([d[0] for d in docs],))
-        engine.audit(bridge, FLOW, "erp", "sales_order", [(o["crm_id"], c["after"], {"idempotency_key": k, "action": a}
-                                                           | (p if a == "AMEND" else {}), k)
-                                                          for k, o, a, p, c in docs], run_id, f"rollback:{batch_id}")
+        by_flow.setdefault(c["flow"], []).append(c)
+    done: list[Reversal] = []
+    for flow, items in by_flow.items():
+        reverse = reversals.get(flow)
+        done += reverse(bridge, erp_write, batch_id, run_id, items) if reverse else [
+            Reversal(c, "not_reversible", f"{flow} has no reversal through the ERP inbound contract") for c in items]
     with bridge.cursor() as cur:
-        for k, _o, a, _p, c in docs:
-            action = "cancel_sent" if a == "CANCEL" else "amend_sent"
-            counts[action] += 1
-            log_rollback(cur, batch_id, run_id, "erp", c, action, k)
-        for c, action, detail in notes:
-            counts[action] += 1
-            log_rollback(cur, batch_id, run_id, "erp", c, action, detail)
+        for r in done:
+            counts[r.action] += 1
+            log_rollback(cur, batch_id, run_id, "erp", r.change, r.action, r.detail)
     bridge.commit()
-    return counts
-
-
-def previous_payload(bridge, crm_id: str, key: str) -> dict | None:
-    """The order document sent before `key` (the version an amendment is rolled back to)."""
-    with bridge.cursor() as cur:
-        cur.execute("""SELECT payload FROM bridge.order_outbox WHERE crm_id = %s AND action IN ('CREATE', 'AMEND')
-                         AND sent_at IS NOT NULL AND created_at < (SELECT created_at FROM bridge.order_outbox
-                                                                   WHERE idempotency_key = %s)
-                       ORDER BY created_at DESC LIMIT 1""", (crm_id, key))
-        row = cur.fetchone()
-    bridge.rollback()
-    return row[0] if row else None
+    return {k: v for k, v in counts.items() if v or k != "failed"}
 
 
 def batch_of(bridge, flow: str | None, run_id: str | None, batch_id: str | None) -> tuple[str, str]:
@@ -186,9 +150,10 @@ def batch_of(bridge, flow: str | None, run_id: str | None, batch_id: str | None)
     return rows[0][0], rows[0][1]
 
 
-def run(systems, rollback_run_id: str, *, batch_id: str | None = None, flow: str | None = None,
-        run_id: str | None = None) -> dict:
-    """Roll back one run of a flow; returns counts per action."""
+def run(systems, rollback_run_id: str, *, reversals: Mapping[str, ErpReversal], batch_id: str | None = None,
+        flow: str | None = None, run_id: str | None = None) -> dict:
+    """Roll back one run of a flow; returns counts per action. `reversals`: each flow's way of reversing its ERP
+    documents (include.flows.erp_reversals())."""
     bridge = systems.bridge()
     batch, of_flow = batch_of(bridge, flow, run_id, batch_id)
     done = done_already(bridge, batch)
@@ -200,7 +165,7 @@ def run(systems, rollback_run_id: str, *, batch_id: str | None = None, flow: str
     if crm_changes:
         counts |= restore_crm(bridge, systems.crm(), batch, rollback_run_id, crm_changes)
     if erp_changes:
-        counts |= reverse_erp(bridge, systems.erp_write(), batch, rollback_run_id, erp_changes)
+        counts |= reverse_erp(bridge, systems.erp_write(), batch, rollback_run_id, erp_changes, reversals)
     with bridge.cursor() as cur:
         cur.execute("""UPDATE bridge.run_ledger SET status = 'rolled_back', message = coalesce(message, '') || %s
                        WHERE batch_id = %s""",

@@ -20,9 +20,11 @@ import time
 import psycopg2.extras
 
 from include.bridge import engine, rollout
-from include.bridge.gate import column_of, run_gate
+from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
+from include.bridge.gate import GateResult, column_of, run_gate
 from include.bridge.matching import Account, match_customers
 from include.bridge.mirror import data_docs_dir, erp_values
+from include.bridge.rollback import Reversal
 from include.bridge.uscc import is_valid_uscc
 
 FLOW = "crm_customers_to_erp"
@@ -43,10 +45,9 @@ def ready_accounts(bridge, crm) -> list[dict]:
     return [r for r in crm.iter_coql("Accounts", FIELDS, where="ERP_Sync_Ready = true") if r["id"] not in linked]
 
 
-def link_existing(bridge, erp, accounts: list[dict], run_id: str, dry_run: bool = False
-                  ) -> tuple[list[dict], dict, list[dict]]:
+def link_existing(bridge, erp, accounts: list[dict], record: bool = True) -> tuple[list[dict], dict, list[dict]]:
     """(accounts to create, {crm_id: ERP code} linked to existing customers, accounts waiting for review); a dry run
-    finds the links without recording them."""
+    (record=False) finds the links without recording them."""
     from include.flows.master_data_match import read_customers, settings
 
     candidates = [Account(a["id"], a.get("Account_Name") or "", a.get("Account_Number"),
@@ -55,15 +56,12 @@ def link_existing(bridge, erp, accounts: list[dict], run_id: str, dry_run: bool 
     with bridge.cursor() as cur:  # only ERP customers not linked to another account yet
         cur.execute("SELECT erp_key FROM bridge.id_map WHERE entity = 'customer'")
         taken = {r[0] for r in cur.fetchall()}
-        linked = {}
-        for link in links:
-            if link.erp_key not in taken and dry_run:
-                linked[link.crm_id] = link.erp_key
-            elif link.erp_key not in taken:
-                cur.execute("""INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule)
-                               VALUES ('customer', %s, %s, %s) ON CONFLICT DO NOTHING""",
-                            (link.erp_key, link.crm_id, link.rule))
-                linked[link.crm_id] = link.erp_key
+        linked = {link.crm_id: link.erp_key for link in links if link.erp_key not in taken}
+        if record:
+            psycopg2.extras.execute_values(cur, """INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule)
+                                                   VALUES %s ON CONFLICT DO NOTHING""",
+                                           [("customer", link.erp_key, link.crm_id, link.rule) for link in links
+                                            if link.erp_key not in taken])
     bridge.commit()
     doubtful = {r.crm_id for r in reviews if r.issue in ("ambiguous", "conflict", "duplicate_in_crm")}
     waiting = [a for a in accounts if a["id"] in doubtful and a["id"] not in linked]
@@ -98,29 +96,21 @@ def nothing_new(bridge, rows: list[tuple]) -> set[str]:
     return done
 
 
-def gate(bridge, url: str, batch_id: str, currencies: list[str], dry_run: bool = False) -> dict[str, list[str]]:
-    """{crm_id: readable reasons} of the accounts that may not go; raises if the batch may not load at all."""
-    result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=COLUMNS,
-                      parameters={"min_rows": 0, "max_rows": 10**7, "currencies": currencies},
-                      docs_dir=data_docs_dir(FLOW))
-    if not result.may_load:
-        raise RuntimeError(f"gate refused batch {batch_id}: {'; '.join(result.summary())}")
+def bad_accounts(bridge, batch_id: str, result: GateResult) -> list[QuarantineRow]:
+    """The accounts the gate stopped, with readable reasons; the rest of the batch is marked to go."""
     bad: dict[str, list[str]] = {}
+    hashes: dict[str, str] = {}
     with bridge.cursor() as cur:
         cur.execute(f"SELECT row_no, crm_id, payload_hash FROM {STAGING} WHERE batch_id = %s AND row_no = ANY (%s)",
                     (batch_id, list(result.bad_rows)))
-        hashes = {}
         for row_no, crm_id, phash in cur.fetchall():
             hashes[crm_id] = phash
             for reason in result.bad_rows[row_no]:
                 bad.setdefault(crm_id, []).append(MESSAGES.get(column_of(reason), reason))
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (crm_id = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
-    if not dry_run:
-        engine.quarantine(bridge, FLOW, batch_id, [(k, {"crm_id": k, "payload_hash": hashes[k]}, v)
-                                                   for k, v in bad.items()])
     bridge.commit()
-    return bad
+    return [QuarantineRow(k, {"crm_id": k, "payload_hash": hashes[k]}, v) for k, v in bad.items()]
 
 
 def accounts_to_send(bridge, batch_id: str) -> list[dict]:
@@ -204,60 +194,78 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
     return {"written_back": len(written), "waiting": len(pending) - len(done)}
 
 
-def show(bridge, crm, records: list[dict], run_id: str, batch_id: str, dry_run: bool) -> None:
-    """Account updates (codes, messages), audited; a dry run previews them."""
-    rollout.update_crm(bridge, crm, FLOW, "customer", "Accounts", records, run_id, batch_id, dry_run)
+def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list[Reversal]:
+    """Rollback: customers this flow created stay; the ERP team decides (include/bridge/rollback.py lists them)."""
+    return [Reversal(c, "not_reversible", "an ERP customer cannot be removed through the inbound contract: "
+                     "deactivate it in the ERP if it should not exist") for c in changes]
 
 
-def run(systems, run_id: str, wait_seconds: float = 0, plan: rollout.Rollout | None = None) -> dict:
-    """The whole flow (small volumes: accounts marked ready since the last run) in one task.
+class CustomersToErp(Flow):
+    """The whole flow in one task: small volumes (the accounts marked ready since the last run)."""
+    name, source, target = FLOW, "crm", "erp"
+    pilot_dimensions = ("regions",)
+    pilot_hint = "it creates new customers, which have no ERP code yet: pilot it with pilot_regions"
 
-    Rollout: a pilot takes the accounts of its sales regions only (new accounts have no ERP code yet, so a pilot
-    by customer code does not apply); a dry run links, gates and previews, writing nothing anywhere."""
-    from include.bridge import db
+    def run(self, systems, run_id: str, wait_seconds: float = 0, plan: rollout.Rollout | None = None,
+            send_alert=None) -> dict:
+        run = self.open(systems, run_id, plan)
+        bridge, crm, writer = systems.bridge(), systems.crm(), run.writer(systems.bridge())
+        with self.step(systems, run, "extract") as counts:
+            accounts = [a for a in ready_accounts(bridge, crm)
+                        if not run.rollout.regions or a.get("Sales_Region") in run.rollout.regions]
+            create, linked, waiting = link_existing(bridge, systems.erp(), accounts, record=writer.live)
+            stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+            writer.update_crm(crm, "customer", "Accounts", [  # linked: the code comes back, nothing is created
+                {"id": crm_id, "Account_Number": code, "Integration_Message":
+                 f"linked to existing ERP customer {code} ({stamp})"} for crm_id, code in linked.items()] + [
+                {"id": a["id"], "Integration_Message": "not created: it may be an existing ERP customer; master data "
+                 "review decides (bridge.match_review)"} for a in waiting])
+            rows = profile_rows(create)
+            skip = nothing_new(bridge, rows)
+            staged = engine.stage_rows(bridge, STAGING, run.batch_id, COLUMNS, [r for r in rows if r[0] not in skip])
+            counts["rows_extracted"] = len(accounts)
+        bad = self.gate(systems, run, send_alert) if staged else []
+        writer.quarantine("customer", bad)
+        bridge.commit()
+        writer.update_crm(crm, "customer", "Accounts", [
+            {"id": b.key, "Integration_Message": "Not sent to the ERP: " + "; ".join(b.reasons)} for b in bad])
+        with self.step(systems, run, "load") as counts:
+            documents = [PreviewRow("erp", "customer", r["crm_id"], key, "create", None, payload)
+                         for r in accounts_to_send(bridge, run.batch_id) for key, payload in [customer_document(r)]]
+            sent = writer.send_erp(documents, lambda: send(bridge, systems.erp_write(), run.batch_id, run_id))
+            answers = self.wait_for_erp(systems, run, sent, wait_seconds) if writer.live else {}
+            counts["rows_quarantined"] = len(bad)
+            if writer.live:
+                counts["rows_loaded"] = sent + len(linked)
+        done = {"linked": len(linked), "sent": sent, "review": len(waiting), "quarantined": len(bad)}
+        if not writer.live:
+            self.close(systems, run, "dry_run", "")
+            return done | {"dry_run": True}
+        self.close(systems, run, "partial" if bad else "success",
+                   f"{len(linked)} linked to existing ERP customers, {sent} sent to be created, {len(waiting)} waiting "
+                   f"for review, {len(bad)} quarantined, {answers['written_back']} codes written back, "
+                   f"{answers['waiting']} waiting for the ERP")
+        return done | answers
 
-    plan = plan or rollout.Rollout(FLOW)
-    if plan.customers or plan.skus:
-        raise rollout.PilotNotApplicable(f"{FLOW} creates new customers: pilot it with pilot_regions only")
-    bridge, crm = systems.bridge(), systems.crm()
-    db.install_schema(bridge)
-    batch_id = engine.start_run(bridge, FLOW, run_id, mode=plan.mode)
-    rollout.clear_preview(bridge, batch_id)
-    started = time.monotonic()
-    accounts = [a for a in ready_accounts(bridge, crm) if not plan.regions or a.get("Sales_Region") in plan.regions]
-    create, linked, waiting = link_existing(bridge, systems.erp(), accounts, run_id, plan.dry_run)
-    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    # linked to an existing ERP customer: its code comes back, nothing is created
-    show(bridge, crm, [{"id": crm_id, "Account_Number": code, "Integration_Message":
-                        f"linked to existing ERP customer {code} ({stamp})"} for crm_id, code in linked.items()],
-         run_id, batch_id, plan.dry_run)
-    show(bridge, crm, [{"id": a["id"], "Integration_Message": "not created: it may be an existing ERP customer; master "
-                        "data review decides (bridge.match_review)"} for a in waiting], run_id, batch_id, plan.dry_run)
-    rows = profile_rows(create)
-    skip = nothing_new(bridge, rows)
-    rows = [r for r in rows if r[0] not in skip]
-    engine.stage_rows(bridge, STAGING, batch_id, COLUMNS, rows)
-    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=len(accounts))
-    bad = gate(bridge, systems.bridge_url(), batch_id, erp_values(systems, "SELECT code FROM erp_api.currencies"),
-               plan.dry_run) if rows else {}
-    show(bridge, crm, [{"id": k, "Integration_Message": "Not sent to the ERP: " + "; ".join(v)}
-                       for k, v in bad.items()], run_id, batch_id, plan.dry_run)
-    if plan.dry_run:
-        documents = [(r["crm_id"], *customer_document(r)) for r in accounts_to_send(bridge, batch_id)]
-        rollout.preview(bridge, FLOW, batch_id, run_id, [("erp", "customer", crm_id, key, "create", None, payload)
-                                                         for crm_id, key, payload in documents])
-        engine.record_step(bridge, batch_id, "load", time.monotonic() - started, rows_quarantined=len(bad))
-        rollout.finish_dry_run(bridge, batch_id)
-        return {"linked": len(linked), "sent": 0, "review": len(waiting), "quarantined": len(bad), "dry_run": True}
-    sent = send(bridge, systems.erp_write(), batch_id, run_id)
-    counts = write_back(bridge, systems.erp_write(), crm, run_id, batch_id)
-    while counts["waiting"] and sent and time.monotonic() - started < wait_seconds:
-        time.sleep(2)
-        counts = write_back(bridge, systems.erp_write(), crm, run_id, batch_id)
-    engine.record_step(bridge, batch_id, "load", time.monotonic() - started, rows_loaded=sent + len(linked),
-                       rows_quarantined=len(bad))
-    engine.finish_run(bridge, batch_id, "partial" if bad else "success",
-                      f"{len(linked)} linked to existing ERP customers, {sent} sent to be created, "
-                      f"{len(waiting)} waiting for review, {len(bad)} quarantined, {counts['written_back']} codes "
-                      f"written back, {counts['waiting']} waiting for the ERP")
-    return {"linked": len(linked), "sent": sent, "review": len(waiting), "quarantined": len(bad)} | counts
+    def gate(self, systems, run: Run, send_alert=None) -> list[QuarantineRow]:
+        currencies = erp_values(systems, "SELECT code FROM erp_api.currencies")
+        result = run_gate(systems.bridge(), systems.bridge_url(), flow=FLOW, table=STAGING, batch_id=run.batch_id,
+                          columns=COLUMNS, parameters={"min_rows": 0, "max_rows": 10**7, "currencies": currencies},
+                          docs_dir=data_docs_dir(FLOW))
+        if not result.may_load:
+            self.refuse(systems, run, result, send_alert, f"{result.rows} accounts not sent")
+        run.gate = "passed"
+        return bad_accounts(systems.bridge(), run.batch_id, result)
+
+    def wait_for_erp(self, systems, run: Run, sent: int, wait_seconds: float) -> dict:
+        """The ERP's answers written back; waits up to wait_seconds while accounts sent now are unanswered."""
+        started = time.monotonic()
+        counts = write_back(systems.bridge(), systems.erp_write(), systems.crm(), run.run_id, run.batch_id)
+        while counts["waiting"] and sent and time.monotonic() - started < wait_seconds:
+            time.sleep(2)
+            counts = write_back(systems.bridge(), systems.erp_write(), systems.crm(), run.run_id, run.batch_id)
+        return counts
+
+
+FLOW_OBJECT = CustomersToErp()
+run = FLOW_OBJECT.run

@@ -37,6 +37,7 @@ from include.bridge import engine, rollout
 from include.bridge.alerts import Alert
 from include.bridge.gate import column_of, load_suite, run_gate
 from include.bridge.mirror import GateBlocked, data_docs_dir
+from include.bridge.rollback import Reversal
 
 FLOW = "crm_forecast_to_erp"
 STAGING = "bridge.stg_crm_forecast_to_erp"
@@ -508,3 +509,9 @@ def run_record(systems, info: dict, send_alert=None, wait_seconds: float | None 
                       f"{info.get('quarantined', 0)} deals quarantined, total {info.get('total_qty')}")
     return {"status": status, "version": version, "sent": info.get("sent", 0), "deals_shown": shown,
             "waiting": answers["waiting"]}
+
+
+def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list[Reversal]:
+    """Rollback: a forecast version is replaced, not reversed (include/bridge/rollback.py lists it)."""
+    return [Reversal(c, "not_reversible", "a forecast version is replaced, not reversed: run crm_forecast_to_erp "
+                     "again after the fix (erp_api.forecast_versions lists the versions)") for c in changes]

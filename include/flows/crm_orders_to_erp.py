@@ -33,6 +33,8 @@ from include.bridge import engine, idmap, rollout
 from include.bridge.alerts import Alert
 from include.bridge.gate import column_of, run_gate
 from include.bridge.mirror import GateBlocked, data_docs_dir, erp_values
+from include.bridge.rollback import FLOW as ROLLBACK_FLOW
+from include.bridge.rollback import Reversal
 
 FLOW = "crm_orders_to_erp"
 STAGING = "bridge.stg_crm_orders_to_erp"
@@ -353,6 +355,59 @@ def insert_inbound(erp_write, rows: list[tuple[str, dict, str, dict]]) -> None:
                                                              discount_pct, tax_rate, line_total, warehouse)
                 VALUES %s ON CONFLICT (idempotency_key, line_no) DO NOTHING""", lines, page_size=2000)
     erp_write.commit()
+
+
+def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list[Reversal]:
+    """Rollback (include/bridge/rollback.py) of this flow's ERP documents in run `batch_id`: an order it created is
+    cancelled, an amendment amended back to the version sent before; both through the inbound contract, outbox
+    first, audited as flow bridge_rollback."""
+    docs, notes = [], []
+    for c in changes:
+        after = c["after"] or {}
+        action, crm_id = after.get("action"), c["business_key"]
+        module = after.get("idempotency_key", "Sales_Orders:").split(":")[0]
+        if c["entity"] != "sales_order" or action not in ("CREATE", "AMEND"):
+            notes.append(Reversal(c, "not_reversible", f"{action or 'this'} cannot be reversed"))
+            continue
+        payload = {"cancel": True} if action == "CREATE" else previous_payload(bridge, crm_id, after["idempotency_key"])
+        if payload is None:
+            notes.append(Reversal(c, "not_reversible", "no earlier version of the order was sent"))
+            continue
+        reverse_action = "CANCEL" if action == "CREATE" else "AMEND"
+        key = f"{module}:{crm_id}:{reverse_action}:rollback-{batch_id[-12:]}"
+        docs.append((key, {"crm_id": crm_id, "source_module": module, "payload_hash": "rollback"}, reverse_action,
+                     payload, c))
+    if docs:
+        with bridge.cursor() as cur:  # outbox first; written back already: the rollback restores the CRM itself
+            psycopg2.extras.execute_values(cur, """
+                INSERT INTO bridge.order_outbox (idempotency_key, crm_id, source_module, action, payload_hash, payload,
+                                                 batch_id, run_id, written_back_at)
+                VALUES %s ON CONFLICT (idempotency_key) DO NOTHING""",
+                [(k, o["crm_id"], o["source_module"], a, "rollback", json.dumps(p, default=str), f"rollback:{batch_id}",
+                  run_id) for k, o, a, p, _ in docs],
+                template="(%s, %s, %s, %s, %s, %s, %s, %s, now())")
+        bridge.commit()
+        insert_inbound(erp_write, [(k, o, a, p) for k, o, a, p, _ in docs])
+        with bridge.cursor() as cur:
+            cur.execute("UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now()) WHERE idempotency_key = "
+                        "ANY (%s)", ([d[0] for d in docs],))
+        engine.audit(bridge, ROLLBACK_FLOW, "erp", "sales_order",
+                     [(o["crm_id"], c["after"], {"idempotency_key": k, "action": a} | (p if a == "AMEND" else {}), k)
+                      for k, o, a, p, c in docs], run_id, f"rollback:{batch_id}")
+        bridge.commit()
+    return [Reversal(c, "cancel_sent" if a == "CANCEL" else "amend_sent", k) for k, _o, a, _p, c in docs] + notes
+
+
+def previous_payload(bridge, crm_id: str, key: str) -> dict | None:
+    """The order document sent before `key` (the version an amendment is rolled back to)."""
+    with bridge.cursor() as cur:
+        cur.execute("""SELECT payload FROM bridge.order_outbox WHERE crm_id = %s AND action IN ('CREATE', 'AMEND')
+                         AND sent_at IS NOT NULL AND created_at < (SELECT created_at FROM bridge.order_outbox
+                                                                   WHERE idempotency_key = %s)
+                       ORDER BY created_at DESC LIMIT 1""", (crm_id, key))
+        row = cur.fetchone()
+    bridge.rollback()
+    return row[0] if row else None
 
 
 # ---------------------------------------------------------------------------------------- write back

@@ -98,6 +98,6 @@ def mirror_tasks(flow: str, outlets: Sequence[Asset]) -> None:
 
 
 def _flow(flow: str):
-    import importlib
+    from include.flows import flow as registered
 
-    return importlib.import_module(f"include.flows.{flow}")
+    return registered(flow)

@@ -177,6 +177,7 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
 
     from include.bridge import rollback
     from include.bridge.runtime import Systems
+    from include.flows import erp_reversals
     from include.flows import erp_stock_to_crm as flow
 
     monkeypatch.setitem(flow.mapping()["settings"], "bulk_threshold", 50)
@@ -213,6 +214,6 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
                                (planned["batch_id"],)))
     assert len(audited) == planned["queued"] and all(b is not None for b in audited.values())
     assert {i: audited[f"Products:{i}"] for i in edited} == held
-    undone = rollback.run(systems, "manual__rollback_bulk", batch_id=planned["batch_id"])
+    undone = rollback.run(systems, "manual__rollback_bulk", reversals=erp_reversals(), batch_id=planned["batch_id"])
     assert undone["records"] == planned["queued"]
     assert {i: {f: crm_client.get_record("Products", i).get(f) for f in fields} for i in edited} == held

@@ -271,6 +271,29 @@ def _validate_order(cur, hdr: dict, lines: list[dict]) -> dict:
     errors: list[str] = []
     cur.execute("SELECT erp.today() AS today, (SELECT code FROM erp.currency WHERE is_home) AS home")
     ctx = cur.fetchone()
+    customer = _order_customer(cur, hdr, errors)
+    currency, rate = _order_currency(cur, hdr, ctx["home"], errors)
+    order_date = hdr["order_date"] or ctx["today"]
+    delivery_date = hdr["delivery_date"] or order_date
+    if delivery_date < order_date:
+        errors.append(f"delivery date {delivery_date} is before the order date {order_date}")
+    if not lines:
+        errors.append("the order has no lines")
+    master = _line_master_data(cur, sorted({ln["sku"] for ln in lines if ln["sku"]}))
+    out_lines = []
+    for ln in lines:
+        line = _validate_line(ln, hdr, master, delivery_date, errors)
+        if line is not None and not errors:
+            out_lines.append(line)
+    if errors:
+        raise Rejected("; ".join(errors))
+    net = sum((ln["net_amount"] for ln in out_lines), Decimal(0))
+    tax = sum((ln["tax_amount"] for ln in out_lines), Decimal(0))
+    return {"customer": customer, "currency": currency, "rate": rate, "order_date": order_date,
+            "delivery_date": delivery_date, "lines": out_lines, "net": net, "tax": tax, "grand": net + tax}
+
+
+def _order_customer(cur, hdr: dict, errors: list[str]) -> dict | None:
     cur.execute("SELECT * FROM erp.customer WHERE customer_code = %s", (hdr["customer_code"],))
     customer = cur.fetchone()
     if not hdr["customer_code"]:
@@ -279,29 +302,30 @@ def _validate_order(cur, hdr: dict, lines: list[dict]) -> dict:
         errors.append(f"unknown customer '{hdr['customer_code']}'")
     elif not customer["is_active"]:
         errors.append(f"customer {hdr['customer_code']} is disabled")
+    return customer
 
+
+def _order_currency(cur, hdr: dict, home: str, errors: list[str]) -> tuple[str, Decimal]:
+    """(currency, exchange rate to the home currency)."""
     currency = (hdr["currency"] or "").strip().upper()
     rate = Decimal(1)
     if not currency:
         errors.append("currency is missing")
-    else:
-        cur.execute("SELECT is_home FROM erp.currency WHERE code = %s", (currency,))
-        cur_row = cur.fetchone()
-        if not cur_row:
-            errors.append(f"currency '{currency}' is not set up in the ERP")
-        elif not cur_row["is_home"]:
-            if hdr["exchange_rate"] is None or hdr["exchange_rate"] <= 0:
-                errors.append(f"exchange rate to {ctx['home']} is missing for an order in {currency}")
-            else:
-                rate = Decimal(hdr["exchange_rate"])
-    order_date = hdr["order_date"] or ctx["today"]
-    delivery_date = hdr["delivery_date"] or order_date
-    if delivery_date < order_date:
-        errors.append(f"delivery date {delivery_date} is before the order date {order_date}")
-    if not lines:
-        errors.append("the order has no lines")
+        return currency, rate
+    cur.execute("SELECT is_home FROM erp.currency WHERE code = %s", (currency,))
+    cur_row = cur.fetchone()
+    if not cur_row:
+        errors.append(f"currency '{currency}' is not set up in the ERP")
+    elif not cur_row["is_home"]:
+        if hdr["exchange_rate"] is None or hdr["exchange_rate"] <= 0:
+            errors.append(f"exchange rate to {home} is missing for an order in {currency}")
+        else:
+            rate = Decimal(hdr["exchange_rate"])
+    return currency, rate
 
-    skus = sorted({ln["sku"] for ln in lines if ln["sku"]})
+
+def _line_master_data(cur, skus: list[str]) -> dict:
+    """Items, unit conversions, tax rates, warehouses and the default warehouse the lines are checked against."""
     cur.execute(
         "SELECT sku, stock_uom, is_active, is_stock_item, is_manufactured FROM erp.item WHERE sku = ANY (%s)",
         (skus,),
@@ -313,67 +337,62 @@ def _validate_order(cur, hdr: dict, lines: list[dict]) -> dict:
     tax_rates = {r["rate"] for r in cur.fetchall()}
     cur.execute("SELECT code FROM erp.warehouse WHERE is_active")
     warehouses = {r["code"] for r in cur.fetchall()}
-    default_wh = _setting(cur, "default_warehouse", "SH01")
+    return {"items": items, "factors": factors, "tax_rates": tax_rates, "warehouses": warehouses,
+            "default_wh": _setting(cur, "default_warehouse", "SH01")}
 
-    out_lines = []
-    for ln in lines:
-        where = f"line {ln['line_no']}"
-        item = items.get(ln["sku"])
-        if not ln["sku"]:
-            errors.append(f"{where}: SKU is missing")
-        elif not item:
-            errors.append(f"{where}: unknown SKU '{ln['sku']}'")
-        elif not item["is_active"]:
-            errors.append(f"{where}: SKU {ln['sku']} is discontinued")
-        qty = ln["qty"]
-        if qty is None or qty <= 0:
-            errors.append(f"{where}: quantity must be greater than 0 (got {qty})")
-        price = ln["unit_price"]
-        if price is None or price < 0:
-            errors.append(f"{where}: unit price is missing or negative")
-        disc = ln["discount_pct"] if ln["discount_pct"] is not None else Decimal(0)
-        if not 0 <= disc <= 100:
-            errors.append(f"{where}: discount {disc}% is outside 0-100%")
-        if ln["tax_rate"] is None or ln["tax_rate"] not in tax_rates:
-            allowed = ", ".join(f"{r.normalize()}%" for r in sorted(tax_rates))
-            errors.append(f"{where}: tax rate {ln['tax_rate']} is not allowed (allowed: {allowed})")
-        wh = ln["warehouse"] or default_wh
-        if wh not in warehouses:
-            errors.append(f"{where}: unknown warehouse '{wh}'")
-        factor = Decimal(1)
-        if item:
-            uom = ln["uom"] or item["stock_uom"]
-            if uom != item["stock_uom"]:
-                if (ln["sku"], uom) not in factors:
-                    errors.append(f"{where}: unit '{uom}' is not defined for {ln['sku']}")
-                else:
-                    factor = factors[(ln["sku"], uom)]
-        if qty is not None and price is not None and qty > 0 and price >= 0:
-            expected = money(qty * price * (1 - disc / 100))
-            if ln["line_total"] is not None and abs(Decimal(ln["line_total"]) - expected) > CENT:
-                errors.append(
-                    f"{where}: line total {ln['line_total']} does not match quantity x price x (1 - discount) "
-                    f"= {expected}"
-                )
-        if errors:
-            continue
-        net_price = price / (1 + ln["tax_rate"] / 100) if hdr["prices_include_tax"] else price
-        net_amount = money(qty * net_price * (1 - disc / 100))
-        out_lines.append({
-            "line_no": ln["line_no"], "sku": ln["sku"], "warehouse": wh, "qty": qty * factor,
-            "uom": ln["uom"] or item["stock_uom"], "uom_factor": factor,
-            "unit_price": (net_price / factor).quantize(Decimal("0.0001")), "discount_pct": disc,
-            "tax_rate": ln["tax_rate"], "net_amount": net_amount,
-            "tax_amount": money(net_amount * ln["tax_rate"] / 100),
-            "delivery_date": ln["delivery_date"] or delivery_date,
-            "is_stock_item": item["is_stock_item"], "is_manufactured": item["is_manufactured"],
-        })
+
+def _validate_line(ln: dict, hdr: dict, master: dict, delivery_date, errors: list[str]) -> dict | None:
+    """One line checked (problems appended to `errors`) and normalized to stock units and net prices."""
+    where = f"line {ln['line_no']}"
+    item = master["items"].get(ln["sku"])
+    if not ln["sku"]:
+        errors.append(f"{where}: SKU is missing")
+    elif not item:
+        errors.append(f"{where}: unknown SKU '{ln['sku']}'")
+    elif not item["is_active"]:
+        errors.append(f"{where}: SKU {ln['sku']} is discontinued")
+    qty, price = ln["qty"], ln["unit_price"]
+    if qty is None or qty <= 0:
+        errors.append(f"{where}: quantity must be greater than 0 (got {qty})")
+    if price is None or price < 0:
+        errors.append(f"{where}: unit price is missing or negative")
+    disc = ln["discount_pct"] if ln["discount_pct"] is not None else Decimal(0)
+    if not 0 <= disc <= 100:
+        errors.append(f"{where}: discount {disc}% is outside 0-100%")
+    if ln["tax_rate"] is None or ln["tax_rate"] not in master["tax_rates"]:
+        allowed = ", ".join(f"{r.normalize()}%" for r in sorted(master["tax_rates"]))
+        errors.append(f"{where}: tax rate {ln['tax_rate']} is not allowed (allowed: {allowed})")
+    wh = ln["warehouse"] or master["default_wh"]
+    if wh not in master["warehouses"]:
+        errors.append(f"{where}: unknown warehouse '{wh}'")
+    factor = Decimal(1)
+    if item:
+        uom = ln["uom"] or item["stock_uom"]
+        if uom != item["stock_uom"]:
+            if (ln["sku"], uom) not in master["factors"]:
+                errors.append(f"{where}: unit '{uom}' is not defined for {ln['sku']}")
+            else:
+                factor = master["factors"][(ln["sku"], uom)]
+    if qty is not None and price is not None and qty > 0 and price >= 0:
+        expected = money(qty * price * (1 - disc / 100))
+        if ln["line_total"] is not None and abs(Decimal(ln["line_total"]) - expected) > CENT:
+            errors.append(
+                f"{where}: line total {ln['line_total']} does not match quantity x price x (1 - discount) "
+                f"= {expected}"
+            )
     if errors:
-        raise Rejected("; ".join(errors))
-    net = sum((ln["net_amount"] for ln in out_lines), Decimal(0))
-    tax = sum((ln["tax_amount"] for ln in out_lines), Decimal(0))
-    return {"customer": customer, "currency": currency, "rate": rate, "order_date": order_date,
-            "delivery_date": delivery_date, "lines": out_lines, "net": net, "tax": tax, "grand": net + tax}
+        return None
+    net_price = price / (1 + ln["tax_rate"] / 100) if hdr["prices_include_tax"] else price
+    net_amount = money(qty * net_price * (1 - disc / 100))
+    return {
+        "line_no": ln["line_no"], "sku": ln["sku"], "warehouse": wh, "qty": qty * factor,
+        "uom": ln["uom"] or item["stock_uom"], "uom_factor": factor,
+        "unit_price": (net_price / factor).quantize(Decimal("0.0001")), "discount_pct": disc,
+        "tax_rate": ln["tax_rate"], "net_amount": net_amount,
+        "tax_amount": money(net_amount * ln["tax_rate"] / 100),
+        "delivery_date": ln["delivery_date"] or delivery_date,
+        "is_stock_item": item["is_stock_item"], "is_manufactured": item["is_manufactured"],
+    }
 
 
 def _credit_hold(cur, hdr: dict, order: dict, exclude_so: str | None) -> str | None:

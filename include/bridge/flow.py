@@ -1,0 +1,176 @@
+"""The one contract every pipeline runs on: a Flow declares what it moves, a Run is one execution of it.
+
+A flow declares its name, source and target, its pilot dimensions, its mapping (include/mappings/<name>.yaml) and
+its suite (expectations/<name>.json), and implements only its business steps. What every run shares lives here,
+once:
+- open: the bridge schema, the rollout checked against the flow's pilot dimensions, the ledger row (a retry or a
+  clear reopens the same batch), a retried dry run's preview cleared;
+- step: a step's seconds and row counts into the ledger;
+- refuse: a gate that blocks the batch closes the ledger row, sends one alert and raises GateBlocked;
+- close: the ledger's final status, or for a dry run what it would have written.
+A Run crosses task boundaries as a small XCom dict (`to_xcom` / `from_xcom`: ids, window, rollout, counts, gate
+outcome). Its writer is chosen once from the rollout: the live writer quarantines, writes the CRM (audited) and
+sends ERP documents; the preview writer puts all of that in bridge.dry_run_preview. Flows write through it and
+never test for a dry run themselves. Rows that cross module lines are named tuples, not positional ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+from include.bridge import engine, rollout
+from include.bridge.alerts import Alert
+from include.bridge.gate import GateResult
+from include.bridge.mirror import GateBlocked
+
+
+class QuarantineRow(NamedTuple):
+    """A bad record: its business key, what it was (replayed when fixed), and why it was stopped."""
+    key: str
+    payload: dict
+    reasons: list[str]
+
+
+class PreviewRow(NamedTuple):
+    """What a dry run would have written (bridge.dry_run_preview)."""
+    target_system: str        # crm, erp, quarantine
+    entity: str
+    business_key: str
+    record_id: str | None     # CRM "<Module>:<id>" or the ERP document's idempotency key
+    action: str               # update, create, cancel, amend, quarantine, ...
+    before: dict | None
+    after: dict | None
+
+
+# ---------------------------------------------------------------------------------------------- writers
+class Writer:
+    """Where a run's writes go: the live systems, or the dry run's preview. Chosen once, from the rollout."""
+    live: ClassVar[bool]
+
+    def __init__(self, bridge, run: Run):
+        self.bridge, self.run = bridge, run
+
+    def preview(self, rows: list[PreviewRow]) -> int:
+        return rollout.preview(self.bridge, self.run.flow, self.run.batch_id, self.run.run_id, rows)
+
+
+class LiveWriter(Writer):
+    live = True
+
+    def quarantine(self, entity: str, rows: list[QuarantineRow]) -> int:
+        """Bad records into bridge.quarantine (an open entry of the same key is refreshed); the caller commits."""
+        return engine.quarantine(self.bridge, self.run.flow, self.run.batch_id, [tuple(r) for r in rows])
+
+    def update_crm(self, crm, entity: str, module: str, records: list[dict]) -> list:
+        """CRM updates by record id, audited with their before-images; the per-record outcomes."""
+        return engine.audited_update(self.bridge, crm, self.run.flow, entity, module, records, self.run.run_id,
+                                     self.run.batch_id) if records else []
+
+    def send_erp(self, documents: list[PreviewRow], send: Callable[[], int]) -> int:
+        """ERP documents: `send()` sends them (outbox, inbound tables, audit) and says how many went."""
+        return send() if documents else 0
+
+
+class PreviewWriter(Writer):
+    live = False
+
+    def quarantine(self, entity: str, rows: list[QuarantineRow]) -> int:
+        """A dry run changes no quarantine: the next live run finds the same records and decides the same."""
+        return self.preview([PreviewRow("quarantine", entity, r.key, None, "quarantine", None,
+                                        {"reasons": r.reasons}) for r in rows])
+
+    def update_crm(self, crm, entity: str, module: str, records: list[dict]) -> list:
+        self.preview([PreviewRow("crm", entity, r["id"], f"{module}:{r['id']}", "update", None, r) for r in records])
+        return []
+
+    def send_erp(self, documents: list[PreviewRow], send: Callable[[], int]) -> int:
+        self.preview(documents)
+        return 0
+
+
+# ------------------------------------------------------------------------------------------------- run
+@dataclass
+class Run:
+    """One execution of a flow; what passes between its tasks (to_xcom: small, no records, no secrets)."""
+    flow: str
+    run_id: str
+    batch_id: str
+    rollout: rollout.Rollout
+    since: str | None = None
+    until: str | None = None
+    backfill: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    gate: str | None = None   # None (not gated yet), passed, blocked
+
+    def writer(self, bridge) -> Writer:
+        return (PreviewWriter if self.rollout.dry_run else LiveWriter)(bridge, self)
+
+    def to_xcom(self) -> dict:
+        return asdict(self) | {"rollout": self.rollout.as_dict()}
+
+    @classmethod
+    def from_xcom(cls, data: dict) -> Run:
+        return cls(**(data | {"rollout": rollout.Rollout(**data["rollout"])}))
+
+
+# ------------------------------------------------------------------------------------------------ flow
+class Flow:
+    """Subclasses declare the class attributes and implement their business steps with the helpers below."""
+    name: ClassVar[str]
+    source: ClassVar[str]                         # crm or erp: the system of record of what this flow moves
+    target: ClassVar[str]
+    pilot_dimensions: ClassVar[tuple[str, ...]] = ("regions", "customers", "skus")
+    pilot_hint: ClassVar[str] = ""                # what a person should pilot this flow with instead
+
+    @property
+    def mapping(self) -> str:
+        return f"include/mappings/{self.name}.yaml"
+
+    @property
+    def suite(self) -> str:
+        return f"expectations/{self.name}.json"
+
+    def open(self, systems, run_id: str, plan: rollout.Rollout | None = None, backfill: bool = False) -> Run:
+        """Install or complete the bridge schema, check the rollout, open (or reopen) the ledger row."""
+        from include.bridge import db
+
+        plan = plan or rollout.Rollout(self.name)
+        unusable = [d for d in ("regions", "customers", "skus") if getattr(plan, d) and d not in self.pilot_dimensions]
+        if unusable:
+            raise rollout.PilotNotApplicable(f"{self.name} cannot be piloted by {', '.join(unusable)}"
+                                             + (f": {self.pilot_hint}" if self.pilot_hint else ""))
+        bridge = systems.bridge()
+        db.install_schema(bridge)
+        batch_id = engine.start_run(bridge, self.name, run_id, mode=plan.mode)
+        rollout.clear_preview(bridge, batch_id)
+        return Run(self.name, run_id, batch_id, plan, backfill=backfill)
+
+    @contextmanager
+    def step(self, systems, run: Run, name: str) -> Iterator[dict[str, int]]:
+        """Time a step; the ledger counts it sets (rows_extracted, rows_passed, rows_loaded, rows_quarantined,
+        rows_failed) are recorded with its seconds and kept in run.counts."""
+        started, counts = time.monotonic(), {}
+        yield counts
+        engine.record_step(systems.bridge(), run.batch_id, name, time.monotonic() - started, **counts)
+        run.counts |= counts
+
+    def refuse(self, systems, run: Run, result: GateResult, send_alert: Callable[[Alert], Any] | None,
+               title: str) -> None:
+        """The gate blocked the whole batch: the ledger says why, one alert goes out, the task fails."""
+        message = "; ".join(result.summary()) + (f" (Data Docs: {result.docs_url})" if result.docs_url else "")
+        run.gate = "blocked"
+        engine.finish_run(systems.bridge(), run.batch_id, "gate_failed", message)
+        if send_alert:
+            send_alert(Alert(kind="gate_failure", flow=self.name, run_id=run.run_id, event_key="gate", title=title,
+                             lines=result.summary(), link=result.docs_url, link_label="Data Docs"))
+        raise GateBlocked(f"gate refused batch {run.batch_id}: {message}")
+
+    def close(self, systems, run: Run, status: str, message: str) -> dict:
+        """The ledger row's final status; a dry run's says what it would have written instead."""
+        if run.rollout.dry_run:
+            return rollout.finish_dry_run(systems.bridge(), run.batch_id)
+        return engine.finish_run(systems.bridge(), run.batch_id, status, message)

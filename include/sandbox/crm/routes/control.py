@@ -1,0 +1,67 @@
+"""Sandbox control under /__sandbox/ (health, config and faults, reset, token expiry, stats), and the catch-all
+that answers unknown /crm/ paths as Zoho does (`fallback`, mounted last)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from include.sandbox.crm import meta
+from include.sandbox.crm.state import Config, Sandbox, body_json, error
+
+router = APIRouter()
+fallback = APIRouter()
+
+
+@router.get("/__sandbox/health")
+async def health(st: Sandbox):
+    return {"status": "ok", "records": st.store.count()}
+
+@router.get("/__sandbox/config")
+async def get_config(st: Sandbox):
+    return asdict(st.config)
+
+@router.put("/__sandbox/config")
+async def put_config(request: Request, st: Sandbox):
+    body = await body_json(request)
+    if isinstance(body, JSONResponse):
+        return body
+    try:
+        return asdict(st.set_config(body))
+    except (TypeError, ValueError) as exc:
+        return error(400, "INVALID_DATA", str(exc))
+
+@router.post("/__sandbox/reset")
+async def reset(request: Request, st: Sandbox):
+    """Wipe all data, restore default limits and no faults; reseed from the demo company unless empty."""
+    body = await body_json(request)
+    if isinstance(body, JSONResponse):
+        return body
+    st.store.reset()
+    st.set_config(asdict(Config()))
+    st.credits.clear()
+    st.stats.clear()
+    counts = {}
+    if body.get("seed", True):
+        from include.sandbox.crm.seed import seed_demo_company
+        counts = seed_demo_company(st.writer, customers=int(body.get("customers", 200)),
+                                   skus=int(body.get("skus", 1000)), seed=int(body.get("seed_value", 42)))
+    return {"status": "reset", "records": counts}
+
+@router.post("/__sandbox/tokens/expire")
+async def expire_tokens(st: Sandbox):
+    with st.store.transaction():
+        n = st.store.db.execute("UPDATE tokens SET expires_ts = 0").rowcount
+    return {"expired": n}
+
+@router.get("/__sandbox/stats")
+async def stats(st: Sandbox):
+    return {"stats": dict(st.stats), "in_flight": st.in_flight,
+            "credits_used_24h": sum(c for _, c in st.credits),
+            "records": {m: st.store.count(m) for m in meta.modules()}}
+
+@fallback.api_route("/crm/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+async def unknown(rest: str):
+    return error(404, "INVALID_URL_PATTERN", "Please check if the URL trying to access is a correct one")

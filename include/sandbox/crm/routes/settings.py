@@ -1,0 +1,109 @@
+"""Metadata (modules, fields, layouts, users, org) and COQL queries."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from include.sandbox.crm import meta
+from include.sandbox.crm.query import QueryError, compile_coql
+from include.sandbox.crm.state import ORG_ID, Sandbox, body_json, error, module_or_error, project, too_many
+from include.sandbox.crm.store import USER
+
+router = APIRouter()
+
+
+@router.get("/crm/v8/settings/modules")
+async def settings_modules(st: Sandbox):
+    st.charge(1)
+    return {"modules": [{"api_name": m.api_name, "module_name": m.api_name,
+                         "plural_label": m.api_name.replace("_", " "),
+                         "singular_label": m.singular, "api_supported": True, "generated_type": "default",
+                         "modified_time": "2026-01-01T00:00:00+08:00", "id": str(5843104000000002000 + n),
+                         "status": "visible", "creatable": True, "editable": True, "deletable": True,
+                         "viewable": True}
+                        for n, m in enumerate(meta.modules().values())]}
+
+def field_json(f: meta.Field, n: int) -> dict:
+    out = {"api_name": f.api_name, "field_label": f.api_name.replace("_", " "),
+           "display_label": f.api_name.replace("_", " "), "data_type": f.type,
+           "json_type": meta.JSON_TYPES.get(f.type, "string"), "id": str(5843104000000003000 + n),
+           "system_mandatory": f.mandatory, "custom_field": f.custom, "read_only": f.read_only,
+           "field_read_only": f.read_only, "visible": True, "length": f.length or meta.TEXT_TYPES.get(f.type, 255),
+           "unique": {"casesensitive": "false"} if f.unique else {}, "pick_list_values": [], "lookup": {},
+           "subform": None}
+    if f.picklist:
+        out["pick_list_values"] = [{"display_value": v, "actual_value": v, "id": str(5843104000000004000 + i)}
+                                   for i, v in enumerate(f.picklist)]
+    if f.lookup:
+        out["lookup"] = {"module": {"api_name": f.lookup, "id": str(5843104000000002000)},
+                         "display_label": f.lookup, "api_name": f.api_name, "id": out["id"]}
+    if f.type == "subform":
+        out["subform"] = {"module": f.api_name, "id": out["id"]}
+    return out
+
+@router.get("/crm/v8/settings/fields")
+async def settings_fields(st: Sandbox, module: str = ""):
+    mod = module_or_error(module)
+    if isinstance(mod, JSONResponse):
+        return mod
+    st.charge(1)
+    fields = [field_json(f, n) for n, f in enumerate(mod.fields.values())]
+    fields += [{"api_name": s, "field_label": s.replace("_", " "), "display_label": s.replace("_", " "),
+                "data_type": "datetime" if s.endswith("Time") else "ownerlookup", "json_type":
+                "string" if s.endswith("Time") else "jsonobject", "id": str(5843104000000005000 + i),
+                "system_mandatory": False, "custom_field": False, "read_only": s != "Owner",
+                "field_read_only": s != "Owner", "visible": True, "length": 120, "pick_list_values": [],
+                "lookup": {}, "subform": None}
+               for i, s in enumerate(("Created_Time", "Modified_Time", "Created_By", "Modified_By", "Owner"))]
+    return {"fields": fields}
+
+@router.get("/crm/v8/settings/layouts")
+async def settings_layouts(module: str = ""):
+    mod = module_or_error(module)
+    if isinstance(mod, JSONResponse):
+        return mod
+    return {"layouts": [{"id": "5843104000000091055", "name": "Standard", "status": "active",
+                         "sections": [{"api_name": "Info", "fields": [field_json(f, n) for n, f in
+                                                                       enumerate(mod.fields.values())]}]}]}
+
+@router.get("/crm/v8/settings/related_lists")
+async def related_lists(module: str = ""):
+    return {"related_lists": []}
+
+@router.get("/crm/v8/users")
+async def users(st: Sandbox, type: str = "AllUsers"):
+    st.charge(1)
+    return {"users": [{"id": USER["id"], "email": USER["email"], "full_name": USER["name"],
+                       "first_name": "Integration", "last_name": "User", "status": "active",
+                       "time_zone": "Asia/Shanghai", "role": {"name": "CEO", "id": "5843104000000026005"},
+                       "profile": {"name": "Administrator", "id": "5843104000000026011"}}],
+            "info": {"per_page": 200, "count": 1, "page": 1, "more_records": False}}
+
+@router.get("/crm/v8/org")
+async def org(st: Sandbox):
+    st.charge(1)
+    return {"org": [{"id": ORG_ID, "zgid": ORG_ID, "company_name": "上海华东智能装备有限公司 (demo)",
+                     "currency": "Chinese Yuan - CNY", "currency_symbol": "¥", "iso_code": "CNY",
+                     "time_zone": "Asia/Shanghai", "country_code": "CN", "primary_email": "admin@demo-company.cn",
+                     "mc_status": True, "type": "sandbox"}]}
+
+@router.post("/crm/v8/coql")
+async def coql(request: Request, st: Sandbox):
+    body = await body_json(request)
+    if isinstance(body, JSONResponse):
+        return body
+    if not st.charge(1):
+        return too_many()
+    try:
+        q = compile_coql(body.get("select_query"))
+    except QueryError as exc:
+        return error(400, exc.code, exc.message, exc.details)
+    rows = st.store.query(q["sql"], q["params"])
+    more = len(rows) > q["limit"]
+    data = [project(json.loads(d), q["columns"]) for _, d in rows[:q["limit"]]]
+    if not data:
+        return Response(status_code=204)
+    return {"data": data, "info": {"count": len(data), "more_records": more}}

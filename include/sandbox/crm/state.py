@@ -1,0 +1,112 @@
+"""The CRM sandbox's state (store, limits, faults, counters) and what every route module shares: Zoho's error
+shape, the module check, the JSON body, field projection."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+
+from include.sandbox.crm import meta
+from include.sandbox.crm.records import RecordWriter
+from include.sandbox.crm.store import Store
+
+ORG_ID = "60012345678"
+MAX_WRITE = 100
+MAX_FIELDS = 50
+DISCRETE_LIMIT = 2000
+TOKEN_LIMIT = 100_000
+FULL_SCOPE = ("ZohoCRM.modules.ALL,ZohoCRM.settings.ALL,ZohoCRM.users.READ,ZohoCRM.org.READ,ZohoCRM.coql.READ,"
+              "ZohoCRM.bulk.ALL,ZohoCRM.notifications.ALL,ZohoFiles.files.ALL")
+
+
+@dataclass
+class Config:
+    """Runtime settings: limits like Zoho's and fault injection, changeable through PUT /__sandbox/config."""
+    concurrency_limit: int = 10          # concurrent API requests per org (Zoho Standard edition)
+    credits_per_day: int = 200_000       # API credits per rolling 24 h
+    token_ttl_seconds: int = 3600
+    token_mints_per_10min: int = 10      # access tokens one refresh token may mint per 10 minutes
+    latency_ms: int = 0                  # added to every API request
+    error_rate: float = 0.0              # share of API requests answered 500 before processing
+    drop_rate: float = 0.0               # share of API requests processed, then the connection dropped
+    burst_429: int = 0                   # the next N API requests get 429
+    fault_methods: list[str] = field(default_factory=lambda: ["GET", "POST", "PUT", "DELETE"])
+    fault_seed: int | None = None
+
+
+class SandboxState:
+    def __init__(self, data_dir: str):
+        self.store = Store(data_dir)
+        self.writer = RecordWriter(self.store)
+        self.config = Config(**json.loads(self.store.kv_get("config", "{}")))
+        self.rng = random.Random(self.config.fault_seed)
+        self.in_flight = 0
+        self.credits: collections.deque[tuple[float, int]] = collections.deque()
+        self.stats: collections.Counter = collections.Counter()
+        self.client_id = os.environ.get("ZOHO_CLIENT_ID", "1000.SANDBOXCLIENT")
+        self.client_secret = os.environ.get("ZOHO_CLIENT_SECRET", "sandbox-secret")
+        self.refresh_tokens = {os.environ.get("ZOHO_REFRESH_TOKEN", "1000.sandbox.refresh"): FULL_SCOPE,
+                               "1000.sandbox.readonly": "ZohoCRM.modules.READ,ZohoCRM.settings.READ"}
+
+    def set_config(self, changes: dict) -> Config:
+        unknown = set(changes) - set(asdict(self.config))
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        self.config = Config(**(asdict(self.config) | changes))
+        self.rng = random.Random(self.config.fault_seed)
+        self.store.kv_set("config", json.dumps(asdict(self.config)))
+        return self.config
+
+    def charge(self, cost: int) -> bool:
+        now = time.time()
+        while self.credits and self.credits[0][0] < now - 86400:
+            self.credits.popleft()
+        if sum(c for _, c in self.credits) + cost > self.config.credits_per_day:
+            return False
+        self.credits.append((now, cost))
+        return True
+
+
+def error(status: int, code: str, message: str, details: dict | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "details": details or {}, "message": message, "status": "error"}, status)
+
+
+def too_many() -> JSONResponse:
+    return error(429, "TOO_MANY_REQUESTS", "too many requests continuously, please try again after some time")
+
+
+def sandbox_state(request: Request) -> SandboxState:
+    """The app's state (a FastAPI dependency of every route)."""
+    return request.app.state.sandbox
+
+
+def module_or_error(name: str) -> meta.Module | JSONResponse:
+    mod = meta.modules().get(name)
+    return mod if mod else error(400, "INVALID_MODULE", "the module name given seems to be invalid",
+                                 {"resource_path_index": 0})
+
+
+async def body_json(request: Request) -> dict | JSONResponse:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return error(400, "INVALID_DATA", "body is not valid JSON")
+    return body if isinstance(body, dict) else error(400, "INVALID_DATA", "body must be a JSON object")
+
+
+def project(record: dict, fields: list[str]) -> dict:
+    out = {name: record.get(name) for name in fields}
+    out["id"] = record["id"]
+    return out
+
+
+# a route's `st: Sandbox` parameter: the app's SandboxState
+Sandbox = Annotated[SandboxState, Depends(sandbox_state)]
