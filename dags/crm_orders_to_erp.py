@@ -52,38 +52,41 @@ def crm_orders_to_erp():
         from bridge_flows.rollout import rollout_for
 
         from include.bridge.runtime import Systems
-        from include.flows import crm_orders_to_erp as flow
+        from include.flows.crm_orders_to_erp import ORDERS
 
-        plan = rollout_for(flow.FLOW, params, dag_run.run_id)
+        plan = rollout_for(ORDERS.name, params, dag_run.run_id)
         backfill = (data_interval_start, data_interval_end) if dag_run.run_type == "backfill" else None
         with Systems() as systems:
-            return flow.run_extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]), plan)
+            return ORDERS.extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]), plan).to_xcom()
 
     @task(retries=0)
-    def validate(info: dict) -> dict:
+    def validate(run: dict) -> dict:
         from bridge_alerts.notifier import alert_sender
 
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
-        from include.flows import crm_orders_to_erp as flow
+        from include.flows.crm_orders_to_erp import ORDERS
 
         with Systems() as systems:
-            return flow.run_validate(systems, info, alert_sender(systems.bridge()))
+            return ORDERS.validate(systems, Run.from_xcom(run), alert_sender(systems.bridge())).to_xcom()
 
     @task(pool="zoho_crm")
-    def send(info: dict) -> dict:
+    def send(run: dict) -> dict:
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
-        from include.flows import crm_orders_to_erp as flow
+        from include.flows.crm_orders_to_erp import ORDERS
 
         with Systems() as systems:
-            return flow.run_send(systems, info)
+            return ORDERS.send(systems, Run.from_xcom(run)).to_xcom()
 
     @task(pool="zoho_crm", outlets=[Asset("bridge://crm_orders_to_erp")])
-    def write_back(info: dict, params: dict | None = None) -> dict:
+    def write_back(run: dict, params: dict | None = None) -> dict:
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
-        from include.flows import crm_orders_to_erp as flow
+        from include.flows.crm_orders_to_erp import ORDERS
 
         with Systems() as systems:
-            return flow.run_write_back(systems, info, wait_seconds=int(params["wait_for_erp_seconds"]))
+            return ORDERS.write_back(systems, Run.from_xcom(run), wait_seconds=int(params["wait_for_erp_seconds"]))
 
     write_back(send(validate(extract())))
 

@@ -17,7 +17,7 @@ never test for a dry run themselves. Rows that cross module lines are named tupl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, NamedTuple
@@ -70,9 +70,10 @@ class LiveWriter(Writer):
         return engine.audited_update(self.bridge, crm, self.run.flow, entity, module, records, self.run.run_id,
                                      self.run.batch_id) if records else []
 
-    def send_erp(self, documents: list[PreviewRow], send: Callable[[], int]) -> int:
-        """ERP documents: `send()` sends them (outbox, inbound tables, audit) and says how many went."""
-        return send() if documents else 0
+    def send_erp(self, send: Callable[[], int], documents: Callable[[], Iterable[PreviewRow]]) -> int:
+        """ERP documents: `send()` sends them (outbox, inbound tables, audit) and says how many went; `documents()`
+        would list them (what a dry run previews), so a live run never builds that list."""
+        return send()
 
 
 class PreviewWriter(Writer):
@@ -87,8 +88,15 @@ class PreviewWriter(Writer):
         self.preview([PreviewRow("crm", entity, r["id"], f"{module}:{r['id']}", "update", None, r) for r in records])
         return []
 
-    def send_erp(self, documents: list[PreviewRow], send: Callable[[], int]) -> int:
-        self.preview(documents)
+    def send_erp(self, send: Callable[[], int], documents: Callable[[], Iterable[PreviewRow]]) -> int:
+        """Nothing is sent; the documents are previewed (a page at a time: a large batch never sits in memory)."""
+        page: list[PreviewRow] = []
+        for row in documents():
+            page.append(row)
+            if len(page) == 1000:
+                self.preview(page)
+                page = []
+        self.preview(page)
         return 0
 
 
@@ -105,6 +113,7 @@ class Run:
     backfill: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     gate: str | None = None   # None (not gated yet), passed, blocked
+    facts: dict[str, Any] = field(default_factory=dict)   # a flow's own small values (never records, never secrets)
 
     def writer(self, bridge) -> Writer:
         return (PreviewWriter if self.rollout.dry_run else LiveWriter)(bridge, self)

@@ -230,9 +230,9 @@ class CustomersToErp(Flow):
         writer.update_crm(crm, "customer", "Accounts", [
             {"id": b.key, "Integration_Message": "Not sent to the ERP: " + "; ".join(b.reasons)} for b in bad])
         with self.step(systems, run, "load") as counts:
-            documents = [PreviewRow("erp", "customer", r["crm_id"], key, "create", None, payload)
-                         for r in accounts_to_send(bridge, run.batch_id) for key, payload in [customer_document(r)]]
-            sent = writer.send_erp(documents, lambda: send(bridge, systems.erp_write(), run.batch_id, run_id))
+            sent = writer.send_erp(lambda: send(bridge, systems.erp_write(), run.batch_id, run_id), lambda: (
+                PreviewRow("erp", "customer", r["crm_id"], key, "create", None, payload)
+                for r in accounts_to_send(bridge, run.batch_id) for key, payload in [customer_document(r)]))
             answers = self.wait_for_erp(systems, run, sent, wait_seconds) if writer.live else {}
             counts["rows_quarantined"] = len(bad)
             if writer.live:

@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -31,8 +32,9 @@ import yaml
 
 from include.bridge import engine, idmap, rollout
 from include.bridge.alerts import Alert
-from include.bridge.gate import column_of, run_gate
-from include.bridge.mirror import GateBlocked, data_docs_dir, erp_values
+from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
+from include.bridge.gate import GateResult, column_of, run_gate
+from include.bridge.mirror import data_docs_dir, erp_values
 from include.bridge.rollback import FLOW as ROLLBACK_FLOW
 from include.bridge.rollback import Reversal
 
@@ -150,16 +152,13 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
 
 
 # ------------------------------------------------------------------------------------------ validate
-def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: str, dry_run: bool = False) -> dict:
-    """Gate; a failing line quarantines its whole order. Returns {crm_id: reasons} of the held-back orders."""
-    result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=COLUMNS,
-                      parameters={"min_rows": 0, "max_rows": 10**9, "tax_rates": tax_rates},
-                      docs_dir=data_docs_dir(FLOW))
-    if not result.may_load:
-        return {"blocked": result}
+def bad_orders(bridge, batch_id: str, result: GateResult) -> tuple[list[QuarantineRow], dict[str, str]]:
+    """The orders the gate stopped (a failing line stops its whole order) with reasons a salesperson can read, and
+    the CRM module of each; the rest of the batch is marked to go."""
     messages = spec()["messages"]
     bad: dict[str, list[str]] = {}
     modules: dict[str, str] = {}
+    hashes: dict[str, str] = {}
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         if result.bad_rows:
             cur.execute(f"SELECT * FROM {STAGING} WHERE batch_id = %s AND row_no = ANY (%s)",
@@ -174,12 +173,25 @@ def validate(bridge, url: str, batch_id: str, tax_rates: list[float], run_id: st
             cur.execute(f"SELECT DISTINCT crm_id, payload_hash FROM {STAGING} "
                         "WHERE batch_id = %s AND crm_id = ANY (%s)", (batch_id, list(bad)))
             hashes = {r["crm_id"]: r["payload_hash"] for r in cur.fetchall()}
-            rollout.quarantine(bridge, FLOW, batch_id, run_id, "sales_order",
-                               [(k, {"crm_id": k, "payload_hash": hashes.get(k)}, v) for k, v in bad.items()], dry_run)
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (coalesce(crm_id, '') = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
     bridge.commit()
-    return {"blocked": None, "bad": bad, "modules": modules, "result": result}
+    return [QuarantineRow(k, {"crm_id": k, "payload_hash": hashes.get(k)}, v) for k, v in bad.items()], modules
+
+
+def crm_messages(bad: list[QuarantineRow], modules: dict[str, str], held: list[dict]) -> dict[str, list[dict]]:
+    """What the gate and the credit check decided, per CRM module: the updates of the orders they stopped."""
+    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    shown: dict[str, list[dict]] = {}
+    for b in bad:
+        shown.setdefault(modules.get(b.key) or "Sales_Orders", []).append({
+            "id": b.key, "ERP_Synced_At": stamp, "Integration_Message": "Not sent to the ERP: " + "; ".join(b.reasons)})
+    for o in held:
+        record = {"id": o["crm_id"], "ERP_Synced_At": stamp, "Integration_Message": "Credit hold: " + o["reason"]}
+        if o["source_module"] == "Sales_Orders":
+            record |= {"Status": "Credit Hold", "Credit_Check": o["decision"]}
+        shown.setdefault(o["source_module"], []).append(record)
+    return shown
 
 
 # -------------------------------------------------------------------------------------------- credit
@@ -478,122 +490,109 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
     return {"written_back": len(written), "waiting": waiting, "erp_errors": len(errors)}
 
 
-def show_in_crm(bridge, crm, module_records: dict[str, list[dict]], run_id: str, batch_id: str,
-                dry_run: bool = False) -> None:
-    """What the gate and the credit check decided, on the CRM orders (audited; a dry run previews it)."""
-    for module, records in module_records.items():
-        rollout.update_crm(bridge, crm, FLOW, "sales_order", module, records, run_id, batch_id, dry_run)
 
 
-# ------------------------------------------------------------------------------ task entry points
-def run_extract(systems, run_id: str, backfill=None, replay_quarantine: bool = False,
-                plan: rollout.Rollout | None = None) -> dict:
-    from include.bridge import db
+# ---------------------------------------------------------------------------------------------- flow
+class OrdersToErp(Flow):
+    """extract -> validate (gate + credit) -> send -> write_back, one Airflow task each (dags/crm_orders_to_erp.py)."""
+    name, source, target = FLOW, "crm", "erp"
+    pilot_dimensions = ("regions", "customers")
+    pilot_hint = "it works on customers' orders: pilot it with pilot_regions or pilot_customers"
 
-    plan = plan or rollout.Rollout(FLOW)
-    bridge = systems.bridge()
-    db.install_schema(bridge)
-    pilot = rollout.pilot_keys(systems.erp(), plan, "customer")
-    batch_id = engine.start_run(bridge, FLOW, run_id, mode=plan.mode)
-    rollout.clear_preview(bridge, batch_id)
-    started = time.monotonic()
-    lookback = dt.timedelta(minutes=spec()["settings"]["lookback_minutes"])
-    if backfill:
-        since, until = backfill[0] - lookback, backfill[1]
-    else:
-        mark = engine.get_watermark(bridge, FLOW)
-        since, until = (mark - lookback if mark else None), dt.datetime.now(dt.UTC)
-    if replay_quarantine and engine.open_quarantine(bridge, FLOW):
-        since = None  # re-read every order: a fixed one passes now
-    found = extract(bridge, systems.crm(), systems.erp(), batch_id, since, until, pilot)
-    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=found["rows"])
-    return {"batch_id": batch_id, "run_id": run_id, "until": until.isoformat(), "backfill": bool(backfill),
-            "rows": found["rows"], "orders_read": found["orders_read"], "cancels": found["cancels"],
-            "rollout": plan.as_dict()}
+    def extract(self, systems, run_id: str, backfill: tuple[dt.datetime, dt.datetime] | None = None,
+                replay_quarantine: bool = False, plan: rollout.Rollout | None = None) -> Run:
+        run = self.open(systems, run_id, plan, backfill=bool(backfill))
+        bridge = systems.bridge()
+        pilot = rollout.pilot_keys(systems.erp(), run.rollout, "customer")
+        lookback = dt.timedelta(minutes=spec()["settings"]["lookback_minutes"])
+        if backfill:
+            since, until = backfill[0] - lookback, backfill[1]
+        else:
+            mark = engine.get_watermark(bridge, FLOW)
+            since, until = (mark - lookback if mark else None), dt.datetime.now(dt.UTC)
+        if replay_quarantine and engine.open_quarantine(bridge, FLOW):
+            since = None  # re-read every order: a fixed one passes now
+        with self.step(systems, run, "extract") as counts:
+            found = extract(bridge, systems.crm(), systems.erp(), run.batch_id, since, until, pilot)
+            counts["rows_extracted"] = found["rows"]
+        run.since, run.until = since.isoformat() if since else None, until.isoformat()
+        run.counts["orders_read"] = found["orders_read"]
+        run.facts["cancels"] = found["cancels"]
+        return run
+
+    def validate(self, systems, run: Run, send_alert=None) -> Run:
+        """Gate + credit check. Held and bad orders are shown in the CRM; the decisions stay in staging."""
+        bridge, writer = systems.bridge(), run.writer(systems.bridge())
+        with self.step(systems, run, "gate") as counts:
+            bad, modules = self.gate(systems, run, send_alert) if run.counts["rows_extracted"] else ([], {})
+            writer.quarantine("sales_order", bad)
+            bridge.commit()
+            passed, held = credit_check(systems.erp(), orders_to_send(bridge, run.batch_id))
+            for module, records in crm_messages(bad, modules, held).items():
+                writer.update_crm(systems.crm(), "sales_order", module, records)
+            counts |= {"rows_passed": len(passed), "rows_quarantined": len(bad)}
+        if held and send_alert and spec()["settings"].get("alert_credit_holds") and writer.live:
+            send_alert(Alert(kind="business", flow=FLOW, run_id=run.run_id, event_key="credit_hold",
+                             title=f"{len(held)} orders on credit hold",
+                             lines=[f"{o['subject']} ({o['customer_code']}): {o['reason']}" for o in held[:20]]))
+        keep_decisions(bridge, run.batch_id, passed + held)
+        run.counts |= {"to_send": len(passed), "held": len(held), "quarantined": len(bad)}
+        return run
+
+    def gate(self, systems, run: Run, send_alert=None) -> tuple[list[QuarantineRow], dict[str, str]]:
+        tax_rates = [float(r) for r in erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]
+        result = run_gate(systems.bridge(), systems.bridge_url(), flow=FLOW, table=STAGING, batch_id=run.batch_id,
+                          columns=COLUMNS, parameters={"min_rows": 0, "max_rows": 10**9, "tax_rates": tax_rates},
+                          docs_dir=data_docs_dir(FLOW))
+        if not result.may_load:
+            self.refuse(systems, run, result, send_alert, f"{result.rows} order lines not sent")
+        run.gate = "passed"
+        return bad_orders(systems.bridge(), run.batch_id, result)
+
+    def send(self, systems, run: Run) -> Run:
+        bridge, writer = systems.bridge(), run.writer(systems.bridge())
+        with self.step(systems, run, "send"):
+            orders = orders_to_send(bridge, run.batch_id, decided=True)
+            cancels = [tuple(c) for c in run.facts["cancels"]]
+            sent = writer.send_erp(lambda: send(bridge, systems.erp_write(), orders, cancels, run.batch_id,
+                                                run.run_id),
+                                   lambda: self.documents(bridge, run.batch_id, documents(bridge, orders, cancels)))
+        run.counts["sent"] = sent
+        return run
+
+    @staticmethod
+    def documents(bridge, batch_id: str, docs: list[tuple[dict, str]]) -> Iterator[PreviewRow]:
+        """The ERP documents a dry run would send, 500 at a time."""
+        for i in range(0, len(docs), 500):
+            for key, o, action, payload in document_rows(bridge, batch_id, docs[i:i + 500]):
+                yield PreviewRow("erp", "sales_order", o["crm_id"], key, action.lower(), None, payload)
+
+    def write_back(self, systems, run: Run, wait_seconds: float = 0) -> dict:
+        """Write back the ERP's answers; waits up to wait_seconds while documents of this run are unprocessed."""
+        bridge, writer = systems.bridge(), run.writer(systems.bridge())
+        quarantined = run.counts.get("quarantined", 0)
+        if not writer.live:  # nothing was sent; answers of earlier live runs wait for the next live run
+            with self.step(systems, run, "write_back") as counts:
+                counts["rows_quarantined"] = quarantined
+            self.close(systems, run, "dry_run", "")
+            return {"written_back": 0, "waiting": 0, "erp_errors": 0, "dry_run": True}
+        started = time.monotonic()
+        with self.step(systems, run, "write_back") as ledger:
+            counts = write_back(bridge, systems.erp_write(), systems.crm(), run.run_id, run.batch_id)
+            while counts["waiting"] and run.counts.get("sent") and time.monotonic() - started < wait_seconds:
+                time.sleep(2)
+                more = write_back(bridge, systems.erp_write(), systems.crm(), run.run_id, run.batch_id)
+                counts = more | {k: counts[k] + more[k] for k in ("written_back", "erp_errors")}
+            ledger |= {"rows_loaded": run.counts.get("sent", 0), "rows_failed": counts["erp_errors"],
+                       "rows_quarantined": quarantined + counts["erp_errors"]}
+        if not run.backfill and not run.rollout.pilot:  # a pilot saw a subset: the others are still to come
+            engine.advance_watermark(bridge, FLOW, dt.datetime.fromisoformat(run.until), run.run_id)
+        self.close(systems, run, "partial" if quarantined or counts["erp_errors"] else "success",
+                   f"{run.counts.get('sent', 0)} sent to the ERP, {run.counts.get('held', 0)} on credit hold, "
+                   f"{quarantined} quarantined, {counts['written_back']} written back to the CRM, "
+                   f"{counts['waiting']} waiting for the ERP")
+        bridge.commit()
+        return counts
 
 
-def run_validate(systems, info: dict, send_alert=None) -> dict:
-    """Gate + credit check. Held and bad orders are shown in the CRM; returns what may be sent."""
-    bridge = systems.bridge()
-    started = time.monotonic()
-    plan = rollout.Rollout.of(info, FLOW)
-    tax_rates = [float(r) for r in erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]
-    checked = validate(bridge, systems.bridge_url(), info["batch_id"], tax_rates, info["run_id"], plan.dry_run) \
-        if info["rows"] else {"blocked": None, "bad": {}, "modules": {}}
-    if checked["blocked"] is not None:
-        result = checked["blocked"]
-        message = "; ".join(result.summary())
-        engine.finish_run(bridge, info["batch_id"], "gate_failed", message)
-        if send_alert:
-            send_alert(Alert(kind="gate_failure", flow=FLOW, run_id=info["run_id"], event_key="gate",
-                             title=f"{result.rows} order lines not sent", lines=result.summary(),
-                             link=result.docs_url, link_label="Data Docs"))
-        raise GateBlocked(f"gate refused batch {info['batch_id']}: {message}")
-    orders = orders_to_send(bridge, info["batch_id"])
-    passed, held = credit_check(systems.erp(), orders)
-    stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    shown: dict[str, list[dict]] = {}
-    for crm_id, reasons in checked["bad"].items():
-        module = checked["modules"].get(crm_id) or "Sales_Orders"
-        shown.setdefault(module, []).append({"id": crm_id, "ERP_Synced_At": stamp, "Integration_Message":
-                                             "Not sent to the ERP: " + "; ".join(reasons)})
-    for o in held:
-        record = {"id": o["crm_id"], "ERP_Synced_At": stamp, "Integration_Message": "Credit hold: " + o["reason"]}
-        if o["source_module"] == "Sales_Orders":
-            record |= {"Status": "Credit Hold", "Credit_Check": o["decision"]}
-        shown.setdefault(o["source_module"], []).append(record)
-    show_in_crm(bridge, systems.crm(), shown, info["run_id"], info["batch_id"], plan.dry_run)
-    engine.record_step(bridge, info["batch_id"], "gate", time.monotonic() - started,
-                       rows_passed=len(passed), rows_quarantined=len(checked["bad"]))
-    if held and send_alert and spec()["settings"].get("alert_credit_holds") and not plan.dry_run:
-        send_alert(Alert(kind="business", flow=FLOW, run_id=info["run_id"], event_key="credit_hold",
-                         title=f"{len(held)} orders on credit hold",
-                         lines=[f"{o['subject']} ({o['customer_code']}): {o['reason']}" for o in held[:20]]))
-    keep_decisions(bridge, info["batch_id"], passed + held)
-    return info | {"to_send": len(passed), "held": len(held), "quarantined": len(checked["bad"])}
-
-
-def run_send(systems, info: dict) -> dict:
-    started = time.monotonic()
-    orders = orders_to_send(systems.bridge(), info["batch_id"], decided=True)
-    cancels = [tuple(c) for c in info["cancels"]]
-    if rollout.Rollout.of(info, FLOW).dry_run:  # the documents the ERP would receive, nothing sent
-        docs = documents(systems.bridge(), orders, cancels)
-        previewed = sum(rollout.preview(systems.bridge(), FLOW, info["batch_id"], info["run_id"], [
-            ("erp", "sales_order", o["crm_id"], key, action.lower(), None, payload)
-            for key, o, action, payload in document_rows(systems.bridge(), info["batch_id"], docs[i:i + 500])])
-            for i in range(0, len(docs), 500))
-        engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
-        return info | {"sent": 0, "would_send": previewed}
-    sent = send(systems.bridge(), systems.erp_write(), orders, cancels, info["batch_id"], info["run_id"])
-    engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
-    return info | {"sent": sent}
-
-
-def run_write_back(systems, info: dict, wait_seconds: float = 0) -> dict:
-    """Write back the ERP's answers; waits up to wait_seconds while documents of this run are unprocessed."""
-    bridge = systems.bridge()
-    started = time.monotonic()
-    plan = rollout.Rollout.of(info, FLOW)
-    if plan.dry_run:  # nothing was sent; answers of earlier live runs wait for the next live run
-        engine.record_step(bridge, info["batch_id"], "write_back", time.monotonic() - started,
-                           rows_quarantined=info.get("quarantined", 0))
-        rollout.finish_dry_run(bridge, info["batch_id"])
-        return {"written_back": 0, "waiting": 0, "erp_errors": 0, "dry_run": True}
-    counts = write_back(bridge, systems.erp_write(), systems.crm(), info["run_id"], info["batch_id"])
-    while counts["waiting"] and info.get("sent") and time.monotonic() - started < wait_seconds:
-        time.sleep(2)
-        more = write_back(bridge, systems.erp_write(), systems.crm(), info["run_id"], info["batch_id"])
-        counts = more | {k: counts[k] + more[k] for k in ("written_back", "erp_errors")}
-    engine.record_step(bridge, info["batch_id"], "write_back", time.monotonic() - started,
-                       rows_loaded=info.get("sent", 0), rows_failed=counts["erp_errors"],
-                       rows_quarantined=info.get("quarantined", 0) + counts["erp_errors"])
-    if not info.get("backfill") and not plan.pilot:  # a pilot saw a subset: the others are still to come
-        engine.advance_watermark(bridge, FLOW, dt.datetime.fromisoformat(info["until"]), info["run_id"])
-    status = "partial" if info.get("quarantined") or counts["erp_errors"] else "success"
-    engine.finish_run(bridge, info["batch_id"], status,
-                      f"{info.get('sent', 0)} sent to the ERP, {info.get('held', 0)} on credit hold, "
-                      f"{info.get('quarantined', 0)} quarantined, {counts['written_back']} written back to the CRM, "
-                      f"{counts['waiting']} waiting for the ERP")
-    bridge.commit()
-    return counts
+ORDERS = OrdersToErp()

@@ -159,22 +159,22 @@ def burst(env: dict, erp: ErpSandbox, crm: CrmSandbox, bridge, n_orders: int) ->
         erp=erp.connect_as("erp_reader"), crm=client, erp_write=erp.connect_as("erp_writer"))
     run_id = f"bench_burst_{uuid.uuid4().hex[:6]}"
     t = time.monotonic()
-    extracted = flow.run_extract(systems, run_id)
+    run = flow.ORDERS.extract(systems, run_id)
     figures["extract"] = time.monotonic() - t
     t = time.monotonic()
-    validated = flow.run_validate(systems, extracted)
+    flow.ORDERS.validate(systems, run)
     figures["gate + credit"] = time.monotonic() - t
     t = time.monotonic()
-    sent = flow.run_send(systems, validated)
+    flow.ORDERS.send(systems, run)
     figures["send"] = time.monotonic() - t
     t = time.monotonic()
     processed = importer.process_inbound(erp.admin)
     figures["ERP import (not ours)"] = time.monotonic() - t
     t = time.monotonic()
-    written = flow.run_write_back(systems, sent)
+    written = flow.ORDERS.write_back(systems, run)
     figures["write-back"] = time.monotonic() - t
-    counts = {"orders": n_orders, "lines staged": extracted.get("rows"), "sent": sent.get("sent"),
-              "held": validated.get("held"), "quarantined": validated.get("quarantined"),
+    counts = {"orders": n_orders, "lines staged": run.counts.get("rows_extracted"), "sent": run.counts.get("sent"),
+              "held": run.counts.get("held"), "quarantined": run.counts.get("quarantined"),
               "written back": written.get("written_back"), "ERP processed": processed["sales_order_in"]}
     return {"figures": figures, "counts": counts}
 

@@ -120,13 +120,13 @@ def test_two_runs_at_once_a_backfill_and_a_storm_with_a_lost_erp_connection(env,
 
     # a backfill of an old interval re-reads those orders and finds every one already sent
     from include.bridge.runtime import Systems
-    from include.flows import crm_orders_to_erp as flow
+    from include.flows.crm_orders_to_erp import ORDERS as orders_flow
 
     systems = Systems.from_connections(bridge[1], _url(bridge), erp=erp.connect_as("erp_reader"), crm=client,
                                        erp_write=erp.connect_as("erp_writer"))
-    info = flow.run_extract(systems, "backfill__old", backfill=(dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
-                                                                 dt.datetime.now(dt.UTC)))
-    assert flow.run_send(systems, flow.run_validate(systems, info))["sent"] == 0
+    run = orders_flow.extract(systems, "backfill__old", backfill=(dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                                                                  dt.datetime.now(dt.UTC)))
+    assert orders_flow.send(systems, orders_flow.validate(systems, run)).counts["sent"] == 0
     assert_exactly_once(erp, client, bridge)
 
     # the ERP connection is lost: the run fails and sends nothing; then a CRM storm while it catches up

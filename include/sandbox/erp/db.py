@@ -56,34 +56,47 @@ def install_schema(conn) -> None:
 
 def setup_roles(conn, dbname: str, read_password: str | None, write_password: str | None) -> None:
     """Least privilege: the reader sees erp_api only (and read-only), the writer erp_inbound only."""
+    create_roles(read_password, write_password)
     db = sql.Identifier(dbname)
+    reader, writer = sql.Identifier(READ_ROLE), sql.Identifier(WRITE_ROLE)
+    statements = [
+        "REVOKE ALL ON DATABASE {db} FROM PUBLIC",            # no CONNECT / TEMP for anyone else
+        "GRANT CONNECT ON DATABASE {db} TO {reader}, {writer}",
+        "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+        "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA erp FROM PUBLIC",
+        "GRANT USAGE ON SCHEMA erp_api TO {reader}",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA erp_api TO {reader}",
+        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA erp_api TO {reader}",
+        "GRANT USAGE ON SCHEMA erp_inbound TO {writer}",
+        "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA erp_inbound TO {writer}",
+        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA erp_inbound TO {writer}",
+    ]
     with conn.cursor() as cur:
-        # roles are cluster-wide: two sandboxes built at once (parallel tests) take turns, or their
-        # CREATE / ALTER ROLE and GRANTs collide ("tuple concurrently updated")
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('erp_sandbox.setup_roles'))")
-        for role, password in ((READ_ROLE, read_password), (WRITE_ROLE, write_password)):
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-            if not cur.fetchone():
-                cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-            if password:
-                cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-        reader, writer = sql.Identifier(READ_ROLE), sql.Identifier(WRITE_ROLE)
-        statements = [
-            "REVOKE ALL ON DATABASE {db} FROM PUBLIC",            # no CONNECT / TEMP for anyone else
-            "GRANT CONNECT ON DATABASE {db} TO {reader}, {writer}",
-            "REVOKE ALL ON SCHEMA public FROM PUBLIC",
-            "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA erp FROM PUBLIC",
-            "GRANT USAGE ON SCHEMA erp_api TO {reader}",
-            "GRANT SELECT ON ALL TABLES IN SCHEMA erp_api TO {reader}",
-            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA erp_api TO {reader}",
-            "ALTER ROLE {reader} SET default_transaction_read_only = on",
-            "GRANT USAGE ON SCHEMA erp_inbound TO {writer}",
-            "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA erp_inbound TO {writer}",
-            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA erp_inbound TO {writer}",
-        ]
         for stmt in statements:
             cur.execute(sql.SQL(stmt).format(db=db, reader=reader, writer=writer))
     conn.commit()
+
+
+def create_roles(read_password: str | None, write_password: str | None) -> None:
+    """The two integration roles (cluster-wide), their passwords and the reader's read-only default. Two sandboxes
+    set up at once (parallel tests) take turns: concurrent CREATE / ALTER ROLE collide ("tuple concurrently
+    updated"), and an advisory lock only excludes sessions of one database, so this runs in database postgres."""
+    conn = psycopg2.connect(dbname="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('erp_sandbox.create_roles'))")
+            for role, password in ((READ_ROLE, read_password), (WRITE_ROLE, write_password)):
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                if not cur.fetchone():
+                    cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+                if password:
+                    cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role),
+                                                                            sql.Literal(password)))
+            cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on")
+                        .format(sql.Identifier(READ_ROLE)))
+        conn.commit()
+    finally:
+        conn.close()
 
 
 def clone(template: str, dbname: str) -> None:
