@@ -45,41 +45,44 @@ def crm_forecast_to_erp():
         from bridge_flows.rollout import rollout_for
 
         from include.bridge.runtime import Systems
-        from include.flows import crm_forecast_to_erp as flow
+        from include.flows.crm_forecast_to_erp import FORECAST
 
-        plan = rollout_for(flow.FLOW, params, dag_run.run_id)
+        plan = rollout_for(FORECAST.name, params, dag_run.run_id)
         as_of = pendulum.instance(dag_run.run_after).in_timezone(TZ).date()
         with Systems() as systems:
-            return flow.run_extract(systems, dag_run.run_id, as_of, dag_run.run_type == "backfill",
-                                    int(params["horizon_months"]), plan)
+            return FORECAST.extract(systems, dag_run.run_id, as_of, dag_run.run_type == "backfill",
+                                    int(params["horizon_months"]), plan).to_xcom()
 
     @task(retries=0)
-    def validate(info: dict) -> dict:
+    def validate(run: dict) -> dict:
         from bridge_alerts.notifier import alert_sender
 
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
-        from include.flows import crm_forecast_to_erp as flow
+        from include.flows.crm_forecast_to_erp import FORECAST
 
         with Systems() as systems:
-            return flow.run_validate(systems, info, alert_sender(systems.bridge()))
+            return FORECAST.validate(systems, Run.from_xcom(run), alert_sender(systems.bridge())).to_xcom()
 
     @task
-    def send(info: dict, params: dict | None = None) -> dict:
+    def send(run: dict, params: dict | None = None) -> dict:
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
-        from include.flows import crm_forecast_to_erp as flow
+        from include.flows.crm_forecast_to_erp import FORECAST
 
         with Systems() as systems:
-            return flow.run_send(systems, info, int(params["send_chunk_rows"]))
+            return FORECAST.send(systems, Run.from_xcom(run), int(params["send_chunk_rows"])).to_xcom()
 
     @task(pool="zoho_crm", outlets=[Asset("bridge://crm_forecast_to_erp")])
-    def record(info: dict, params: dict | None = None) -> dict:
+    def record(run: dict, params: dict | None = None) -> dict:
         from bridge_alerts.notifier import alert_sender
 
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
-        from include.flows import crm_forecast_to_erp as flow
+        from include.flows.crm_forecast_to_erp import FORECAST
 
         with Systems() as systems:
-            return flow.run_record(systems, info, alert_sender(systems.bridge()),
+            return FORECAST.record(systems, Run.from_xcom(run), alert_sender(systems.bridge()),
                                    wait_seconds=int(params["wait_for_erp_seconds"]))
 
     record(send(validate(extract())))

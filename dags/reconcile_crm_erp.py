@@ -39,22 +39,23 @@ def reconcile_crm_erp():
     @task
     def snapshot(dag_run=None) -> dict:
         from include.bridge.runtime import Systems
-        from include.flows import reconcile_crm_erp as flow
+        from include.flows.reconcile_crm_erp import RECONCILIATION
 
         run_date = pendulum.instance(dag_run.run_after).in_timezone(TZ).date()
         with Systems() as systems:
-            return flow.run_extract(systems, dag_run.run_id, run_date)
+            return RECONCILIATION.snapshot(systems, dag_run.run_id, run_date).to_xcom()
 
     @task(outlets=[Asset("bridge://reconcile_crm_erp")])
-    def compare(info: dict, params: dict | None = None) -> dict:
+    def compare(run: dict, params: dict | None = None) -> dict:
         from bridge_alerts.notifier import alert_sender
 
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
-        from include.flows import reconcile_crm_erp as flow
+        from include.flows.reconcile_crm_erp import RECONCILIATION
 
         with Systems() as systems:
-            return flow.run_compare(systems, info, alert_sender(systems.bridge()), params["order_grace_minutes"],
-                                    params["alert_threshold"])
+            return RECONCILIATION.compare(systems, Run.from_xcom(run), alert_sender(systems.bridge()),
+                                          params["order_grace_minutes"], params["alert_threshold"])
 
     compare(snapshot())
 

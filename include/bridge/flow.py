@@ -168,13 +168,13 @@ class Flow:
         run.counts |= counts
 
     def refuse(self, systems, run: Run, result: GateResult, send_alert: Callable[[Alert], Any] | None,
-               title: str) -> None:
+               title: str, event_key: str = "gate") -> None:
         """The gate blocked the whole batch: the ledger says why, one alert goes out, the task fails."""
         message = "; ".join(result.summary()) + (f" (Data Docs: {result.docs_url})" if result.docs_url else "")
         run.gate = "blocked"
         engine.finish_run(systems.bridge(), run.batch_id, "gate_failed", message)
         if send_alert:
-            send_alert(Alert(kind="gate_failure", flow=self.name, run_id=run.run_id, event_key="gate", title=title,
+            send_alert(Alert(kind="gate_failure", flow=self.name, run_id=run.run_id, event_key=event_key, title=title,
                              lines=result.summary(), link=result.docs_url, link_label="Data Docs"))
         raise GateBlocked(f"gate refused batch {run.batch_id}: {message}")
 

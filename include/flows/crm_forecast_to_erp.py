@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
@@ -35,8 +36,9 @@ import yaml
 
 from include.bridge import engine, rollout
 from include.bridge.alerts import Alert
+from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run, Writer
 from include.bridge.gate import column_of, load_suite, run_gate
-from include.bridge.mirror import GateBlocked, data_docs_dir
+from include.bridge.mirror import data_docs_dir
 from include.bridge.rollback import Reversal
 
 FLOW = "crm_forecast_to_erp"
@@ -196,15 +198,15 @@ def extract(bridge, crm, erp, batch_id: str, window: tuple[dt.date, dt.date], re
 
 
 # ------------------------------------------------------------------------------------------ validate
-def quarantine_bad_deals(bridge, batch_id: str, bad_rows: dict[int, list[str]], dry_run: bool = False,
-                         run_id: str = "") -> dict[str, list[str]]:
-    """A failing line quarantines its whole deal with reasons a salesperson reads; returns deal id -> reasons.
+def bad_deals(bridge, batch_id: str, bad_rows: dict[int, list[str]]) -> list[QuarantineRow]:
+    """A failing line stops its whole deal, with reasons a salesperson reads; the rest of the batch is marked to go.
 
     The entry remembers whether the deal shows these reasons already (`shown`), so a deal that stays wrong is
     not rewritten in the CRM every run."""
     messages = spec()["messages"]
     bad: dict[str, list[str]] = {}
     kinds: dict[str, str] = {}
+    before: dict[str, dict] = {}
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         if bad_rows:
             cur.execute(f"SELECT row_no, deal_id, deal_name, line_no, demand_type FROM {STAGING} WHERE batch_id = %s "
@@ -221,14 +223,12 @@ def quarantine_bad_deals(bridge, batch_id: str, bad_rows: dict[int, list[str]], 
                            FROM bridge.quarantine WHERE flow = %s AND status = 'open' AND business_key = ANY (%s)""",
                         (FLOW, list(bad)))
             before = {r["business_key"]: r for r in cur.fetchall()}
-            rollout.quarantine(bridge, FLOW, batch_id, run_id, "deal", [
-                (k, {"deal_id": k, "demand_type": kinds.get(k),
-                     "shown": k in before and before[k]["shown"] and list(before[k]["reasons"]) == v}, v)
-                for k, v in bad.items()], dry_run)
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (coalesce(deal_id, '') = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
     bridge.commit()
-    return bad
+    return [QuarantineRow(k, {"deal_id": k, "demand_type": kinds.get(k),
+                              "shown": k in before and before[k]["shown"] and list(before[k]["reasons"]) == v}, v)
+            for k, v in bad.items()]
 
 
 def build_buckets(bridge, batch_id: str) -> dict:
@@ -251,12 +251,16 @@ def build_buckets(bridge, batch_id: str) -> dict:
     return {"buckets": buckets, "total_qty": total, "deals_passed": deals, "lines_passed": lines}
 
 
-def validate(bridge, url: str, batch_id: str, run_id: str, dry_run: bool = False) -> dict:
+def validate(bridge, url: str, batch_id: str, writer: Writer) -> dict:
+    """Gate the lines (bad deals quarantined through `writer`), bucket the rest, gate the buckets' totals.
+    {"blocked": the refusing GateResult or None, "bad": the deals stopped, and the totals}."""
     result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=GATED,
                       parameters={"min_rows": 0, "max_rows": 10**9}, docs_dir=data_docs_dir(FLOW))
     if not result.may_load:
         return {"blocked": result}
-    bad = quarantine_bad_deals(bridge, batch_id, result.bad_rows, dry_run, run_id)
+    bad = bad_deals(bridge, batch_id, result.bad_rows)
+    writer.quarantine("deal", bad)
+    bridge.commit()
     totals = build_buckets(bridge, batch_id)
     # the buckets must add up to the lines exactly (both are sums of 0.001 units: half a unit of tolerance is none)
     total = float(totals["total_qty"])
@@ -410,108 +414,121 @@ def show_on_deals(bridge, crm, batch_id: str, run_id: str, version: str | None) 
     return len(written)
 
 
-# ------------------------------------------------------------------------------ task entry points
-def run_extract(systems, run_id: str, as_of: dt.date, backfill: bool = False, horizon_months: int | None = None,
-                plan: rollout.Rollout | None = None) -> dict:
-    from include.bridge import db
-
-    plan = plan or rollout.Rollout(FLOW)
-    if plan.customers or plan.skus:
-        raise rollout.PilotNotApplicable(f"{FLOW} forecasts by sales region: pilot it with pilot_regions only")
-    bridge = systems.bridge()
-    db.install_schema(bridge)
-    batch_id = engine.start_run(bridge, FLOW, run_id, mode=plan.mode)
-    rollout.clear_preview(bridge, batch_id)
-    started = time.monotonic()
-    window = horizon(as_of, int(horizon_months or spec()["settings"]["horizon_months"]))
-    found = extract(bridge, systems.crm(), systems.erp(), batch_id, window, plan.regions)
-    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=found["rows"])
-    return found | {"batch_id": batch_id, "run_id": run_id, "horizon": [d.isoformat() for d in window],
-                    "backfill": backfill, "rollout": plan.as_dict()}
-
-
-def run_validate(systems, info: dict, send_alert=None) -> dict:
-    bridge = systems.bridge()
-    started = time.monotonic()
-    checked = validate(bridge, systems.bridge_url(), info["batch_id"], info["run_id"],
-                       rollout.Rollout.of(info, FLOW).dry_run)
-    if checked["blocked"] is not None:
-        result = checked["blocked"]
-        message = "; ".join(result.summary())
-        engine.finish_run(bridge, info["batch_id"], "gate_failed", message)
-        if send_alert:
-            send_alert(Alert(kind="gate_failure", flow=FLOW, run_id=info["run_id"], event_key=f"gate:{result.flow}",
-                             title=f"forecast not sent ({result.rows} rows checked); the ERP keeps its version",
-                             lines=result.summary(), link=result.docs_url, link_label="Data Docs"))
-        raise GateBlocked(f"gate refused batch {info['batch_id']}: {message}")
-    engine.record_step(bridge, info["batch_id"], "gate", time.monotonic() - started,
-                       rows_passed=checked["lines_passed"], rows_quarantined=len(checked["bad"]))
-    return info | {"quarantined": len(checked["bad"]), "buckets": checked["buckets"],
-                   "total_qty": str(checked["total_qty"]), "deals_passed": checked["deals_passed"]}
-
-
-def run_send(systems, info: dict, chunk_rows: int | None = None) -> dict:
-    started = time.monotonic()
-    if info.get("backfill"):  # a forecast is today's pipeline: an old interval has nothing to resend
-        return info | {"sent": 0, "skipped": "backfill run: the forecast is a snapshot of the current pipeline"}
-    window = tuple(dt.date.fromisoformat(d) for d in info["horizon"])
-    if rollout.Rollout.of(info, FLOW).dry_run:  # the version the ERP would receive, nothing sent
-        with systems.bridge().cursor() as cur:
-            cur.execute(f"SELECT sku, region, period_start, demand_type, qty FROM {BUCKETS} WHERE batch_id = %s "
-                        "ORDER BY row_no", (info["batch_id"],))
-            buckets = cur.fetchall()
-        systems.bridge().rollback()
-        rollout.preview(systems.bridge(), FLOW, info["batch_id"], info["run_id"], [
-            ("erp", "demand_forecast", f"{s}|{r}|{p}|{t}", None, "insert", None, {"qty": q, "horizon": info["horizon"]})
-            for s, r, p, t, q in buckets])
-        return info | {"sent": 0, "would_send": len(buckets)}
-    sent = send(systems.bridge(), systems.erp(), systems.erp_write(), info["batch_id"], info["run_id"], window,
-                chunk_rows)
-    engine.record_step(systems.bridge(), info["batch_id"], "send", time.monotonic() - started)
-    return info | sent
-
-
-def run_record(systems, info: dict, send_alert=None, wait_seconds: float | None = None) -> dict:
-    bridge = systems.bridge()
-    started = time.monotonic()
-    if rollout.Rollout.of(info, FLOW).dry_run:
-        engine.record_step(bridge, info["batch_id"], "record", time.monotonic() - started)
-        rollout.finish_dry_run(bridge, info["batch_id"])
-        return {"status": "dry_run", "version": None, "sent": 0, "deals_shown": 0, "waiting": 0}
-    wait = spec()["settings"]["wait_for_erp_seconds"] if wait_seconds is None else wait_seconds
-    answers = record_answers(bridge, systems.erp_write())
-    while info.get("erp_batch_id") and answers["waiting"] and time.monotonic() - started < wait:
-        time.sleep(2)
-        more = record_answers(bridge, systems.erp_write())
-        answers = more | {k: answers[k] + more[k] for k in ("activated", "rejected")}
-    mine = [a for a in answers["activated"] if a[0] == info.get("erp_batch_id")]
-    version = mine[0][1] if mine else info.get("unchanged")
-    shown = show_on_deals(bridge, systems.crm(), info["batch_id"], info["run_id"], version)
-    for erp_batch, _, messages in answers["rejected"]:
-        if send_alert:
-            send_alert(Alert(kind="business", flow=FLOW, run_id=info["run_id"], event_key=f"erp_rejected:{erp_batch}",
-                             title=f"the ERP rejected forecast batch {erp_batch}; it keeps the previous version",
-                             lines=list(messages or [])))
-    engine.record_step(bridge, info["batch_id"], "record", time.monotonic() - started,
-                       rows_loaded=info.get("sent", 0), rows_failed=len(answers["rejected"]))
-    if info.get("unchanged"):
-        outcome = f"forecast unchanged: ERP version {info['unchanged']} stays active"
-    elif info.get("skipped"):
-        outcome = info["skipped"]
-    elif mine:
-        outcome = f"{info['sent']} forecast rows sent, active in the ERP as {version}"
-    else:
-        outcome = f"{info.get('sent', 0)} forecast rows sent, waiting for the ERP to apply them"
-    status = "failed" if any(a[0] == info.get("erp_batch_id") for a in answers["rejected"]) else \
-        "partial" if info.get("quarantined") else "success"
-    engine.finish_run(bridge, info["batch_id"], status,
-                      f"{outcome}; {info.get('deals_passed', 0)} deals, {info.get('order_lines', 0)} order lines, "
-                      f"{info.get('quarantined', 0)} deals quarantined, total {info.get('total_qty')}")
-    return {"status": status, "version": version, "sent": info.get("sent", 0), "deals_shown": shown,
-            "waiting": answers["waiting"]}
-
-
 def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list[Reversal]:
     """Rollback: a forecast version is replaced, not reversed (include/bridge/rollback.py lists it)."""
     return [Reversal(c, "not_reversible", "a forecast version is replaced, not reversed: run crm_forecast_to_erp "
                      "again after the fix (erp_api.forecast_versions lists the versions)") for c in changes]
+
+
+# ---------------------------------------------------------------------------------------------- flow
+class ForecastToErp(Flow):
+    """extract -> validate (lines gate, buckets, totals gate) -> send -> record, one Airflow task each."""
+    name, source, target = FLOW, "crm", "erp"
+    pilot_dimensions = ("regions",)
+    pilot_hint = "it forecasts by sales region: pilot it with pilot_regions"
+
+    def extract(self, systems, run_id: str, as_of: dt.date, backfill: bool = False, horizon_months: int | None = None,
+                plan: rollout.Rollout | None = None) -> Run:
+        run = self.open(systems, run_id, plan, backfill=backfill)
+        window = horizon(as_of, int(horizon_months or spec()["settings"]["horizon_months"]))
+        with self.step(systems, run, "extract") as counts:
+            found = extract(systems.bridge(), systems.crm(), systems.erp(), run.batch_id, window, run.rollout.regions)
+            counts["rows_extracted"] = found["rows"]
+        run.since, run.until = window[0].isoformat(), window[1].isoformat()
+        run.counts |= {k: v for k, v in found.items() if k != "rows"}
+        return run
+
+    def validate(self, systems, run: Run, send_alert=None) -> Run:
+        with self.step(systems, run, "gate") as counts:
+            checked = validate(systems.bridge(), systems.bridge_url(), run.batch_id, run.writer(systems.bridge()))
+            if checked["blocked"] is not None:
+                result = checked["blocked"]
+                self.refuse(systems, run, result, send_alert, f"forecast not sent ({result.rows} rows checked); the "
+                            "ERP keeps its version", event_key=f"gate:{result.flow}")
+            counts |= {"rows_passed": checked["lines_passed"], "rows_quarantined": len(checked["bad"])}
+        run.gate = "passed"
+        run.counts |= {"quarantined": len(checked["bad"]), "buckets": checked["buckets"],
+                       "deals_passed": checked["deals_passed"]}
+        run.facts["total_qty"] = str(checked["total_qty"])
+        return run
+
+    def send(self, systems, run: Run, chunk_rows: int | None = None) -> Run:
+        if run.backfill:  # a forecast is today's pipeline: an old interval has nothing to resend
+            run.facts["skipped"] = "backfill run: the forecast is a snapshot of the current pipeline"
+            return run
+        window = (dt.date.fromisoformat(run.since), dt.date.fromisoformat(run.until))
+        outcome: dict = {}
+
+        def send_version() -> int:
+            outcome.update(send(systems.bridge(), systems.erp(), systems.erp_write(), run.batch_id, run.run_id, window,
+                                chunk_rows))
+            return outcome["sent"]
+
+        with self.step(systems, run, "send"):
+            run.counts["sent"] = run.writer(systems.bridge()).send_erp(send_version, lambda: self.version_rows(
+                systems.bridge(), run))
+        run.facts |= {k: outcome[k] for k in ("erp_batch_id", "unchanged") if k in outcome}
+        return run
+
+    @staticmethod
+    def version_rows(bridge, run: Run) -> Iterator[PreviewRow]:
+        """The forecast rows a dry run would send."""
+        with bridge.cursor() as cur:
+            cur.execute(f"SELECT sku, region, period_start, demand_type, qty FROM {BUCKETS} WHERE batch_id = %s "
+                        "ORDER BY row_no", (run.batch_id,))
+            buckets = cur.fetchall()
+        bridge.rollback()
+        for s, r, p, t, q in buckets:
+            yield PreviewRow("erp", "demand_forecast", f"{s}|{r}|{p}|{t}", None, "insert", None,
+                             {"qty": q, "horizon": [run.since, run.until]})
+
+    def record(self, systems, run: Run, send_alert=None, wait_seconds: float | None = None) -> dict:
+        bridge = systems.bridge()
+        if run.rollout.dry_run:
+            with self.step(systems, run, "record"):
+                pass
+            self.close(systems, run, "dry_run", "")
+            return {"status": "dry_run", "version": None, "sent": 0, "deals_shown": 0, "waiting": 0}
+        with self.step(systems, run, "record") as counts:
+            answers = self.wait_for_erp(systems, run, wait_seconds)
+            mine = [a for a in answers["activated"] if a[0] == run.facts.get("erp_batch_id")]
+            version = mine[0][1] if mine else run.facts.get("unchanged")
+            shown = show_on_deals(bridge, systems.crm(), run.batch_id, run.run_id, version)
+            for erp_batch, _, messages in answers["rejected"]:
+                if send_alert:
+                    send_alert(Alert(kind="business", flow=FLOW, run_id=run.run_id,
+                                     event_key=f"erp_rejected:{erp_batch}", lines=list(messages or []),
+                                     title=f"the ERP rejected forecast batch {erp_batch}; it keeps the previous "
+                                           "version"))
+            counts |= {"rows_loaded": run.counts.get("sent", 0), "rows_failed": len(answers["rejected"])}
+        status = "failed" if any(a[0] == run.facts.get("erp_batch_id") for a in answers["rejected"]) else \
+            "partial" if run.counts.get("quarantined") else "success"
+        self.close(systems, run, status, f"{self.outcome(run, version, bool(mine))}; "
+                   f"{run.counts.get('deals_passed', 0)} deals, {run.counts.get('order_lines', 0)} order lines, "
+                   f"{run.counts.get('quarantined', 0)} deals quarantined, total {run.facts.get('total_qty')}")
+        return {"status": status, "version": version, "sent": run.counts.get("sent", 0), "deals_shown": shown,
+                "waiting": answers["waiting"]}
+
+    def wait_for_erp(self, systems, run: Run, wait_seconds: float | None) -> dict:
+        """The ERP's answers (activated and rejected batches); waits while the batch sent now is unanswered."""
+        started = time.monotonic()
+        wait = spec()["settings"]["wait_for_erp_seconds"] if wait_seconds is None else wait_seconds
+        answers = record_answers(systems.bridge(), systems.erp_write())
+        while run.facts.get("erp_batch_id") and answers["waiting"] and time.monotonic() - started < wait:
+            time.sleep(2)
+            more = record_answers(systems.bridge(), systems.erp_write())
+            answers = more | {k: answers[k] + more[k] for k in ("activated", "rejected")}
+        return answers
+
+    @staticmethod
+    def outcome(run: Run, version: str | None, activated: bool) -> str:
+        if run.facts.get("unchanged"):
+            return f"forecast unchanged: ERP version {run.facts['unchanged']} stays active"
+        if run.facts.get("skipped"):
+            return run.facts["skipped"]
+        if activated:
+            return f"{run.counts['sent']} forecast rows sent, active in the ERP as {version}"
+        return f"{run.counts.get('sent', 0)} forecast rows sent, waiting for the ERP to apply them"
+
+
+FORECAST = ForecastToErp()

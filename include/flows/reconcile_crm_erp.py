@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import time
 from collections import defaultdict
 from functools import cache
 from pathlib import Path
@@ -25,10 +24,10 @@ from pathlib import Path
 import psycopg2.extras
 import yaml
 
-from include.bridge import engine
 from include.bridge.alerts import Alert
+from include.bridge.flow import Flow, Run
 from include.bridge.gate import run_gate
-from include.bridge.mirror import GateBlocked, data_docs_dir, reports_dir
+from include.bridge.mirror import data_docs_dir, reports_dir
 
 FLOW = "reconcile_crm_erp"
 COLUMNS = ["run_date", "kind", "entity", "business_key", "crm_id", "system_of_record", "corrected_by", "detail"]
@@ -370,66 +369,84 @@ Nothing was changed: each row names the system of record and the flow that shoul
     return path
 
 
-# ------------------------------------------------------------------------------ task entry points
-def run_extract(systems, run_id: str, run_date: dt.date) -> dict:
-    from include.bridge import db
+# ---------------------------------------------------------------------------------------------- flow
+class Reconciliation(Flow):
+    """snapshot (both systems) -> compare (set-based, gated, reported), one Airflow task each."""
+    name, source, target = FLOW, "crm+erp", "bridge"
+    pilot_dimensions = ()
+    pilot_hint = "a reconciliation compares both systems in full"
 
-    bridge = systems.bridge()
-    db.install_schema(bridge)
-    batch_id = engine.start_run(bridge, FLOW, run_id)
-    started = time.monotonic()
-    crm = snapshot_crm(bridge, systems.crm(), batch_id)
-    erp = snapshot_erp(bridge, systems.erp(), batch_id)
-    with bridge.cursor() as cur:  # fresh statistics: the comparison joins what was just loaded
-        cur.execute("ANALYZE bridge.recon_crm, bridge.recon_erp, bridge.id_map")
-    bridge.commit()
-    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started,
-                       rows_extracted=sum(crm.values()) + sum(erp.values()))
-    return {"batch_id": batch_id, "run_id": run_id, "run_date": run_date.isoformat(),
-            "compared": {f"CRM {k}": v for k, v in crm.items()} | {f"ERP {k}": v for k, v in erp.items()}}
+    def snapshot(self, systems, run_id: str, run_date: dt.date) -> Run:
+        run = self.open(systems, run_id)
+        bridge = systems.bridge()
+        with self.step(systems, run, "extract") as counts:
+            crm = snapshot_crm(bridge, systems.crm(), run.batch_id)
+            erp = snapshot_erp(bridge, systems.erp(), run.batch_id)
+            with bridge.cursor() as cur:  # fresh statistics: the comparison joins what was just loaded
+                cur.execute("ANALYZE bridge.recon_crm, bridge.recon_erp, bridge.id_map")
+            bridge.commit()
+            counts["rows_extracted"] = sum(crm.values()) + sum(erp.values())
+        run.facts |= {"run_date": run_date.isoformat(),
+                      "compared": {f"CRM {k}": v for k, v in crm.items()} | {f"ERP {k}": v for k, v in erp.items()}}
+        return run
 
-
-def run_compare(systems, info: dict, send_alert=None, grace_minutes: int | None = None,
+    def compare(self, systems, run: Run, send_alert=None, grace_minutes: int | None = None,
                 alert_threshold: int | None = None) -> dict:
-    """Stage the differences, gate them, record the run and the report; one alert above the threshold."""
-    bridge = systems.bridge()
-    started = time.monotonic()
-    run_date = dt.date.fromisoformat(info["run_date"])
-    found = compare(bridge, info["batch_id"], run_date, grace_minutes)
-    result = run_gate(bridge, systems.bridge_url(), flow=FLOW, table="bridge.reconciliation_difference",
-                      batch_id=info["batch_id"], columns=COLUMNS, parameters={"kinds": list(KIND_LABEL)},
-                      docs_dir=data_docs_dir(FLOW))
-    if not result.may_load:
-        engine.finish_run(bridge, info["batch_id"], "gate_failed", "; ".join(result.summary()))
-        raise GateBlocked(f"reconciliation differences failed their gate: {'; '.join(result.summary())}")
-    with bridge.cursor() as cur:
-        cur.execute("SELECT kind, count(*) FROM bridge.reconciliation_difference WHERE batch_id = %s GROUP BY kind",
-                    (info["batch_id"],))
-        counts = dict(cur.fetchall())
-    bridge.rollback()
-    threshold = int(spec()["settings"]["alert_threshold"] if alert_threshold is None else alert_threshold)
-    with bridge.cursor() as cur:  # the run first, so the report's trend includes today
-        cur.execute("""INSERT INTO bridge.reconciliation_run (batch_id, run_id, run_date, counts, total, compared,
-                                                              threshold)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s)
-                       ON CONFLICT (batch_id) DO UPDATE SET counts = excluded.counts, total = excluded.total,
-                           compared = excluded.compared, created_at = now()""",
-                    (info["batch_id"], info["run_id"], run_date, json.dumps(counts), found,
-                     json.dumps(info["compared"]), threshold))
-    bridge.commit()
-    path = write_report(bridge, info["batch_id"], run_date, counts, info["compared"], threshold)
-    alerted = False
-    if found > threshold and send_alert:
-        alerted = bool(send_alert(Alert(
-            kind="business", flow=FLOW, run_id=info["run_id"], event_key="differences",
-            title=f"{found} differences between the CRM and the ERP (threshold {threshold})",
-            lines=[f"{KIND_LABEL[k]}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])],
-            link=path.as_uri(), link_label="Reconciliation report")))
-    with bridge.cursor() as cur:
-        cur.execute("UPDATE bridge.reconciliation_run SET report_path = %s, alerted = %s WHERE batch_id = %s",
-                    (str(path), alerted, info["batch_id"]))
-    engine.record_step(bridge, info["batch_id"], "compare", time.monotonic() - started, rows_loaded=found)
-    engine.finish_run(bridge, info["batch_id"], "success",
-                      f"{found} differences: " + (", ".join(f"{KIND_LABEL[k]} {v}" for k, v in counts.items())
-                                                  or "none") + f"; report {path}")
-    return {"differences": found, "counts": counts, "report": str(path), "alerted": alerted}
+        """Stage the differences, gate them, record the run and the report; one alert above the threshold."""
+        bridge, run_date = systems.bridge(), dt.date.fromisoformat(run.facts["run_date"])
+        with self.step(systems, run, "compare") as ledger:
+            found = compare(bridge, run.batch_id, run_date, grace_minutes)
+            result = run_gate(bridge, systems.bridge_url(), flow=FLOW, table="bridge.reconciliation_difference",
+                              batch_id=run.batch_id, columns=COLUMNS, parameters={"kinds": list(KIND_LABEL)},
+                              docs_dir=data_docs_dir(FLOW))
+            if not result.may_load:
+                self.refuse(systems, run, result, send_alert, f"{result.rows} differences failed their gate")
+            run.gate = "passed"
+            counts = self.counts_by_kind(bridge, run.batch_id)
+            threshold = int(spec()["settings"]["alert_threshold"] if alert_threshold is None else alert_threshold)
+            path, alerted = self.report(bridge, run, run_date, counts, found, threshold, send_alert)
+            ledger["rows_loaded"] = found
+        self.close(systems, run, "success", f"{found} differences: " + (", ".join(
+            f"{KIND_LABEL[k]} {v}" for k, v in counts.items()) or "none") + f"; report {path}")
+        return {"differences": found, "counts": counts, "report": str(path), "alerted": alerted}
+
+    @staticmethod
+    def counts_by_kind(bridge, batch_id: str) -> dict[str, int]:
+        with bridge.cursor() as cur:
+            cur.execute("SELECT kind, count(*) FROM bridge.reconciliation_difference WHERE batch_id = %s "
+                        "GROUP BY kind", (batch_id,))
+            counts = dict(cur.fetchall())
+        bridge.rollback()
+        return counts
+
+    @staticmethod
+    def report(bridge, run: Run, run_date: dt.date, counts: dict, found: int, threshold: int,
+               send_alert=None) -> tuple[Path, bool]:
+        """The run's row (first, so the report's trend includes today), the HTML report, and one alert above the
+        threshold."""
+        compared = run.facts["compared"]
+        with bridge.cursor() as cur:
+            cur.execute("""INSERT INTO bridge.reconciliation_run (batch_id, run_id, run_date, counts, total, compared,
+                                                                  threshold)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s)
+                           ON CONFLICT (batch_id) DO UPDATE SET counts = excluded.counts, total = excluded.total,
+                               compared = excluded.compared, created_at = now()""",
+                        (run.batch_id, run.run_id, run_date, json.dumps(counts), found, json.dumps(compared),
+                         threshold))
+        bridge.commit()
+        path = write_report(bridge, run.batch_id, run_date, counts, compared, threshold)
+        alerted = False
+        if found > threshold and send_alert:
+            alerted = bool(send_alert(Alert(
+                kind="business", flow=FLOW, run_id=run.run_id, event_key="differences",
+                title=f"{found} differences between the CRM and the ERP (threshold {threshold})",
+                lines=[f"{KIND_LABEL[k]}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])],
+                link=path.as_uri(), link_label="Reconciliation report")))
+        with bridge.cursor() as cur:
+            cur.execute("UPDATE bridge.reconciliation_run SET report_path = %s, alerted = %s WHERE batch_id = %s",
+                        (str(path), alerted, run.batch_id))
+        bridge.commit()
+        return path, alerted
+
+
+RECONCILIATION = Reconciliation()

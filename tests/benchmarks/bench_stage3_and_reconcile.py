@@ -102,14 +102,14 @@ def main() -> None:
 
             figures: dict[str, float] = {}
             run_id = f"bench_fc_{uuid.uuid4().hex[:6]}"
-            extracted = timed(figures, "extract", forecast.run_extract, systems, run_id, dt.date.today())
-            validated = timed(figures, "gate + buckets + totals", forecast.run_validate, systems, extracted)
-            sent = timed(figures, "send", forecast.run_send, systems, validated)
+            run = timed(figures, "extract", forecast.FORECAST.extract, systems, run_id, dt.date.today())
+            timed(figures, "gate + buckets + totals", forecast.FORECAST.validate, systems, run)
+            timed(figures, "send", forecast.FORECAST.send, systems, run)
             processed = timed(figures, "ERP activation + planning (not ours)", importer.process_inbound, erp.admin)
-            recorded = timed(figures, "record", forecast.run_record, systems, sent, wait_seconds=0)
-            lines = extracted["rows"]
-            print(f"crm_forecast_to_erp: {extracted['open_deals']:,} open deals, {lines:,} lines staged, "
-                  f"{validated['buckets']:,} buckets sent ({sent.get('sent', 0):,} rows), version "
+            recorded = timed(figures, "record", forecast.FORECAST.record, systems, run, wait_seconds=0)
+            lines = run.counts["rows_extracted"]
+            print(f"crm_forecast_to_erp: {run.counts['open_deals']:,} open deals, {lines:,} lines staged, "
+                  f"{run.counts['buckets']:,} buckets sent ({run.counts.get('sent', 0):,} rows), version "
                   f"{recorded['version']}, ERP rows applied {processed['demand_forecast_in']['processed']:,}")
             planned = erp.query("SELECT production_orders_planned, purchase_requests_raised FROM "
                                 "erp_api.forecast_versions WHERE status = 'Active'")
@@ -122,11 +122,12 @@ def main() -> None:
 
             figures = {}
             run_id = f"bench_rc_{uuid.uuid4().hex[:6]}"
-            snap = timed(figures, "snapshot (CRM + ERP)", reconcile_crm_erp.run_extract, systems, run_id,
+            snap = timed(figures, "snapshot (CRM + ERP)", reconcile_crm_erp.RECONCILIATION.snapshot, systems, run_id,
                          dt.date.today())
-            compared = timed(figures, "compare + gate + report", reconcile_crm_erp.run_compare, systems, snap)
-            rows = sum(snap["compared"].values())
-            print(f"reconcile_crm_erp: compared {', '.join(f'{k} {v:,}' for k, v in snap['compared'].items())}; "
+            compared = timed(figures, "compare + gate + report", reconcile_crm_erp.RECONCILIATION.compare, systems,
+                             snap)
+            rows = sum(snap.facts["compared"].values())
+            print(f"reconcile_crm_erp: compared {', '.join(f'{k} {v:,}' for k, v in snap.facts['compared'].items())}; "
                   f"{compared['differences']:,} differences {compared['counts']}")
             for step, s in figures.items():
                 print(f"  {step:<38} {s:7.1f} s {rows / s if s else 0:>10,.0f} records/s")

@@ -21,6 +21,8 @@ from decimal import Decimal
 import pytest
 
 from include.bridge import engine
+from include.bridge.flow import Run
+from include.bridge.rollout import Rollout
 from include.flows import crm_forecast_to_erp as flow
 
 WINDOW = flow.horizon(dt.date(2026, 12, 1), 6)
@@ -78,12 +80,12 @@ def staged(bridge):
     engine.stage_rows(conn, flow.STAGING, batch, flow.COLUMNS, rows)
     info = conn.info
     url = f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{name}"
-    return conn, url, batch
+    return conn, url, batch, Run(flow.FLOW, "unit-run", batch, Rollout(flow.FLOW)).writer(conn)
 
 
 def test_buckets_sum_the_passed_deals_and_bad_deals_are_quarantined_with_reasons(staged):
-    conn, url, batch = staged
-    checked = flow.validate(conn, url, batch, "unit-run")
+    conn, url, batch, writer = staged
+    checked = flow.validate(conn, url, batch, writer)
     assert checked["blocked"] is None
     assert checked["total_qty"] == Decimal("19.010") and checked["buckets"] == 5 and checked["deals_passed"] == 3
     with conn.cursor() as cur:
@@ -103,8 +105,8 @@ def test_buckets_sum_the_passed_deals_and_bad_deals_are_quarantined_with_reasons
 
 
 def test_buckets_that_do_not_add_up_to_the_deals_block_the_version(staged):
-    conn, url, batch = staged
-    flow.validate(conn, url, batch, "unit-run")
+    conn, url, batch, writer = staged
+    flow.validate(conn, url, batch, writer)
     with conn.cursor() as cur:  # a bucket off by 0.001: the totals gate must refuse the whole version
         cur.execute(f"UPDATE {flow.BUCKETS} SET qty = qty + 0.001 WHERE batch_id = %s AND row_no = 1", (batch,))
     conn.commit()
