@@ -330,6 +330,22 @@ LONGEST_FIRST = ["test_stage2_write_back", "test_operations", "test_celery_sched
                  "test_erp_stock_to_crm", "test_airflow_ui", "test_stage1_flows"]
 
 
+# Tiers, all on the same real systems (make test runs every tier; `pytest -m unit` or `-m "unit or systems"` for a
+# quick loop): unit = no server; systems = real PostgreSQL / CRM sandbox / SMTP, flow steps called in-process;
+# airflow = DAG runs through Airflow (dag.test), SIGKILL, clear and retry; stack = scheduler, Celery workers, browser.
+TIERS = {"unit": {"test_architecture", "test_flow_contract", "test_dag_integrity", "test_project_files",
+                  "test_matching", "test_order_rows", "test_uscc_and_demo_company"},
+         "airflow": {"test_stage1_flows", "test_stage2_write_back", "test_stage3_forecast", "test_erp_stock_to_crm",
+                     "test_operations", "test_alerts", "test_crm_events"},
+         "stack": {"test_celery_scheduler", "test_airflow_ui"}}
+
+
+def tier_of(module: str) -> str:
+    return next((tier for tier, modules in TIERS.items() if module in modules), "systems")
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    for item in items:
+        item.add_marker(getattr(pytest.mark, tier_of(item.module.__name__.rsplit(".", 1)[-1])))
     items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))

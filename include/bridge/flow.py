@@ -16,6 +16,7 @@ never test for a dry run themselves. Rows that cross module lines are named tupl
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,14 @@ from typing import Any, ClassVar, NamedTuple
 from include.bridge import engine, rollout
 from include.bridge.alerts import Alert
 from include.bridge.gate import GateResult
-from include.bridge.mirror import GateBlocked
+
+log = logging.getLogger(__name__)
+
+
+class GateBlocked(Exception):
+    """The gate refused the batch; operators were alerted (task-failure alerts skip it: alert_sent)."""
+
+    alert_sent = True
 
 
 class QuarantineRow(NamedTuple):
@@ -162,10 +170,18 @@ class Flow:
     def step(self, systems, run: Run, name: str) -> Iterator[dict[str, int]]:
         """Time a step; the ledger counts it sets (rows_extracted, rows_passed, rows_loaded, rows_quarantined,
         rows_failed) are recorded with its seconds and kept in run.counts."""
-        started, counts = time.monotonic(), {}
-        yield counts
-        engine.record_step(systems.bridge(), run.batch_id, name, time.monotonic() - started, **counts)
-        run.counts |= counts
+        started, counts, failed = time.monotonic(), {}, True
+        try:
+            yield counts
+            failed = False
+        finally:  # a failed step is recorded too (a refused gate's counts), unless recording fails as well
+            try:
+                engine.record_step(systems.bridge(), run.batch_id, name, time.monotonic() - started, **counts)
+            except Exception:
+                if not failed:
+                    raise
+                log.warning("%s: step %s of batch %s failed and could not be recorded", self.name, name, run.batch_id)
+            run.counts |= counts
 
     def refuse(self, systems, run: Run, result: GateResult, send_alert: Callable[[Alert], Any] | None,
                title: str, event_key: str = "gate") -> None:

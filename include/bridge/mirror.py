@@ -31,17 +31,11 @@ from pathlib import Path
 import psycopg2.extras
 
 from include.bridge import engine, rollout
-from include.bridge.alerts import Alert
+from include.bridge.flow import Flow, PreviewRow, Run
 from include.bridge.gate import GateResult, run_gate
 
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
 log = logging.getLogger(__name__)
-
-
-class GateBlocked(Exception):
-    """The gate refused the batch; operators were alerted (task-failure alerts skip it: alert_sent)."""
-
-    alert_sent = True
 
 
 @dataclass(frozen=True)
@@ -594,124 +588,160 @@ def remove_deleted(m: Mirror, bridge, erp, crm, batch_id: str, run_id: str, sinc
     return len(gone)
 
 
-# ------------------------------------------------------------------------------ task entry points
-def run_extract(m: Mirror, systems, run_id: str, backfill: tuple[dt.datetime, dt.datetime] | None = None,
-                replay_quarantine: bool = False, before_extract=None, plan: rollout.Rollout | None = None) -> dict:
-    """Open the run, refresh what the flow links through (before_extract), detect CRM edits, stage.
-
-    `plan` is the rollout: a dry run does not take CRM edits into the sync state, a pilot stages its subset only."""
-    from include.bridge import db
-
-    plan = plan or rollout.Rollout(m.flow)
-    bridge = systems.bridge()
-    db.install_schema(bridge)
-    pilot = rollout.pilot_keys(systems.erp(), plan, (m.source.get("pilot") or {}).get("kind"))
-    batch_id = engine.start_run(bridge, m.flow, run_id, mode=plan.mode)
-    rollout.clear_preview(bridge, batch_id)
-    started = time.monotonic()
-    info = before_extract(systems, replay_quarantine) if before_extract else {}
-    since, until = window(m, bridge, systems.erp(), backfill=backfill)
-    replay = [q["business_key"] for q in engine.open_quarantine(bridge, m.flow)] if replay_quarantine else []
-    drifted = crm_drift(m, bridge, systems.crm(), apply=not plan.dry_run)
-    if plan.dry_run:  # the plan overlays these on the synced state (see synced_source)
-        rollout.preview(bridge, m.flow, batch_id, run_id, [
-            ("crm", m.target["entity"], key, f"{m.target['module']}:{crm_id}", "crm_edit", values, None)
-            for key, crm_id, values in drifted])
-    linked = newly_linked(m, bridge) if not backfill else []
-    rows = extract(m, systems.erp(), bridge, batch_id, since, until, replay + [k for k, _, _ in drifted], linked,
-                   pilot)
-    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started, rows_extracted=rows)
-    return info | {"flow": m.flow, "batch_id": batch_id, "run_id": run_id, "since": since.isoformat(),
-                   "until": until.isoformat(), "rows": rows, "replayed_keys": len(replay),
-                   "crm_edits": len(drifted), "newly_linked": len(linked), "backfill": bool(backfill),
-                   "rollout": plan.as_dict()}
+# ---------------------------------------------------------------------------------------------- flow
+PILOT_DIMENSIONS = {"sku": ("skus",), "customer": ("regions", "customers"), "order": ("regions", "customers")}
 
 
-def run_validate(m: Mirror, systems, info: dict, send_alert=None, parameters: dict | None = None) -> dict:
-    """Gate + plan. Returns the load plan; raises GateBlocked (after one alert) when nothing may load."""
-    bridge = systems.bridge()
-    if info["rows"] == 0:
-        return info | {"queued": 0, "chunks": [], "bulk": False}
-    started = time.monotonic()
-    plan = rollout.Rollout.of(info, m.flow)
-    result = validate(m, bridge, systems.bridge_url(), info["batch_id"], parameters or {}, plan.dry_run,
-                      info["run_id"])
-    engine.record_step(bridge, info["batch_id"], "gate", time.monotonic() - started,
-                       rows_passed=result.rows - len(result.bad_rows), rows_quarantined=len(result.bad_rows))
-    unlinked = 0
-    if m.link and not m.quarantine_unlinked:
+class MirrorFlow(Flow):
+    """An ERP -> CRM mirror on the Flow / Run contract: the declarative case. Its mapping
+    (include/mappings/<name>.yaml) and suite (expectations/<name>.json) say everything; a flow that needs more
+    overrides a hook: before_extract (refresh what it links through), parameters (gate parameters from the ERP),
+    before_finish (read what the load changed while the old synced state is still there), after_finish (alerts).
+    Tasks (plugins/bridge_flows/mirror_dag.py): extract -> validate (gate + plan) -> load (per chunk) -> finish."""
+    source, target = "erp", "crm"
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def spec(self) -> Mirror:
+        return load(self.name)
+
+    @property
+    def pilot_dimensions(self) -> tuple[str, ...]:  # type: ignore[override]
+        return PILOT_DIMENSIONS.get((self.spec.source.get("pilot") or {}).get("kind"), ())
+
+    @property
+    def pilot_hint(self) -> str:  # type: ignore[override]
+        dims = self.pilot_dimensions
+        return f"pilot it with {' or '.join('pilot_' + d for d in dims)}" if dims else "run it in full or dry-run it"
+
+    # hooks --------------------------------------------------------------------------------------------------
+    def before_extract(self, systems, replay_quarantine: bool) -> dict:
+        return {}
+
+    def parameters(self, systems) -> dict:
+        return {}
+
+    def before_finish(self, bridge, batch_id: str) -> dict:
+        return {}
+
+    def after_finish(self, systems, run: Run, counts: dict, send_alert) -> dict:
+        return {}
+
+    # steps --------------------------------------------------------------------------------------------------
+    def extract(self, systems, run_id: str, backfill: tuple[dt.datetime, dt.datetime] | None = None,
+                replay_quarantine: bool = False, plan: rollout.Rollout | None = None) -> Run:
+        """Open the run, refresh what the flow links through, detect CRM edits, stage (a pilot: its subset; a dry
+        run previews the CRM edits instead of taking them into the sync state)."""
+        m = self.spec
+        run = self.open(systems, run_id, plan, backfill=bool(backfill))
+        bridge, erp, writer = systems.bridge(), systems.erp(), run.writer(systems.bridge())
+        pilot = rollout.pilot_keys(erp, run.rollout, (m.source.get("pilot") or {}).get("kind"))
+        with self.step(systems, run, "extract") as counts:
+            run.counts |= self.before_extract(systems, replay_quarantine)
+            since, until = window(m, bridge, erp, backfill=backfill)
+            replay = [q["business_key"] for q in engine.open_quarantine(bridge, m.flow)] if replay_quarantine else []
+            drifted = crm_drift(m, bridge, systems.crm(), apply=writer.live)
+            if not writer.live:  # the plan overlays these on the synced state (see synced_source)
+                writer.preview([PreviewRow("crm", m.target["entity"], key, f"{m.target['module']}:{crm_id}",
+                                           "crm_edit", values, None) for key, crm_id, values in drifted])
+            linked = newly_linked(m, bridge) if not backfill else []
+            counts["rows_extracted"] = extract(m, erp, bridge, run.batch_id, since, until,
+                                               replay + [k for k, _, _ in drifted], linked, pilot)
+        run.since, run.until = since.isoformat(), until.isoformat()
+        run.counts |= {"rows": counts["rows_extracted"], "replayed_keys": len(replay), "crm_edits": len(drifted),
+                       "newly_linked": len(linked)}
+        return run
+
+    def validate(self, systems, run: Run, send_alert=None) -> Run:
+        """Gate + plan; raises GateBlocked (after one alert) when nothing may load."""
+        m, bridge = self.spec, systems.bridge()
+        run.facts |= {"chunks": [], "bulk": False}
+        if run.counts["rows"] == 0:
+            run.counts["queued"] = 0
+            return run
+        with self.step(systems, run, "gate") as counts:
+            result = validate(m, bridge, systems.bridge_url(), run.batch_id, self.parameters(systems),
+                              run.rollout.dry_run, run.run_id)
+            counts |= {"rows_passed": result.rows - len(result.bad_rows), "rows_quarantined": len(result.bad_rows)}
+            if not result.may_load:
+                self.refuse(systems, run, result, send_alert, f"batch {run.batch_id} not loaded ({result.rows:,} rows)")
+        run.gate = "passed"
+        run.counts |= {"quarantined": len(result.bad_rows), "not_linked": self.not_linked(bridge, run)}
+        with self.step(systems, run, "plan"):
+            planned = plan_load(m, bridge, run.batch_id, run.rollout.dry_run)
+            if run.rollout.dry_run:  # what the load would write, with the before-image the bridge knows
+                run.writer(bridge).preview(self.load_preview(bridge, run))
+                planned["chunks"] = []  # no load task runs
+        run.counts["queued"] = planned["queued"]
+        run.facts |= {"chunks": planned["chunks"], "bulk": planned["bulk"]}
+        return run
+
+    def not_linked(self, bridge, run: Run) -> int:
+        """Rows skipped because no CRM record is linked yet (for flows whose unlinked rows are out of scope)."""
+        m = self.spec
+        if not m.link or m.quarantine_unlinked:
+            return 0
         with bridge.cursor() as cur:
             cur.execute(f"SELECT count(*) FROM {m.staging} WHERE batch_id = %s AND NOT {m.link['column']}",
-                        (info["batch_id"],))
+                        (run.batch_id,))
             unlinked = cur.fetchone()[0]
         bridge.rollback()
-    if not result.may_load:
-        message = "; ".join(result.summary()) + (f" (Data Docs: {result.docs_url})" if result.docs_url else "")
-        engine.finish_run(bridge, info["batch_id"], "gate_failed", message)
-        if send_alert:
-            send_alert(Alert(kind="gate_failure", flow=m.flow, run_id=info["run_id"], event_key="gate",
-                             title=f"batch {info['batch_id']} not loaded ({result.rows:,} rows)",
-                             lines=result.summary(), link=result.docs_url, link_label="Data Docs"))
-        raise GateBlocked(f"gate refused batch {info['batch_id']}: {message}")
-    started = time.monotonic()
-    planned = plan_load(m, bridge, info["batch_id"], plan.dry_run)
-    if plan.dry_run:  # what the load would write, with the before-image the bridge knows; no load task runs
+        return unlinked
+
+    def load_preview(self, bridge, run: Run) -> list[PreviewRow]:
+        m = self.spec
         with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             cur.execute(f"""SELECT q.business_key, q.crm_id, q.values, s.values AS before FROM bridge.load_queue q
                             LEFT JOIN {synced_source(True)} s ON s.flow = q.flow AND s.business_key = q.business_key
                             WHERE q.batch_id = %(batch)s ORDER BY q.business_key""",
-                        {"batch": info["batch_id"], "flow": m.flow})
+                        {"batch": run.batch_id, "flow": m.flow})
             queued = cur.fetchall()
         bridge.rollback()
-        rollout.preview(bridge, m.flow, info["batch_id"], info["run_id"], [
-            ("crm", m.target["entity"], r["business_key"], f"{m.target['module']}:{r['crm_id']}" if r["crm_id"]
-             else None, "update" if m.by_id else "upsert", r["before"], r["values"]) for r in queued])
-        planned = planned | {"chunks": []}
-    engine.record_step(bridge, info["batch_id"], "plan", time.monotonic() - started)
-    return info | planned | {"quarantined": len(result.bad_rows), "not_linked": unlinked}
+        return [PreviewRow("crm", m.target["entity"], r["business_key"], f"{m.target['module']}:{r['crm_id']}"
+                           if r["crm_id"] else None, "update" if m.by_id else "upsert", r["before"], r["values"])
+                for r in queued]
 
+    def load(self, systems, run: Run, chunk_no: int) -> dict:
+        started = time.monotonic()
+        counts = load_chunk(self.spec, systems.bridge(), systems.crm(), run.batch_id, chunk_no,
+                            run.facts.get("bulk", False))
+        engine.record_step(systems.bridge(), run.batch_id, f"load_{chunk_no}", time.monotonic() - started)
+        return counts
 
-def run_load(m: Mirror, systems, info: dict, chunk_no: int) -> dict:
-    started = time.monotonic()
-    counts = load_chunk(m, systems.bridge(), systems.crm(), info["batch_id"], chunk_no, info.get("bulk", False))
-    engine.record_step(systems.bridge(), info["batch_id"], f"load_{chunk_no}", time.monotonic() - started)
-    return counts
-
-
-def run_finish(m: Mirror, systems, info: dict, before_finish=None) -> tuple[dict, dict]:
-    """Record the outcome; returns (task result, finish counts). before_finish(bridge, batch_id) runs first
-    (e.g. the stock flow reads which products fell below safety stock while the old state is still there)."""
-    bridge = systems.bridge()
-    started = time.monotonic()
-    plan = rollout.Rollout.of(info, m.flow)
-    if plan.dry_run:
-        if m.source.get("deletions"):
-            remove_deleted(m, bridge, systems.erp(), systems.crm(), info["batch_id"], info["run_id"],
-                           dt.datetime.fromisoformat(info["since"]), dt.datetime.fromisoformat(info["until"]), True)
-        engine.record_step(bridge, info["batch_id"], "finish", time.monotonic() - started,
-                           rows_quarantined=info.get("quarantined", 0))
-        ledger = rollout.finish_dry_run(bridge, info["batch_id"])
-        return ({"status": ledger["status"], "loaded": 0, "failed": 0, "replayed": 0, "deleted": 0},
-                {"loaded": 0, "failed": 0, "rejected": 0, "replayed": 0, "dry_run": True})
-    extra = before_finish(bridge, info["batch_id"]) if before_finish else {}
-    # a backfill replays an old interval, a pilot a subset: neither moves the watermark
-    until = None if info.get("backfill") or plan.pilot else dt.datetime.fromisoformat(info["until"])
-    counts = finish(m, bridge, info["batch_id"], info["run_id"], until) | extra
-    if m.source.get("deletions") and not plan.pilot:
-        counts["deleted"] = remove_deleted(m, bridge, systems.erp(), systems.crm(), info["batch_id"], info["run_id"],
-                                           dt.datetime.fromisoformat(info["since"]),
-                                           dt.datetime.fromisoformat(info["until"]))
-    engine.record_step(bridge, info["batch_id"], "finish", time.monotonic() - started,
-                       rows_loaded=counts["loaded"], rows_failed=counts["failed"],
-                       rows_quarantined=info.get("quarantined", 0) + counts["rejected"])
-    status = "partial" if counts["failed"] or info.get("quarantined") else "success"
-    noun = m.settings.get("noun", "records")
-    deleted = f", {counts['deleted']} deleted" if counts.get("deleted") else ""
-    deleted += f", {info['not_linked']} rows skipped (no linked CRM record)" if info.get("not_linked") else ""
-    ledger = engine.finish_run(bridge, info["batch_id"], status,
-                               f"{counts['loaded']} {noun} written{deleted}, {counts['failed']} rejected by the CRM")
-    return ({"status": ledger["status"], "loaded": counts["loaded"], "failed": counts["failed"],
-             "replayed": counts["replayed"], "deleted": counts.get("deleted", 0)}, counts)
+    def finish(self, systems, run: Run, send_alert=None) -> dict:
+        """Record the outcome (the watermark moves unless a backfill or a pilot), remove what the ERP deleted, then
+        the flow's after_finish (alerts)."""
+        m, bridge = self.spec, systems.bridge()
+        since, until = dt.datetime.fromisoformat(run.since), dt.datetime.fromisoformat(run.until)
+        if run.rollout.dry_run:
+            with self.step(systems, run, "finish") as ledger:
+                if m.source.get("deletions"):
+                    remove_deleted(m, bridge, systems.erp(), systems.crm(), run.batch_id, run.run_id, since, until,
+                                   True)
+                ledger["rows_quarantined"] = run.counts.get("quarantined", 0)
+            ledger = self.close(systems, run, "dry_run", "")
+            return {"status": ledger["status"], "loaded": 0, "failed": 0, "replayed": 0, "deleted": 0}
+        with self.step(systems, run, "finish") as ledger:
+            extra = self.before_finish(bridge, run.batch_id)
+            # a backfill replays an old interval, a pilot a subset: neither moves the watermark
+            counts = finish(m, bridge, run.batch_id, run.run_id, None if run.backfill or run.rollout.pilot else until)
+            if m.source.get("deletions") and not run.rollout.pilot:
+                counts["deleted"] = remove_deleted(m, bridge, systems.erp(), systems.crm(), run.batch_id, run.run_id,
+                                                   since, until)
+            ledger |= {"rows_loaded": counts["loaded"], "rows_failed": counts["failed"],
+                       "rows_quarantined": run.counts.get("quarantined", 0) + counts["rejected"]}
+        status = "partial" if counts["failed"] or run.counts.get("quarantined") else "success"
+        noun = m.settings.get("noun", "records")
+        deleted = f", {counts['deleted']} deleted" if counts.get("deleted") else ""
+        deleted += f", {run.counts['not_linked']} rows skipped (no linked CRM record)" \
+            if run.counts.get("not_linked") else ""
+        ledger = self.close(systems, run, status, f"{counts['loaded']} {noun} written{deleted}, {counts['failed']} "
+                                                  "rejected by the CRM")
+        result = {"status": ledger["status"], "loaded": counts["loaded"], "failed": counts["failed"],
+                  "replayed": counts["replayed"], "deleted": counts.get("deleted", 0)}
+        return result | self.after_finish(systems, run, counts | extra, send_alert)
 
 
 def erp_values(systems, sql: str) -> list:
@@ -723,21 +753,3 @@ def erp_values(systems, sql: str) -> list:
     return values
 
 
-def entry_points(flow: str, *, before_extract=None, parameters=None):
-    """The four task entry points of a plain mirror flow (what the DAG's tasks call):
-    run_extract(systems, run_id, backfill, replay_quarantine), run_validate(systems, info, send_alert),
-    run_load(systems, info, chunk_no), run_finish(systems, info, send_alert)."""
-
-    def run_extract_(systems, run_id: str, backfill=None, replay_quarantine: bool = False, plan=None) -> dict:
-        return run_extract(load(flow), systems, run_id, backfill, replay_quarantine, before_extract, plan)
-
-    def run_validate_(systems, info: dict, send_alert=None) -> dict:
-        return run_validate(load(flow), systems, info, send_alert, parameters(systems) if parameters else {})
-
-    def run_load_(systems, info: dict, chunk_no: int) -> dict:
-        return run_load(load(flow), systems, info, chunk_no)
-
-    def run_finish_(systems, info: dict, send_alert=None) -> dict:
-        return run_finish(load(flow), systems, info)[0]
-
-    return run_extract_, run_validate_, run_load_, run_finish_

@@ -20,7 +20,6 @@ from include.bridge import mirror
 from include.bridge.alerts import Alert
 
 FLOW = "erp_capacity_warnings_to_crm"
-run_extract, run_validate, run_load, _finish = mirror.entry_points(FLOW)
 
 
 def new_warnings(bridge, batch_id: str) -> dict:
@@ -48,11 +47,16 @@ def warning_alerts(run_id: str, warnings: list[dict], limit: int) -> list[Alert]
     return alerts
 
 
-def run_finish(systems, info: dict, send_alert=None) -> dict:
-    m = mirror.load(FLOW)
-    result, counts = mirror.run_finish(m, systems, info, before_finish=new_warnings)
-    warnings = counts.get("new_warnings", [])  # a dry run loads nothing: no warning appears
-    if send_alert:
-        for alert in warning_alerts(info["run_id"], warnings, int(m.settings["max_alerts_per_run"])):
-            send_alert(alert)
-    return result | {"warnings_raised": len(warnings)}
+class CapacityWarningsMirror(mirror.MirrorFlow):
+    def before_finish(self, bridge, batch_id: str) -> dict:
+        return new_warnings(bridge, batch_id)
+
+    def after_finish(self, systems, run, counts: dict, send_alert) -> dict:
+        warnings = counts.get("new_warnings", [])
+        if send_alert:
+            for alert in warning_alerts(run.run_id, warnings, int(self.spec.settings["max_alerts_per_run"])):
+                send_alert(alert)
+        return {"warnings_raised": len(warnings)}
+
+
+MIRROR = CapacityWarningsMirror(FLOW)

@@ -12,4 +12,4 @@ from __future__ import annotations
 from include.bridge import mirror
 
 FLOW = "erp_credit_to_crm"
-run_extract, run_validate, run_load, run_finish = mirror.entry_points(FLOW)
+MIRROR = mirror.MirrorFlow(FLOW)

@@ -11,4 +11,4 @@ from __future__ import annotations
 from include.bridge import mirror
 
 FLOW = "erp_fulfilment_to_crm"
-run_extract, run_validate, run_load, run_finish = mirror.entry_points(FLOW)
+MIRROR = mirror.MirrorFlow(FLOW)

@@ -11,5 +11,9 @@ from __future__ import annotations
 from include.bridge import mirror
 
 FLOW = "erp_order_history_to_crm"
-run_extract, run_validate, run_load, run_finish = mirror.entry_points(
-    FLOW, parameters=lambda systems: {"currencies": mirror.erp_values(systems, "SELECT code FROM erp_api.currencies")})
+class HistoryMirror(mirror.MirrorFlow):
+    def parameters(self, systems) -> dict:
+        return {"currencies": mirror.erp_values(systems, "SELECT code FROM erp_api.currencies")}
+
+
+MIRROR = HistoryMirror(FLOW)

@@ -12,13 +12,14 @@ from include.bridge import idmap, mirror
 FLOW = "erp_prices_to_crm"
 
 
-def link_products(systems, replay_quarantine: bool) -> dict:
-    hours = mirror.load(FLOW).settings["product_map_full_refresh_hours"]
-    return {"products_linked": idmap.refresh_product_links(systems.bridge(), systems.crm(), full=replay_quarantine,
-                                                           full_refresh_hours=hours)}
+class PricesMirror(mirror.MirrorFlow):
+    def before_extract(self, systems, replay_quarantine: bool) -> dict:
+        hours = self.spec.settings["product_map_full_refresh_hours"]
+        return {"products_linked": idmap.refresh_product_links(systems.bridge(), systems.crm(), full=replay_quarantine,
+                                                               full_refresh_hours=hours)}
+
+    def parameters(self, systems) -> dict:
+        return {"tax_rates": [float(r) for r in mirror.erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]}
 
 
-run_extract, run_validate, run_load, run_finish = mirror.entry_points(
-    FLOW, before_extract=link_products,
-    parameters=lambda systems: {"tax_rates": [float(r) for r in mirror.erp_values(
-        systems, "SELECT rate FROM erp_api.tax_rates")]})
+MIRROR = PricesMirror(FLOW)

@@ -17,11 +17,10 @@ import json
 
 import psycopg2.extras
 
-from include.bridge import engine, mirror, rollout
+from include.bridge import engine, mirror
 from include.bridge.alerts import Alert
 
 FLOW = "erp_production_to_crm"
-run_extract, run_validate, run_load, _finish = mirror.entry_points(FLOW)
 
 
 def ship_dates_loaded(bridge, batch_id: str) -> list[dict]:
@@ -51,28 +50,30 @@ def slip_alert(run_id: str, slip: dict, record: dict, im_ids: dict[str, str]) ->
                  mentions=[mention] if mention else [])
 
 
-def run_finish(systems, info: dict, send_alert=None) -> dict:
-    """Record the load, then tell each owner once about a slip (later date than the one last notified)."""
-    result = _finish(systems, info)
-    if rollout.Rollout.of(info, FLOW).dry_run:  # nothing reached the CRM: no date was shown, nobody is told
-        return result
-    bridge = systems.bridge()
-    loaded = ship_dates_loaded(bridge, info["batch_id"])
-    slips = [r for r in loaded if r["notified_date"] is not None and r["ship_date"] > r["notified_date"]]
-    if slips and send_alert and mirror.load(FLOW).settings.get("alert_slips"):
-        from include.bridge.runtime import variable
+class ProductionMirror(mirror.MirrorFlow):
+    def after_finish(self, systems, run, counts: dict, send_alert) -> dict:
+        """Tell each owner once about a slip (a later date than the one last notified)."""
+        bridge = systems.bridge()
+        loaded = ship_dates_loaded(bridge, run.batch_id)
+        slips = [r for r in loaded if r["notified_date"] is not None and r["ship_date"] > r["notified_date"]]
+        if slips and send_alert and self.spec.settings.get("alert_slips"):
+            from include.bridge.runtime import variable
 
-        im_ids = json.loads(variable("crm_owner_im_ids", "{}") or "{}")
-        # Subject and Owner of the slipped orders (slips are few: COQL by id)
-        records = engine.crm_values(systems.crm(), "Sales_Orders", [s["crm_id"] for s in slips], ["Subject", "Owner"])
-        for s in slips:
-            send_alert(slip_alert(info["run_id"], s, records.get(s["crm_id"], {}), im_ids))
-    # the date each owner has now seen: an earlier date (production caught up) is the new reference too
-    with bridge.cursor() as cur:
-        psycopg2.extras.execute_values(cur, """
-            INSERT INTO bridge.ship_date_notice (crm_id, erp_order_no, notified_date) VALUES %s
-            ON CONFLICT (crm_id) DO UPDATE SET notified_date = excluded.notified_date, notified_at = now(),
-                erp_order_no = excluded.erp_order_no""",
-            [(r["crm_id"], r["erp_order_no"], r["ship_date"]) for r in loaded])
-    bridge.commit()
-    return result | {"ship_dates_set": len(loaded), "slips": len(slips)}
+            im_ids = json.loads(variable("crm_owner_im_ids", "{}") or "{}")
+            # Subject and Owner of the slipped orders (slips are few: COQL by id)
+            records = engine.crm_values(systems.crm(), "Sales_Orders", [s["crm_id"] for s in slips],
+                                        ["Subject", "Owner"])
+            for s in slips:
+                send_alert(slip_alert(run.run_id, s, records.get(s["crm_id"], {}), im_ids))
+        # the date each owner has now seen: an earlier date (production caught up) is the new reference too
+        with bridge.cursor() as cur:
+            psycopg2.extras.execute_values(cur, """
+                INSERT INTO bridge.ship_date_notice (crm_id, erp_order_no, notified_date) VALUES %s
+                ON CONFLICT (crm_id) DO UPDATE SET notified_date = excluded.notified_date, notified_at = now(),
+                    erp_order_no = excluded.erp_order_no""",
+                [(r["crm_id"], r["erp_order_no"], r["ship_date"]) for r in loaded])
+        bridge.commit()
+        return {"ship_dates_set": len(loaded), "slips": len(slips)}
+
+
+MIRROR = ProductionMirror(FLOW)

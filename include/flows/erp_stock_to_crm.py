@@ -9,11 +9,8 @@ safety stock in this run raise one business alert.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from include.bridge import idmap, mirror
 from include.bridge.alerts import Alert
-from include.bridge.mirror import GateBlocked  # noqa: F401  (the DAG's tasks raise it through here)
 
 FLOW = "erp_stock_to_crm"
 
@@ -51,26 +48,22 @@ def safety_alert(run_id: str, skus: list[str]) -> Alert | None:
                  title=f"{len(skus)} products fell below safety stock", lines=[shown])
 
 
-# ------------------------------------------------------------------------------ task entry points
-def run_extract(systems, run_id: str, backfill: tuple[dt.datetime, dt.datetime] | None = None,
-                replay_quarantine: bool = False, plan=None) -> dict:
-    return mirror.run_extract(spec(), systems, run_id, backfill, replay_quarantine, before_extract=link_products,
-                              plan=plan)
+class StockMirror(mirror.MirrorFlow):
+    def before_extract(self, systems, replay_quarantine: bool) -> dict:
+        return link_products(systems, replay_quarantine)
+
+    def parameters(self, systems) -> dict:
+        return {"warehouses": mirror.erp_values(systems, "SELECT code FROM erp_api.warehouses WHERE is_active")}
+
+    def before_finish(self, bridge, batch_id: str) -> dict:
+        return fell_below_safety(bridge, batch_id)
+
+    def after_finish(self, systems, run, counts: dict, send_alert) -> dict:
+        below = counts.get("fell_below_safety", [])
+        alert = safety_alert(run.run_id, below)
+        if alert and send_alert:
+            send_alert(alert)
+        return {"below_safety": len(below)}
 
 
-def run_validate(systems, info: dict, send_alert=None) -> dict:
-    warehouses = mirror.erp_values(systems, "SELECT code FROM erp_api.warehouses WHERE is_active")
-    return mirror.run_validate(spec(), systems, info, send_alert, {"warehouses": warehouses})
-
-
-def run_load(systems, info: dict, chunk_no: int) -> dict:
-    return mirror.run_load(spec(), systems, info, chunk_no)
-
-
-def run_finish(systems, info: dict, send_alert=None) -> dict:
-    result, counts = mirror.run_finish(spec(), systems, info, before_finish=fell_below_safety)
-    below = counts.get("fell_below_safety", [])  # a dry run loads nothing: nobody fell below
-    alert = safety_alert(info["run_id"], below)
-    if alert and send_alert:
-        send_alert(alert)
-    return result | {"below_safety": len(below)}
+MIRROR = StockMirror(FLOW)

@@ -1,7 +1,8 @@
 """The DAG of an ERP -> CRM mirror flow: extract -> validate (gate + plan) -> load chunks -> finish.
 
 Every stage-1 flow has this shape; its DAG file only names the flow, its schedule, its assets and its docs.
-The tasks import the flow module (include/flows/<flow>.py) when they run, never at parse time.
+The tasks look the flow up in the registry (include/flows) when they run, never at parse time; a Run crosses
+the tasks as XCom (include/bridge/flow.py).
 """
 
 from __future__ import annotations
@@ -60,44 +61,48 @@ def mirror_tasks(flow: str, outlets: Sequence[Asset]) -> None:
         plan = rollout_for(flow, params, dag_run.run_id)
         backfill = (data_interval_start, data_interval_end) if dag_run.run_type == "backfill" else None
         with Systems() as systems:
-            return _flow(flow).run_extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]),
-                                           plan=plan)
+            return _flow(flow).extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]),
+                                       plan=plan).to_xcom()
 
     @task(retries=0)
-    def validate(info: dict) -> dict:
+    def validate(run: dict) -> dict:
         from bridge_alerts.notifier import alert_sender
 
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
 
         with Systems() as systems:
-            return _flow(flow).run_validate(systems, info, alert_sender(systems.bridge()))
+            return _flow(flow).validate(systems, Run.from_xcom(run), alert_sender(systems.bridge())).to_xcom()
 
     @task
     def chunks(planned: dict) -> list[int]:
-        return planned["chunks"]
+        return planned["facts"]["chunks"]
 
     @task(pool="zoho_crm")
-    def load(info: dict, chunk_no: int) -> dict:
+    def load(run: dict, chunk_no: int) -> dict:
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
 
         with Systems() as systems:
-            return _flow(flow).run_load(systems, info, chunk_no)
+            return _flow(flow).load(systems, Run.from_xcom(run), chunk_no)
 
     @task(outlets=list(outlets), trigger_rule="none_failed_min_one_success")
-    def finish(info: dict, loads: list | None = None) -> dict:
+    def finish(run: dict, loads: list | None = None) -> dict:
         from bridge_alerts.notifier import alert_sender
 
+        from include.bridge.flow import Run
         from include.bridge.runtime import Systems
 
         with Systems() as systems:
-            return _flow(flow).run_finish(systems, info, alert_sender(systems.bridge()))
+            return _flow(flow).finish(systems, Run.from_xcom(run), alert_sender(systems.bridge()))
 
     planned = validate(extract())
-    loads = load.partial(info=planned).expand(chunk_no=chunks(planned))
+    loads = load.partial(run=planned).expand(chunk_no=chunks(planned))
     finish(planned, loads)
 
 
 def _flow(flow: str):
+    """The flow's MirrorFlow, from the registry (include/flows)."""
     from include.flows import flow as registered
 
-    return registered(flow)
+    return registered(flow).MIRROR

@@ -34,19 +34,19 @@ CRM_UPDATE_CEILING = 8_400  # records/s, bench_crm_upsert at concurrency 5
 def run_once(systems: Systems, run_id: str) -> dict:
     timings = {}
     t = time.monotonic()
-    info = flow.run_extract(systems, run_id)
+    run = flow.MIRROR.extract(systems, run_id)
     timings["extract"] = time.monotonic() - t
     t = time.monotonic()
-    planned = flow.run_validate(systems, info)
+    flow.MIRROR.validate(systems, run)
     timings["gate+plan"] = time.monotonic() - t
     t = time.monotonic()
-    for chunk in planned["chunks"]:
-        flow.run_load(systems, planned, chunk)
+    for chunk in run.facts["chunks"]:
+        flow.MIRROR.load(systems, run, chunk)
     timings["load"] = time.monotonic() - t
     t = time.monotonic()
-    result = flow.run_finish(systems, planned)
+    result = flow.MIRROR.finish(systems, run)
     timings["finish"] = time.monotonic() - t
-    return {"rows": info["rows"], "loaded": result["loaded"], "bulk": planned.get("bulk"), **timings}
+    return {"rows": run.counts["rows"], "loaded": result["loaded"], "bulk": run.facts.get("bulk"), **timings}
 
 
 def bench(skus: int) -> None:

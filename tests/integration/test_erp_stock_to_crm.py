@@ -199,21 +199,22 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
     erp_conn = psycopg2.connect(dbname=erp.dbname, user="erp_reader", password=os.environ["ERP_READ_PASSWORD"])
     url = f"postgresql+psycopg2://{bridge[1].info.user}@{bridge[1].info.host}:{bridge[1].info.port}/{bridge[0]}"
     systems = Systems.from_connections(bridge[1], url, erp=erp_conn, crm=crm_client)
-    info = flow.run_extract(systems, "manual__bulk", backfill=(dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
-                                                               dt.datetime(2100, 1, 1, tzinfo=dt.UTC)))
-    planned = flow.run_validate(systems, info)
-    assert planned["bulk"] and planned["chunks"] == [0] and planned["queued"] > 250
-    loaded = flow.run_load(systems, planned, 0)
-    result = flow.run_finish(systems, planned)
+    run = flow.MIRROR.extract(systems, "manual__bulk", backfill=(dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+                                                                 dt.datetime(2100, 1, 1, tzinfo=dt.UTC)))
+    flow.MIRROR.validate(systems, run)
+    queued = run.counts["queued"]
+    assert run.facts["bulk"] and run.facts["chunks"] == [0] and queued > 250
+    loaded = flow.MIRROR.load(systems, run, 0)
+    result = flow.MIRROR.finish(systems, run)
     erp_conn.close()
-    assert loaded == {"loaded": planned["queued"], "failed": 0} and result["loaded"] == planned["queued"]
+    assert loaded == {"loaded": queued, "failed": 0} and result["loaded"] == queued
     assert_crm_matches_erp(erp, crm_client, skip={"ERP-ONLY-1"})
 
     # one bulk read kept every first write's before-image, typed as the API's
     audited = dict(bridge_rows(bridge, "SELECT record_id, before FROM bridge.audit_log WHERE batch_id = %s",
-                               (planned["batch_id"],)))
-    assert len(audited) == planned["queued"] and all(b is not None for b in audited.values())
+                               (run.batch_id,)))
+    assert len(audited) == queued and all(b is not None for b in audited.values())
     assert {i: audited[f"Products:{i}"] for i in edited} == held
-    undone = rollback.run(systems, "manual__rollback_bulk", reversals=erp_reversals(), batch_id=planned["batch_id"])
-    assert undone["records"] == planned["queued"]
+    undone = rollback.run(systems, "manual__rollback_bulk", reversals=erp_reversals(), batch_id=run.batch_id)
+    assert undone["records"] == queued
     assert {i: {f: crm_client.get_record("Products", i).get(f) for f in fields} for i in edited} == held
