@@ -21,7 +21,7 @@ lint: venv
 	@.venv/bin/ruff check .
 
 # The Airflow UI on the embedded default (SQLite metadata, LocalExecutor): http://localhost:8080, user admin,
-# password in $$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated (README "Airflow UI").
+# password in $$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated (docs/operations.md "Airflow UI").
 ui: venv
 	@$(RUN) bash -c '. scripts/env.sh && PATH="$$ROOT/.venv/bin:$$PATH" exec airflow standalone'
 
@@ -31,7 +31,7 @@ lock:
 	(echo "# Full lock of a clean install of requirements.txt on Python 3.11 (regenerate: make lock)."; \
 	 .venv-lock/bin/pip freeze) > constraints.txt && rm -rf .venv-lock
 
-# ERP sandbox chores (see README, "ERP sandbox").
+# ERP sandbox chores (see docs/sandboxes.md, "ERP sandbox").
 erp-reset: venv
 	@$(RUN) $(PY) -m include.sandbox.erp reset $(ERP_ARGS)
 erp-summary: venv
@@ -41,13 +41,13 @@ erp-simulate: venv
 erp-import: venv
 	@$(RUN) $(PY) -m include.sandbox.erp process-inbound
 
-# CRM sandbox (see README, "CRM sandbox"): serve on $CRM_SANDBOX_PORT (8765), data in .local/crm.
+# CRM sandbox (see docs/sandboxes.md, "CRM sandbox"): serve on $CRM_SANDBOX_PORT (8765), data in .local/crm.
 crm-serve: venv
 	@. scripts/env.sh && $(PY) -m include.sandbox.crm serve $(CRM_ARGS)
 crm-reset: venv
 	@. scripts/env.sh && $(PY) -m include.sandbox.crm reset $(CRM_ARGS)
 
-# Benchmarks: scripts that print figures (README, "Benchmarks").
+# Benchmarks: scripts that print figures (docs/benchmarks.md).
 bench: venv
 	@$(RUN) $(PY) -m tests.benchmarks.bench_erp_seed
 	@. scripts/env.sh && $(PY) -m tests.benchmarks.bench_crm_upsert

@@ -69,12 +69,20 @@ def test_readme_starts_with_the_two_commands():
 
 
 def test_readme_documents_every_contract_column(erp):
-    """The README's contract section names every column of every erp_api view and erp_inbound table."""
-    readme = (ROOT / "README.md").read_text()
-    contract = readme[readme.index("## ERP interface contract"):readme.index("### How a real ERP")]
+    """docs/erp-contract.md names every column of every erp_api view and erp_inbound table."""
+    doc = (ROOT / "docs" / "erp-contract.md").read_text()
+    contract = doc[doc.index("## ERP interface contract"):doc.index("### How a real ERP")]
     rows = erp.query("""SELECT table_schema, table_name, column_name FROM information_schema.columns
                         WHERE table_schema IN ('erp_api', 'erp_inbound') ORDER BY 1, 2, ordinal_position""")
     assert rows
     missing = [f"{r['table_schema']}.{r['table_name']}.{r['column_name']}" for r in rows
                if f"`{r['column_name']}`" not in contract or f"`{r['table_name']}`" not in contract]
     assert not missing, f"undocumented contract columns: {missing}"
+
+
+def test_every_document_the_readme_links_exists_and_links_back():
+    readme = (ROOT / "README.md").read_text()
+    linked = re.findall(r"\]\((docs/[^)]+\.md)\)", readme)
+    assert linked and {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")} <= set(linked)
+    for path in linked:
+        assert "../README.md" in (ROOT / path).read_text(), f"{path} does not link back to the README"

@@ -9,7 +9,7 @@ created or edited. The receiver here checks the channel token, keeps the notific
 A notification is only a hint: the flow still reads by Modified_Time from its watermark, so a lost, late or
 duplicated notification changes when an order moves, never whether it moves or how often.
 
-    python -m include.bridge.crm_events serve --port 8095    # the receiver (see README, "Event trigger")
+    python -m include.bridge.crm_events serve --port 8095    # the receiver (see docs/flows.md, "Event trigger")
 """
 
 from __future__ import annotations

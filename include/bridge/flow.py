@@ -183,6 +183,20 @@ class Flow:
                 log.warning("%s: step %s of batch %s failed and could not be recorded", self.name, name, run.batch_id)
             run.counts |= counts
 
+    def gate(self, systems, run: Run, *, table: str, columns: list[str], parameters: dict, title: str,
+             send_alert: Callable[[Alert], Any] | None = None) -> GateResult:
+        """The flow's suite on the staged batch (GX Data Docs kept); a batch that may not load is refused."""
+        from include.bridge.gate import run_gate
+        from include.bridge.mirror import data_docs_dir
+
+        result = run_gate(systems.bridge(), systems.bridge_url(), flow=self.name, table=table,
+                          batch_id=run.batch_id, columns=columns, parameters=parameters,
+                          docs_dir=data_docs_dir(self.name))
+        if not result.may_load:
+            self.refuse(systems, run, result, send_alert, title.format(rows=result.rows))
+        run.gate = "passed"
+        return result
+
     def refuse(self, systems, run: Run, result: GateResult, send_alert: Callable[[Alert], Any] | None,
                title: str, event_key: str = "gate") -> None:
         """The gate blocked the whole batch: the ledger says why, one alert goes out, the task fails."""

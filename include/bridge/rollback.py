@@ -107,6 +107,11 @@ class Reversal(NamedTuple):
     detail: str | None
 
 
+def irreversible(changes: list[dict], why: str) -> list[Reversal]:
+    """A flow's answer for ERP changes the inbound contract cannot undo: listed for the ERP team with the reason."""
+    return [Reversal(c, "not_reversible", why) for c in changes]
+
+
 # reverse(bridge, erp_write, batch_id, rollback_run_id, changes) -> the Reversal of each change
 ErpReversal = Callable[[Any, Any, str, str, list[dict]], list[Reversal]]
 

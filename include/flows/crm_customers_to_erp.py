@@ -21,10 +21,10 @@ import psycopg2.extras
 
 from include.bridge import engine, rollout
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
-from include.bridge.gate import GateResult, column_of, run_gate
+from include.bridge.gate import GateResult, column_of
 from include.bridge.matching import Account, match_customers
-from include.bridge.mirror import data_docs_dir, erp_values
-from include.bridge.rollback import Reversal
+from include.bridge.mirror import erp_values
+from include.bridge.rollback import Reversal, irreversible
 from include.bridge.uscc import is_valid_uscc
 
 FLOW = "crm_customers_to_erp"
@@ -196,8 +196,8 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
 
 def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list[Reversal]:
     """Rollback: customers this flow created stay; the ERP team decides (include/bridge/rollback.py lists them)."""
-    return [Reversal(c, "not_reversible", "an ERP customer cannot be removed through the inbound contract: "
-                     "deactivate it in the ERP if it should not exist") for c in changes]
+    return irreversible(changes, "an ERP customer cannot be removed through the inbound contract: deactivate it in "
+                                 "the ERP if it should not exist")
 
 
 class CustomersToErp(Flow):
@@ -224,7 +224,7 @@ class CustomersToErp(Flow):
             skip = nothing_new(bridge, rows)
             staged = engine.stage_rows(bridge, STAGING, run.batch_id, COLUMNS, [r for r in rows if r[0] not in skip])
             counts["rows_extracted"] = len(accounts)
-        bad = self.gate(systems, run, send_alert) if staged else []
+        bad = self.checked(systems, run, send_alert) if staged else []
         writer.quarantine("customer", bad)
         bridge.commit()
         writer.update_crm(crm, "customer", "Accounts", [
@@ -247,14 +247,12 @@ class CustomersToErp(Flow):
                    f"{answers['waiting']} waiting for the ERP")
         return done | answers
 
-    def gate(self, systems, run: Run, send_alert=None) -> list[QuarantineRow]:
+    def checked(self, systems, run: Run, send_alert=None) -> list[QuarantineRow]:
+        """The gate; the accounts it stops."""
         currencies = erp_values(systems, "SELECT code FROM erp_api.currencies")
-        result = run_gate(systems.bridge(), systems.bridge_url(), flow=FLOW, table=STAGING, batch_id=run.batch_id,
-                          columns=COLUMNS, parameters={"min_rows": 0, "max_rows": 10**7, "currencies": currencies},
-                          docs_dir=data_docs_dir(FLOW))
-        if not result.may_load:
-            self.refuse(systems, run, result, send_alert, f"{result.rows} accounts not sent")
-        run.gate = "passed"
+        result = self.gate(systems, run, table=STAGING, columns=COLUMNS, send_alert=send_alert,
+                           parameters={"min_rows": 0, "max_rows": 10**7, "currencies": currencies},
+                           title="{rows} accounts not sent")
         return bad_accounts(systems.bridge(), run.batch_id, result)
 
     def wait_for_erp(self, systems, run: Run, sent: int, wait_seconds: float) -> dict:

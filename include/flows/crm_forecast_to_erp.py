@@ -39,7 +39,7 @@ from include.bridge.alerts import Alert
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run, Writer
 from include.bridge.gate import column_of, load_suite, run_gate
 from include.bridge.mirror import data_docs_dir
-from include.bridge.rollback import Reversal
+from include.bridge.rollback import Reversal, irreversible
 
 FLOW = "crm_forecast_to_erp"
 STAGING = "bridge.stg_crm_forecast_to_erp"
@@ -416,8 +416,8 @@ def show_on_deals(bridge, crm, batch_id: str, run_id: str, version: str | None) 
 
 def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list[Reversal]:
     """Rollback: a forecast version is replaced, not reversed (include/bridge/rollback.py lists it)."""
-    return [Reversal(c, "not_reversible", "a forecast version is replaced, not reversed: run crm_forecast_to_erp "
-                     "again after the fix (erp_api.forecast_versions lists the versions)") for c in changes]
+    return irreversible(changes, "a forecast version is replaced, not reversed: run crm_forecast_to_erp again after "
+                                 "the fix (erp_api.forecast_versions lists the versions)")
 
 
 # ---------------------------------------------------------------------------------------------- flow

@@ -33,8 +33,8 @@ import yaml
 from include.bridge import engine, idmap, rollout
 from include.bridge.alerts import Alert
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
-from include.bridge.gate import GateResult, column_of, run_gate
-from include.bridge.mirror import data_docs_dir, erp_values
+from include.bridge.gate import GateResult, column_of
+from include.bridge.mirror import erp_values
 from include.bridge.rollback import FLOW as ROLLBACK_FLOW
 from include.bridge.rollback import Reversal
 
@@ -524,7 +524,7 @@ class OrdersToErp(Flow):
         """Gate + credit check. Held and bad orders are shown in the CRM; the decisions stay in staging."""
         bridge, writer = systems.bridge(), run.writer(systems.bridge())
         with self.step(systems, run, "gate") as counts:
-            bad, modules = self.gate(systems, run, send_alert) if run.counts["rows_extracted"] else ([], {})
+            bad, modules = self.checked(systems, run, send_alert) if run.counts["rows_extracted"] else ([], {})
             writer.quarantine("sales_order", bad)
             bridge.commit()
             passed, held = credit_check(systems.erp(), orders_to_send(bridge, run.batch_id))
@@ -539,14 +539,12 @@ class OrdersToErp(Flow):
         run.counts |= {"to_send": len(passed), "held": len(held), "quarantined": len(bad)}
         return run
 
-    def gate(self, systems, run: Run, send_alert=None) -> tuple[list[QuarantineRow], dict[str, str]]:
+    def checked(self, systems, run: Run, send_alert=None) -> tuple[list[QuarantineRow], dict[str, str]]:
+        """The gate; the orders it stops and their CRM modules."""
         tax_rates = [float(r) for r in erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]
-        result = run_gate(systems.bridge(), systems.bridge_url(), flow=FLOW, table=STAGING, batch_id=run.batch_id,
-                          columns=COLUMNS, parameters={"min_rows": 0, "max_rows": 10**9, "tax_rates": tax_rates},
-                          docs_dir=data_docs_dir(FLOW))
-        if not result.may_load:
-            self.refuse(systems, run, result, send_alert, f"{result.rows} order lines not sent")
-        run.gate = "passed"
+        result = self.gate(systems, run, table=STAGING, columns=COLUMNS, send_alert=send_alert,
+                           parameters={"min_rows": 0, "max_rows": 10**9, "tax_rates": tax_rates},
+                           title="{rows} order lines not sent")
         return bad_orders(systems.bridge(), run.batch_id, result)
 
     def send(self, systems, run: Run) -> Run:

@@ -26,8 +26,7 @@ import yaml
 
 from include.bridge.alerts import Alert
 from include.bridge.flow import Flow, Run
-from include.bridge.gate import run_gate
-from include.bridge.mirror import data_docs_dir, reports_dir
+from include.bridge.mirror import reports_dir
 
 FLOW = "reconcile_crm_erp"
 COLUMNS = ["run_date", "kind", "entity", "business_key", "crm_id", "system_of_record", "corrected_by", "detail"]
@@ -396,12 +395,8 @@ class Reconciliation(Flow):
         bridge, run_date = systems.bridge(), dt.date.fromisoformat(run.facts["run_date"])
         with self.step(systems, run, "compare") as ledger:
             found = compare(bridge, run.batch_id, run_date, grace_minutes)
-            result = run_gate(bridge, systems.bridge_url(), flow=FLOW, table="bridge.reconciliation_difference",
-                              batch_id=run.batch_id, columns=COLUMNS, parameters={"kinds": list(KIND_LABEL)},
-                              docs_dir=data_docs_dir(FLOW))
-            if not result.may_load:
-                self.refuse(systems, run, result, send_alert, f"{result.rows} differences failed their gate")
-            run.gate = "passed"
+            self.gate(systems, run, table="bridge.reconciliation_difference", columns=COLUMNS, send_alert=send_alert,
+                      parameters={"kinds": list(KIND_LABEL)}, title="{rows} differences failed their gate")
             counts = self.counts_by_kind(bridge, run.batch_id)
             threshold = int(spec()["settings"]["alert_threshold"] if alert_threshold is None else alert_threshold)
             path, alerted = self.report(bridge, run, run_date, counts, found, threshold, send_alert)

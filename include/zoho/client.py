@@ -485,7 +485,7 @@ def client_from_connection(conn) -> ZohoCrmClient:
                                         ("client_secret", conn.password or extra.get("client_secret")),
                                         ("refresh_token", extra.get("refresh_token"))) if not value]
     if missing:
-        raise ValueError(f"connection '{conn.conn_id}' lacks {', '.join(missing)} (see README, Connections)")
+        raise ValueError(f"connection '{conn.conn_id}' lacks {', '.join(missing)} (see docs/configuration.md)")
     return ZohoCrmClient(
         api_url=host, accounts_url=extra["accounts_url"], file_upload_url=extra.get("file_upload_url"),
         client_id=conn.login or extra["client_id"], client_secret=conn.password or extra["client_secret"],

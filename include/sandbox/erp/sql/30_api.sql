@@ -1,5 +1,5 @@
 -- The read contract (schema erp_api). The integration's read-only role sees these views and nothing
--- else; a real ERP provides the same names and columns (see README "ERP interface contract").
+-- else; a real ERP provides the same names and columns (see docs/erp-contract.md).
 -- Every view has updated_at for incremental reads; amounts labelled *_home are in the home currency.
 CREATE SCHEMA erp_api;
 
