@@ -38,11 +38,11 @@ def crm_customers_to_erp():
         from bridge_flows.rollout import rollout_for
 
         from include.bridge.runtime import Systems
-        from include.flows import crm_customers_to_erp as flow
+        from include.flows.crm_customers_to_erp import CUSTOMERS
 
-        plan = rollout_for(flow.FLOW, params, dag_run.run_id)
+        plan = rollout_for(CUSTOMERS.name, params, dag_run.run_id)
         with Systems() as systems:
-            return flow.run(systems, dag_run.run_id, wait_seconds=int(params["wait_for_erp_seconds"]), plan=plan,
+            return CUSTOMERS.run(systems, dag_run.run_id, wait_seconds=int(params["wait_for_erp_seconds"]), plan=plan,
                             send_alert=alert_sender(systems.bridge()))
 
     sync()

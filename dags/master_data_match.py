@@ -32,10 +32,10 @@ def master_data_match():
     @task(outlets=[Asset("bridge://master_data_match")])
     def match(dag_run=None) -> dict:
         from include.bridge.runtime import Systems
-        from include.flows import master_data_match as flow
+        from include.flows.master_data_match import MATCH
 
         with Systems() as systems:
-            return flow.run(systems, dag_run.run_id)
+            return MATCH.run(systems, dag_run.run_id)
 
     match()
 

@@ -144,6 +144,19 @@ class Flow:
     pilot_hint: ClassVar[str] = ""                # what a person should pilot this flow with instead
 
     @property
+    def suites(self) -> dict[str, list[str]]:
+        """Suite name (expectations/<name>.json) -> the staged columns its gate sees, besides row_no; {} for a flow
+        that loads nothing and so has no gate."""
+        raise NotImplementedError(f"{type(self).__name__} declares no suites")
+
+    def reverse_erp(self, bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list:
+        """How bridge_rollback undoes this flow's ERP documents of one run (include/bridge/rollback.py); by default
+        they cannot be undone through the inbound contract and are listed for the ERP team."""
+        from include.bridge.rollback import irreversible
+
+        return irreversible(changes, f"{self.name} has no reversal through the ERP inbound contract")
+
+    @property
     def mapping(self) -> str:
         return f"include/mappings/{self.name}.yaml"
 

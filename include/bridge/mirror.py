@@ -608,6 +608,10 @@ class MirrorFlow(Flow):
         return load(self.name)
 
     @property
+    def suites(self) -> dict[str, list[str]]:
+        return {self.name: self.spec.gated_columns}
+
+    @property
     def pilot_dimensions(self) -> tuple[str, ...]:  # type: ignore[override]
         return PILOT_DIMENSIONS.get((self.spec.source.get("pilot") or {}).get("kind"), ())
 

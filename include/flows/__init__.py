@@ -1,21 +1,21 @@
-"""Every flow, one module each, listed once here: the DAG factory (plugins/bridge_flows), rollback and the tests
-look a flow up in this registry by its name instead of importing it by a string.
+"""Every flow, listed once: the registry the DAG factory (plugins/bridge_flows), rollback and the tests look a flow up
+in by its name, instead of importing it by a string.
 
+A plain ERP -> CRM mirror needs no module of its own: its mapping (include/mappings/<name>.yaml), its suite
+(expectations/<name>.json), a line here and a DAG file. A flow with steps or hooks of its own has a module here.
 Importing the registry imports every flow module (a quarter of a second, no Airflow, no Great Expectations): do it
 inside a task, never at the top of a DAG file.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-
+from include.bridge.flow import Flow
+from include.bridge.mirror import MirrorFlow
 from include.flows import (
     crm_customers_to_erp,
     crm_forecast_to_erp,
     crm_orders_to_erp,
     erp_capacity_warnings_to_crm,
-    erp_credit_to_crm,
-    erp_fulfilment_to_crm,
     erp_invoice_history_to_crm,
     erp_order_history_to_crm,
     erp_prices_to_crm,
@@ -25,13 +25,19 @@ from include.flows import (
     reconcile_crm_erp,
 )
 
-FLOWS: dict[str, ModuleType] = {m.FLOW: m for m in (
-    erp_stock_to_crm, erp_credit_to_crm, erp_prices_to_crm, erp_order_history_to_crm, erp_invoice_history_to_crm,
-    erp_fulfilment_to_crm, erp_production_to_crm, erp_capacity_warnings_to_crm, master_data_match,
-    crm_customers_to_erp, crm_orders_to_erp, crm_forecast_to_erp, reconcile_crm_erp)}
+FLOWS: dict[str, Flow] = {f.name: f for f in (
+    # stage 1: ERP views in the CRM
+    master_data_match.MATCH, erp_stock_to_crm.MIRROR, MirrorFlow("erp_credit_to_crm"), erp_prices_to_crm.MIRROR,
+    erp_order_history_to_crm.MIRROR, erp_invoice_history_to_crm.MIRROR,
+    # stage 2: write-back
+    crm_customers_to_erp.CUSTOMERS, crm_orders_to_erp.ORDERS, MirrorFlow("erp_fulfilment_to_crm"),
+    # stage 3: forecast to production
+    crm_forecast_to_erp.FORECAST, erp_production_to_crm.MIRROR, erp_capacity_warnings_to_crm.MIRROR,
+    # operations
+    reconcile_crm_erp.RECONCILIATION)}
 
 
-def flow(name: str) -> ModuleType:
+def flow(name: str) -> Flow:
     """The flow called `name`; a clear error for a name no flow has."""
     try:
         return FLOWS[name]
@@ -41,4 +47,4 @@ def flow(name: str) -> ModuleType:
 
 def erp_reversals() -> dict:
     """Flow name -> how the flow reverses the ERP documents of one of its runs (what bridge_rollback asks)."""
-    return {name: m.reverse_erp for name, m in FLOWS.items() if hasattr(m, "reverse_erp")}
+    return {name: f.reverse_erp for name, f in FLOWS.items()}

@@ -205,6 +205,8 @@ class CustomersToErp(Flow):
     name, source, target = FLOW, "crm", "erp"
     pilot_dimensions = ("regions",)
     pilot_hint = "it creates new customers, which have no ERP code yet: pilot it with pilot_regions"
+    suites = {FLOW: COLUMNS}
+    reverse_erp = staticmethod(reverse_erp)
 
     def run(self, systems, run_id: str, wait_seconds: float = 0, plan: rollout.Rollout | None = None,
             send_alert=None) -> dict:
@@ -265,5 +267,4 @@ class CustomersToErp(Flow):
         return counts
 
 
-FLOW_OBJECT = CustomersToErp()
-run = FLOW_OBJECT.run
+CUSTOMERS = CustomersToErp()

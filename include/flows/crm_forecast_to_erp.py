@@ -426,6 +426,8 @@ class ForecastToErp(Flow):
     name, source, target = FLOW, "crm", "erp"
     pilot_dimensions = ("regions",)
     pilot_hint = "it forecasts by sales region: pilot it with pilot_regions"
+    suites = {FLOW: GATED, f"{FLOW}.totals": BUCKET_COLUMNS}
+    reverse_erp = staticmethod(reverse_erp)
 
     def extract(self, systems, run_id: str, as_of: dt.date, backfill: bool = False, horizon_months: int | None = None,
                 plan: rollout.Rollout | None = None) -> Run:

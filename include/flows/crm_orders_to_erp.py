@@ -498,6 +498,8 @@ class OrdersToErp(Flow):
     name, source, target = FLOW, "crm", "erp"
     pilot_dimensions = ("regions", "customers")
     pilot_hint = "it works on customers' orders: pilot it with pilot_regions or pilot_customers"
+    suites = {FLOW: COLUMNS}
+    reverse_erp = staticmethod(reverse_erp)
 
     def extract(self, systems, run_id: str, backfill: tuple[dt.datetime, dt.datetime] | None = None,
                 replay_quarantine: bool = False, plan: rollout.Rollout | None = None) -> Run:

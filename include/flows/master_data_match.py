@@ -13,14 +13,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import time
 from functools import cache
 from pathlib import Path
 
 import psycopg2.extras
 import yaml
 
-from include.bridge import db, engine, idmap
+from include.bridge import idmap
+from include.bridge.flow import Flow
 from include.bridge.matching import Account, Customer, match_customers
 
 FLOW = "master_data_match"
@@ -122,30 +122,37 @@ def write_reviews(bridge, rows: list[tuple], run_id: str) -> str:
     return path
 
 
-def run(systems, run_id: str) -> dict:
-    bridge = systems.bridge()
-    db.install_schema(bridge)
-    batch_id = engine.start_run(bridge, FLOW, run_id)
-    started = time.monotonic()
-    products = idmap.refresh_product_links(bridge, systems.crm(), full=True)
-    accounts, customers = read_accounts(systems.crm()), read_customers(systems.erp())
-    engine.record_step(bridge, batch_id, "extract", time.monotonic() - started,
-                       rows_extracted=len(accounts) + len(customers))
-    started = time.monotonic()
-    links, reviews = match_customers(accounts, customers, settings()["customers"])
-    counts = apply_customer_links(bridge, links)
-    rows = [("customer", r.issue, r.crm_id, r.crm_label, r.erp_key, r.score, r.candidates, r.detail) for r in reviews]
-    rows += product_reviews(bridge, systems.erp(), systems.crm())
-    path = write_reviews(bridge, rows, run_id)
-    bridge.commit()
-    engine.record_step(bridge, batch_id, "match", time.monotonic() - started, rows_loaded=counts["links_added"],
-                       rows_quarantined=len(rows))
-    by_rule: dict[str, int] = {}
-    for x in links:
-        by_rule[x.rule] = by_rule.get(x.rule, 0) + 1
-    rules = ", ".join(f"{k} {v}" for k, v in sorted(by_rule.items()))
-    message = (f"{counts['customers_linked']} customers linked ({rules}), {products} products by SKU, "
-               f"{len(rows)} items to review ({path})")
-    engine.finish_run(bridge, batch_id, "success", message)
-    return counts | {"products_linked": products, "review_items": len(rows), "review_csv": path,
-                     "accounts": len(accounts), "erp_customers": len(customers)}
+class MasterDataMatch(Flow):
+    """One task: link CRM Accounts <-> ERP customers and Products <-> SKUs (bridge.id_map), list the doubtful ones."""
+    name, source, target = FLOW, "crm+erp", "bridge"
+    pilot_dimensions = ()
+    pilot_hint = "matching compares every account with every customer: run it in full"
+    suites = {}  # it links records and lists doubtful ones for review; it loads nothing into either system
+
+    def run(self, systems, run_id: str) -> dict:
+        run = self.open(systems, run_id)
+        bridge = systems.bridge()
+        with self.step(systems, run, "extract") as counts:
+            products = idmap.refresh_product_links(bridge, systems.crm(), full=True)
+            accounts, customers = read_accounts(systems.crm()), read_customers(systems.erp())
+            counts["rows_extracted"] = len(accounts) + len(customers)
+        with self.step(systems, run, "match") as counts:
+            links, reviews = match_customers(accounts, customers, settings()["customers"])
+            linked = apply_customer_links(bridge, links)
+            rows = [("customer", r.issue, r.crm_id, r.crm_label, r.erp_key, r.score, r.candidates, r.detail)
+                    for r in reviews]
+            rows += product_reviews(bridge, systems.erp(), systems.crm())
+            path = write_reviews(bridge, rows, run_id)
+            bridge.commit()
+            counts |= {"rows_loaded": linked["links_added"], "rows_quarantined": len(rows)}
+        by_rule: dict[str, int] = {}
+        for x in links:
+            by_rule[x.rule] = by_rule.get(x.rule, 0) + 1
+        rules = ", ".join(f"{k} {v}" for k, v in sorted(by_rule.items()))
+        self.close(systems, run, "success", f"{linked['customers_linked']} customers linked ({rules}), {products} "
+                                            f"products by SKU, {len(rows)} items to review ({path})")
+        return linked | {"products_linked": products, "review_items": len(rows), "review_csv": path,
+                         "accounts": len(accounts), "erp_customers": len(customers)}
+
+
+MATCH = MasterDataMatch()

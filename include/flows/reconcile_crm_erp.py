@@ -374,6 +374,7 @@ class Reconciliation(Flow):
     name, source, target = FLOW, "crm+erp", "bridge"
     pilot_dimensions = ()
     pilot_hint = "a reconciliation compares both systems in full"
+    suites = {FLOW: COLUMNS}
 
     def snapshot(self, systems, run_id: str, run_date: dt.date) -> Run:
         run = self.open(systems, run_id)

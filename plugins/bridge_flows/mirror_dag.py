@@ -105,4 +105,4 @@ def _flow(flow: str):
     """The flow's MirrorFlow, from the registry (include/flows)."""
     from include.flows import flow as registered
 
-    return registered(flow).MIRROR
+    return registered(flow)

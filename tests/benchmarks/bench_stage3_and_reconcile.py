@@ -94,7 +94,7 @@ def main() -> None:
             systems = Systems.from_connections(
                 bridge, f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{bridge_name}",
                 erp=erp.connect_as("erp_reader"), crm=client, erp_write=erp.connect_as("erp_writer"))
-            master_data_match.run(systems, f"bench_{uuid.uuid4().hex[:6]}")
+            master_data_match.MATCH.run(systems, f"bench_{uuid.uuid4().hex[:6]}")
             print(f"setup: ERP {args.skus:,} SKUs / {args.customers:,} customers, CRM seeded, master data linked in "
                   f"{time.monotonic() - t:.0f} s", flush=True)
             seconds = add_deals(client, bridge, args.deals)
