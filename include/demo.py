@@ -8,7 +8,6 @@ flows to FLOW_ORDER.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import subprocess
@@ -93,21 +92,10 @@ def print_ledger() -> None:
         print(f"  {flow:<27} {status:<8} {extracted:>9} {loaded:>7} {quarantined:>8} {failed:>6}  {steps or ''}")
 
 
-@functools.cache
-def dag_bag():
-    """Parse the DAG folder once per demo, not once per run."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-    if bag.import_errors:
-        raise SystemExit(f"DAG import errors: {bag.import_errors}")
-    return bag
-
-
 def run_dag(dag_id: str, conf: dict) -> str:
-    dag = dag_bag().get_dag(dag_id)
-    run = dag.test(run_conf=conf)
-    return str(run.state)
+    from include.bridge.runtime import dag_test_run
+
+    return dag_test_run(dag_id, conf)
 
 
 def crm_sandbox(customers: int, skus: int, seed: int) -> CrmSandboxProcess | None:

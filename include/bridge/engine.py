@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from typing import NamedTuple
 
 import psycopg2.extras
 
@@ -136,19 +137,29 @@ def resolve_quarantine(conn, flow: str, business_keys: list[str], status: str = 
 
 
 # ------------------------------------------------------------------------------------------------ audit
-def audit(conn, flow: str, target_system: str, entity: str, changes: list[tuple], run_id: str, batch_id: str) -> int:
-    """One audit row per written record: (business key, before, after[, record id]). The record id is the CRM
-    record ("<Module>:<id>") or the ERP document key the write went to: rollback restores it from `before`."""
+class AuditRow(NamedTuple):
+    """One written record: its business key, the values before and after the write, and the CRM record
+    ("<Module>:<id>") or ERP document key the write went to (rollback restores it from `before`)."""
+    business_key: str
+    before: dict | None
+    after: dict | None
+    record_id: str | None = None
+
+
+def audit(conn, flow: str, target_system: str, entity: str, changes: list[AuditRow], run_id: str,
+          batch_id: str) -> int:
+    """One audit row per written record."""
     if not changes:
         return 0
+    rows = [AuditRow(*c) for c in changes]  # plain (key, before, after[, record id]) tuples are taken too
     with conn.cursor() as cur:
         psycopg2.extras.execute_values(cur, """
             INSERT INTO bridge.audit_log (flow, target_system, entity, business_key, before, after, run_id, batch_id,
                                           record_id)
-            VALUES %s""", [(flow, target_system, entity, c[0],
-                            json.dumps(c[1], default=str, ensure_ascii=False) if c[1] is not None else None,
-                            json.dumps(c[2], default=str, ensure_ascii=False) if c[2] is not None else None,
-                            run_id, batch_id, c[3] if len(c) > 3 else None) for c in changes], page_size=5000)
+            VALUES %s""", [(flow, target_system, entity, c.business_key,
+                            json.dumps(c.before, default=str, ensure_ascii=False) if c.before is not None else None,
+                            json.dumps(c.after, default=str, ensure_ascii=False) if c.after is not None else None,
+                            run_id, batch_id, c.record_id) for c in rows], page_size=5000)
     return len(changes)
 
 
@@ -173,8 +184,8 @@ def audited_update(bridge, crm, flow: str, entity: str, module: str, records: li
     fields = sorted({k for r in records for k in r if k != "id"})
     before = crm_values(crm, module, [r["id"] for r in records], fields)
     outcomes = crm.update(module, records)
-    audit(bridge, flow, "crm", entity, [(r["id"], before.get(str(r["id"])), {k: v for k, v in r.items() if k != "id"},
-                                         f"{module}:{r['id']}")
+    audit(bridge, flow, "crm", entity, [AuditRow(r["id"], before.get(str(r["id"])),
+                                                 {k: v for k, v in r.items() if k != "id"}, f"{module}:{r['id']}")
                                         for r, o in zip(records, outcomes, strict=True) if o.ok], run_id, batch_id)
     bridge.commit()
     return outcomes

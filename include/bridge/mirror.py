@@ -577,9 +577,9 @@ def remove_deleted(m: Mirror, bridge, erp, crm, batch_id: str, run_id: str, sinc
              None) for r in linked])
     outcomes = crm.delete(m.target["module"], [r["crm_id"] for r in linked])
     gone = [r for r, o in zip(linked, outcomes, strict=True) if o.ok or o.code == "INVALID_DATA"]  # already gone
-    engine.audit(bridge, m.flow, "crm", m.target["entity"],
-                 [(r["erp_key"], r["values"], None, f"{m.target['module']}:{r['crm_id']}") for r in gone], run_id,
-                 batch_id)
+    engine.audit(bridge, m.flow, "crm", m.target["entity"], [
+        engine.AuditRow(r["erp_key"], r["values"], None, f"{m.target['module']}:{r['crm_id']}") for r in gone],
+        run_id, batch_id)
     with bridge.cursor() as cur:
         keys = [r["erp_key"] for r in gone]
         cur.execute("DELETE FROM bridge.synced_state WHERE flow = %s AND business_key = ANY (%s)", (m.flow, keys))

@@ -93,7 +93,7 @@ def restore_crm(bridge, crm, batch_id: str, run_id: str, changes: list[dict]) ->
                                 (c["flow"], c["business_key"]))
                 else:
                     mirror.set_synced_values(cur, c["flow"], c["business_key"], c["before"])
-    engine.audit(bridge, FLOW, "crm", "rollback", [(c["business_key"], before, after, c["record_id"])
+    engine.audit(bridge, FLOW, "crm", "rollback", [engine.AuditRow(c["business_key"], before, after, c["record_id"])
                                                   for c, before, after in audit_rows], run_id, f"rollback:{batch_id}")
     bridge.commit()
     return counts

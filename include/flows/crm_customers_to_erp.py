@@ -20,6 +20,7 @@ import time
 import psycopg2.extras
 
 from include.bridge import engine, rollout
+from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
 from include.bridge.gate import GateResult, column_of
 from include.bridge.matching import Account, match_customers
@@ -154,7 +155,7 @@ def send(bridge, erp_write, batch_id: str, run_id: str) -> int:
             cur.execute("UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now()) WHERE idempotency_key = %s",
                         (key,))
         engine.audit(bridge, FLOW, "erp", "customer",
-                     [(r["crm_id"], None, payload | {"idempotency_key": key, "action": "CREATE"}, key)], run_id,
+                     [AuditRow(r["crm_id"], None, payload | {"idempotency_key": key, "action": "CREATE"}, key)], run_id,
                      batch_id)
         engine.resolve_quarantine(bridge, FLOW, [r["crm_id"]])  # fixed in the CRM since it was quarantined
         bridge.commit()

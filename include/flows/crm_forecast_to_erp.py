@@ -36,6 +36,7 @@ import yaml
 
 from include.bridge import engine, rollout
 from include.bridge.alerts import Alert
+from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run, Writer
 from include.bridge.gate import column_of, load_suite, run_gate
 from include.bridge.mirror import data_docs_dir
@@ -341,8 +342,8 @@ def send(bridge, erp, erp_write, batch_id: str, run_id: str, window: tuple[dt.da
                     (erp_batch,))
         keys = [(f"{b['sku']}|{b['region']}|{b['period_start']}|{b['demand_type']}", b) for b in buckets]
         engine.audit(bridge, FLOW, "erp", "demand_forecast",
-                     [(k, {"qty": before[k]} if k in before else None, {"qty": b["qty"], "batch": erp_batch},
-                       f"{erp_batch}:{b['row_no']}") for k, b in keys], run_id, batch_id)
+                     [AuditRow(k, {"qty": before[k]} if k in before else None, {"qty": b["qty"], "batch": erp_batch},
+                               f"{erp_batch}:{b['row_no']}") for k, b in keys], run_id, batch_id)
     bridge.commit()
     return {"sent": len(buckets), "erp_batch_id": erp_batch}
 

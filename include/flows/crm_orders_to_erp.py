@@ -32,6 +32,7 @@ import yaml
 
 from include.bridge import engine, idmap, rollout
 from include.bridge.alerts import Alert
+from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
 from include.bridge.gate import GateResult, column_of
 from include.bridge.mirror import erp_values
@@ -316,9 +317,9 @@ def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], 
         with bridge.cursor() as cur:
             cur.execute("""UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now())
                            WHERE idempotency_key = ANY (%s)""", ([r[0] for r in rows],))
-        engine.audit(bridge, FLOW, "erp", "sales_order", [(o["crm_id"], None, {"idempotency_key": key,
-                                                                               "action": action, **payload}, key)
-                                                          for key, o, action, payload in rows], run_id, batch_id)
+        engine.audit(bridge, FLOW, "erp", "sales_order", [
+            AuditRow(o["crm_id"], None, {"idempotency_key": key, "action": action, **payload}, key)
+            for key, o, action, payload in rows], run_id, batch_id)
         bridge.commit()
     return len(docs)
 
@@ -403,9 +404,9 @@ def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dic
         with bridge.cursor() as cur:
             cur.execute("UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now()) WHERE idempotency_key = "
                         "ANY (%s)", ([d[0] for d in docs],))
-        engine.audit(bridge, ROLLBACK_FLOW, "erp", "sales_order",
-                     [(o["crm_id"], c["after"], {"idempotency_key": k, "action": a} | (p if a == "AMEND" else {}), k)
-                      for k, o, a, p, c in docs], run_id, f"rollback:{batch_id}")
+        engine.audit(bridge, ROLLBACK_FLOW, "erp", "sales_order", [
+            AuditRow(o["crm_id"], c["after"], {"idempotency_key": k, "action": a} | (p if a == "AMEND" else {}), k)
+            for k, o, a, p, c in docs], run_id, f"rollback:{batch_id}")
         bridge.commit()
     return [Reversal(c, "cancel_sent" if a == "CANCEL" else "amend_sent", k) for k, _o, a, _p, c in docs] + notes
 
