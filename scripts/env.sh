@@ -49,5 +49,8 @@ export CRM_SANDBOX_URL="${CRM_SANDBOX_URL:-http://${CRM_SANDBOX_HOST}:${CRM_SAND
 # Airflow connections of the local setup (a real deployment defines these in its secrets backend).
 export AIRFLOW_CONN_ERP_READ="${AIRFLOW_CONN_ERP_READ:-postgresql://erp_reader:${ERP_READ_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
 export AIRFLOW_CONN_ERP_WRITE="${AIRFLOW_CONN_ERP_WRITE:-postgresql://erp_writer:${ERP_WRITE_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
-export AIRFLOW_CONN_ZOHO_CRM="${AIRFLOW_CONN_ZOHO_CRM:-{\"conn_type\": \"zoho_crm\", \"host\": \"${CRM_SANDBOX_URL}\", \"login\": \"${ZOHO_CLIENT_ID}\", \"password\": \"${ZOHO_CLIENT_SECRET}\", \"extra\": {\"accounts_url\": \"${CRM_SANDBOX_URL}\", \"file_upload_url\": \"${CRM_SANDBOX_URL}\", \"org_id\": \"60012345678\", \"refresh_token\": \"${ZOHO_REFRESH_TOKEN}\"}}}"
+# (an if, not ${VAR:-default}: the JSON default has braces, and a set variable would keep its trailing "}}")
+if [ -z "${AIRFLOW_CONN_ZOHO_CRM:-}" ]; then
+  export AIRFLOW_CONN_ZOHO_CRM="{\"conn_type\": \"zoho_crm\", \"host\": \"${CRM_SANDBOX_URL}\", \"login\": \"${ZOHO_CLIENT_ID}\", \"password\": \"${ZOHO_CLIENT_SECRET}\", \"extra\": {\"accounts_url\": \"${CRM_SANDBOX_URL}\", \"file_upload_url\": \"${CRM_SANDBOX_URL}\", \"org_id\": \"60012345678\", \"refresh_token\": \"${ZOHO_REFRESH_TOKEN}\"}}"
+fi
 export AIRFLOW_CONN_BRIDGE_DB="${AIRFLOW_CONN_BRIDGE_DB:-postgresql://${PGUSER}@${PGHOST}:${PGPORT}/${BRIDGE_DB}}"

@@ -86,3 +86,15 @@ def test_every_document_the_readme_links_exists_and_links_back():
     assert linked and {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")} <= set(linked)
     for path in linked:
         assert "../README.md" in (ROOT / path).read_text(), f"{path} does not link back to the README"
+
+
+def test_env_sh_can_be_sourced_twice():
+    """A shell that sourced scripts/env.sh and then runs make sources it again: the connections must survive."""
+    import json
+    import subprocess
+
+    script = ". scripts/env.sh; first=\"$AIRFLOW_CONN_ZOHO_CRM\"; . scripts/env.sh; " \
+             "printf '%s\\n%s' \"$first\" \"$AIRFLOW_CONN_ZOHO_CRM\""
+    out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    first, second = out.split("\n")
+    assert first == second and json.loads(second)["conn_type"] == "zoho_crm"
