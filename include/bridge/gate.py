@@ -84,6 +84,51 @@ def column_of(reason: str) -> str:
     return reason.split("(", 1)[1].split(",")[0].split(")")[0] if "(" in reason else ""
 
 
+def record_row_results(result: GateResult, checked: list) -> None:
+    """Row-level outcomes of one chunk into `result`: failing rows by row_no. Fail closed: an expectation that
+    errored, or could not name its failing rows, fails the batch."""
+    for r in checked:
+        if r.success:
+            continue
+        name = describe(r.expectation_config)
+        failing = r.result.get("unexpected_index_list")
+        error = evaluation_error(r)
+        if error or failing is None:
+            if name not in {f.split(": could not", 1)[0] for f in result.batch_failures}:
+                result.batch_failures.append(f"{name}: could not be evaluated ({error or 'no failing rows'})")
+            continue
+        result.failures[name] = result.failures.get(name, 0) + len(failing)
+        for item in failing:
+            result.bad_rows.setdefault(int(item["row_no"]), []).append(name)
+
+
+def evaluation_error(r) -> str | None:
+    """Why GX could not evaluate an expectation (a missing column, a type it cannot compare), or None."""
+    info = r.exception_info or {}
+    infos = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    for i in infos:
+        if i.get("raised_exception"):
+            return (i.get("exception_message") or "an exception").splitlines()[0][:200]
+    return None
+
+
+def non_finite_rows(conn, table: str, batch_id: str, columns: list[str]) -> list[tuple[int, str]]:
+    """(row_no, column) of NaN / Infinity / -Infinity in the batch's numeric columns: GX's range checks skip them,
+    so the gate names them itself, in one query inside PostgreSQL."""
+    schema, _, name = table.rpartition(".")
+    with conn.cursor() as cur:
+        cur.execute("""SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s
+                         AND data_type IN ('numeric', 'double precision', 'real') AND column_name = ANY (%s)""",
+                    (schema or "public", name, columns))
+        numeric = [r[0] for r in cur.fetchall()]
+        if not numeric:
+            return []
+        cur.execute(" UNION ALL ".join(
+            f"SELECT row_no, '{c}' FROM {table} WHERE batch_id = %(batch)s AND {c} IN ('NaN', 'Infinity', '-Infinity')"
+            for c in numeric) + " ORDER BY 1, 2", {"batch": batch_id})
+        return [(int(r[0]), r[1]) for r in cur.fetchall()]
+
+
 def _context():
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -148,14 +193,11 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
             result.rows += len(frame)
             checked = row_run.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {},
                                   result_format=result_format)
-            for r in checked.results:
-                if r.success:
-                    continue
-                name = describe(r.expectation_config)
-                failing = r.result.get("unexpected_index_list") or []
-                result.failures[name] = result.failures.get(name, 0) + len(failing)
-                for item in failing:
-                    result.bad_rows.setdefault(int(item["row_no"]), []).append(name)
+            record_row_results(result, checked.results)
+    for row_no, column in non_finite_rows(conn, table, batch_id, columns):
+        name = f"expect_column_values_to_be_finite({column})"
+        result.failures[name] = result.failures.get(name, 0) + 1
+        result.bad_rows.setdefault(row_no, []).append(name)
     conn.commit()
     if docs_dir:
         result.docs_url = ctx.build_data_docs(site_names=["bridge"])["bridge"]

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
-from include.bridge.uscc import is_valid_uscc
+from include.bridge.uscc import is_valid_uscc, normalize_uscc
 
 RULE_RANK = {"manual": 0, "erp_code": 1, "uscc": 2, "name": 3}
 PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
@@ -133,7 +133,7 @@ class CustomerIndex:
         by_name: dict[NameKey, list[Customer]] = defaultdict(list)
         for c in customers:
             if is_valid_uscc(c.uscc):
-                self.by_uscc[c.uscc.upper()].append(c)
+                self.by_uscc[normalize_uscc(c.uscc)].append(c)
             city = norm.city(c.city)
             ks = [k if k.city else NameKey(k.core, city) for k in (norm.key(c.name), norm.key(c.name_en)) if k.core]
             self.keys[c.code] = ks
@@ -186,7 +186,7 @@ def _propose(a: Account, ix: CustomerIndex, cfg: dict, reviews: list[Review]) ->
     """(ERP code, rule, score) the account would link to, or None (then a review may say why)."""
     auto, margin, review_at = float(cfg["auto_link_score"]), float(cfg["auto_link_margin"]), float(cfg["review_score"])
     code_hit = ix.by_code.get((a.number or "").strip().upper()) if a.number else None
-    uscc = (a.uscc or "").strip().upper()
+    uscc = normalize_uscc(a.uscc)
     if uscc and not is_valid_uscc(uscc):
         reviews.append(Review("invalid_credit_code", a.crm_id, a.name, None, None, [],
                               f"Unified_Social_Credit_Code {uscc!r} fails the GB 32100 check character"))

@@ -66,29 +66,47 @@ class Rollout:
         return "; ".join(parts) or "live"
 
 
+SWITCHES = ("enabled", "dry_run")
+DIMENSIONS = ("regions", "customers", "skus")
+
+
 def resolve(flow: str, params: dict | None = None, variable: str | dict | None = None) -> Rollout:
-    """The flow's rollout from the Variable's JSON (or dict) and the run's params (params win)."""
+    """The flow's rollout from the Variable's JSON (or dict) and the run's params (params win).
+
+    Fail closed: an unknown key or a value of the wrong type (a string "false", a string where a list belongs) is a
+    ValueError naming the flow and the key, so the run fails and alerts instead of running with a guess."""
     try:
         settings = json.loads(variable) if isinstance(variable, str) else (variable or {})
     except json.JSONDecodeError as exc:
         raise ValueError(f"Airflow Variable bridge_rollout is not valid JSON: {exc}") from None
+    if not isinstance(settings, dict):
+        raise ValueError("Airflow Variable bridge_rollout must be a JSON object: {flow: settings}")
     merged: dict = {}
     for scope in ("*", flow):
         entry = settings.get(scope) or {}
-        merged |= {k: v for k, v in entry.items() if k != "pilot"}
-        merged |= {k: v for k, v in (entry.get("pilot") or {}).items()}
-    unknown = set(merged) - {"enabled", "dry_run", "regions", "customers", "skus"}
+        where = f"Airflow Variable bridge_rollout, entry {scope!r} (flow {flow})"
+        if not isinstance(entry, dict) or not isinstance(entry.get("pilot") or {}, dict):
+            raise ValueError(f"{where}: settings and their 'pilot' must be JSON objects")
+        merged |= {k: (where, v) for k, v in entry.items() if k != "pilot"}
+        merged |= {k: (where, v) for k, v in (entry.get("pilot") or {}).items()}
+    unknown = set(merged) - {*SWITCHES, *DIMENSIONS}
     if unknown:
         raise ValueError(f"bridge_rollout entry for {flow}: unknown settings {sorted(unknown)}")
     params = params or {}
     if params.get("dry_run") is not None:
-        merged["dry_run"] = bool(params["dry_run"])
-    for name in ("regions", "customers", "skus"):
+        merged["dry_run"] = (f"param dry_run of the run of {flow}", params["dry_run"])
+    for name in DIMENSIONS:
         if params.get(f"pilot_{name}"):
-            merged[name] = list(params[f"pilot_{name}"])
-    return Rollout(flow, enabled=bool(merged.get("enabled", True)), dry_run=bool(merged.get("dry_run", False)),
-                   regions=list(merged.get("regions") or []), customers=list(merged.get("customers") or []),
-                   skus=list(merged.get("skus") or []))
+            merged[name] = (f"param pilot_{name} of the run of {flow}", params[f"pilot_{name}"])
+    for key, (where, value) in merged.items():
+        if key in SWITCHES and not isinstance(value, bool):
+            raise ValueError(f"{where}: {key} must be true or false, not {value!r}")
+        if key in DIMENSIONS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f"{where}: {key} must be a list of texts, not {value!r}")
+    value = {k: v for k, (_, v) in merged.items()}
+    return Rollout(flow, enabled=value.get("enabled", True), dry_run=value.get("dry_run", False),
+                   regions=list(value.get("regions") or []), customers=list(value.get("customers") or []),
+                   skus=list(value.get("skus") or []))
 
 
 def pilot_customers(erp, rollout: Rollout) -> list[str] | None:

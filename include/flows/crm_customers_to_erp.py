@@ -26,7 +26,7 @@ from include.bridge.gate import GateResult, column_of
 from include.bridge.matching import Account, match_customers
 from include.bridge.mirror import erp_values
 from include.bridge.rollback import Reversal, irreversible
-from include.bridge.uscc import is_valid_uscc
+from include.bridge.uscc import is_valid_uscc, normalize_uscc
 
 FLOW = "crm_customers_to_erp"
 STAGING = "bridge.stg_crm_customers_to_erp"
@@ -74,7 +74,7 @@ def profile_rows(accounts: list[dict]) -> list[tuple]:
     """One staged row (COLUMNS order) per account; the hash covers what the ERP would receive."""
     rows = []
     for a in accounts:
-        uscc = (a.get("Unified_Social_Credit_Code") or "").strip().upper() or None
+        uscc = normalize_uscc(a.get("Unified_Social_Credit_Code")) or None
         profile = [a.get("Account_Name"), uscc, a.get("Currency") or "CNY", a.get("Sales_Region"),
                    a.get("Billing_City"), a.get("Phone"), a.get("Billing_Street")]
         phash = hashlib.sha1(json.dumps(profile, ensure_ascii=False).encode()).hexdigest()[:16]

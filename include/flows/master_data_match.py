@@ -118,8 +118,16 @@ def write_reviews(bridge, rows: list[tuple], run_id: str) -> str:
         w.writerow(["entity", "issue", "crm_id", "crm_name", "erp_key", "score", "candidates", "detail"])
         for r in rows:
             cands = "; ".join(f"{c.get('erp_key')} {c.get('name', '')} {c.get('score', '')}".strip() for c in r[6])
-            w.writerow([*r[:5], r[5], cands, r[7]])
+            w.writerow([spreadsheet_safe(c) for c in (*r[:5], r[5], cands, r[7])])
     return path
+
+
+def spreadsheet_safe(cell):
+    """A CSV cell a spreadsheet shows as text: CRM names are typed by anyone, and one starting with = + - @ (or a
+    tab / carriage return before one) would be run as a formula (=HYPERLINK(...)) in the reviewer's Excel."""
+    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + cell
+    return cell
 
 
 class MasterDataMatch(Flow):

@@ -157,3 +157,24 @@ def test_audit_rows_keep_before_and_after(bridge):
         assert cur.fetchall() == [("MTR-000001", {"Qty_in_Stock": 5}, {"Qty_in_Stock": 7}),
                                   ("MTR-000002", None, {"Qty_in_Stock": 1})]
     assert n == 2
+
+
+def test_a_row_expectation_that_cannot_be_evaluated_blocks_the_batch(staging):
+    """Fail closed: an expectation on a column the batch does not have errors inside GX; that is no pass."""
+    stage(staging[0], "b-misspelled", 50)
+    suite = load_suite(FLOW)
+    suite = suite | {"expectations": suite["expectations"] + [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "on_hnad"}, "meta": {"level": "row"}}]}
+    result = gate(staging, "b-misspelled", suite=suite)
+    assert not result.may_load
+    assert any("on_hnad" in f and "could not be evaluated" in f for f in result.batch_failures), result.batch_failures
+
+
+def test_non_finite_numbers_are_quarantined_not_loaded(staging):
+    """NaN and ±Infinity pass GX's between checks: the gate names them itself, row by row."""
+    stage(staging[0], "b-nan", 100, {3: {"on_hand": float("nan")}, 5: {"available": float("inf")},
+                                     8: {"projected_14d": float("-inf")}})
+    result = gate(staging, "b-nan")
+    assert result.may_load and set(result.bad_rows) == {3, 5, 8}
+    assert result.bad_rows[3] == ["expect_column_values_to_be_finite(on_hand)"]
+    assert result.bad_rows[5] == ["expect_column_values_to_be_finite(available)"]

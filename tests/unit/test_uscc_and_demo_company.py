@@ -44,3 +44,12 @@ def test_products_cover_families_and_vat_rates():
     assert len({x.sku for x in p}) == 2000
     assert {x.vat for x in p} == {13, 9, 6}
     assert any(x.is_manufactured for x in p) and any(not x.is_stock_item for x in p)
+
+
+def test_a_full_width_code_is_valid_after_width_folding():
+    """People type credit codes with a Chinese input method: full-width digits and letters are the same code."""
+    from include.bridge.uscc import check_char, is_valid_uscc, normalize_uscc
+
+    code = "91310000MA1FL4B24" + check_char("91310000MA1FL4B24")
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in code)
+    assert is_valid_uscc(full_width) and normalize_uscc(f" {full_width.lower()} ") == code
