@@ -52,3 +52,19 @@ def test_every_flow_has_a_mapping_and_suites_the_gate_can_evaluate(name):
 def test_every_suite_belongs_to_a_flow():
     declared = {s for f in FLOWS.values() for s in f.suites}
     assert {p.stem for p in EXPECTATIONS_DIR.glob("*.json")} == declared
+
+
+@pytest.mark.parametrize("name", sorted(n for n, f in FLOWS.items() if isinstance(f, MirrorFlow)))
+def test_a_misspelled_mapping_key_is_an_error_naming_the_file_and_the_key(name):
+    """Fail closed: an unknown key (a misspelled `filter`) would otherwise be ignored and change what is synced."""
+    import copy
+
+    from include.bridge.mirror import check_mapping
+
+    good = FLOWS[name].spec.spec
+    check_mapping(name, good)
+    for section, key in (("source", "filtre"), ("target", "find-by"), ("settings", "bulk_treshold"), ("", "feilds")):
+        bad = copy.deepcopy(good)
+        (bad if not section else bad[section])[key] = "x"
+        with pytest.raises(ValueError, match=rf"{name}\.yaml.*{key}"):
+            check_mapping(name, bad)

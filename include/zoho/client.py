@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import random
-import tempfile
+import stat
 import threading
 import time
 import zipfile
@@ -100,7 +100,7 @@ class ZohoCrmClient:
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self._client_id, self._client_secret, self._refresh_token = client_id, client_secret, refresh_token
         self._cache_key = hashlib.sha256(f"{self.accounts_url}|{client_id}|{refresh_token}".encode()).hexdigest()
-        self._cache_dir = token_cache_dir or os.path.join(tempfile.gettempdir(), f"zoho-token-cache-{os.getuid()}")
+        self._cache_dir = token_cache_dir or default_token_cache_dir()
         self.session = session or requests.Session()
         self.stats = {"requests": 0, "retries": 0, "token_refreshes": 0}
 
@@ -125,7 +125,7 @@ class ZohoCrmClient:
             cached = _TOKEN_CACHE.get(self._cache_key)
             if cached and not force_refresh and cached[1] > time.time() + 60:
                 return cached[0]
-            os.makedirs(self._cache_dir, mode=0o700, exist_ok=True)
+            private_folder(self._cache_dir)
             path = os.path.join(self._cache_dir, f"{self._cache_key}.json")
             with open(path + ".lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # one process mints, the others then read its token
@@ -143,7 +143,13 @@ class ZohoCrmClient:
 
     @staticmethod
     def _read_shared(path: str) -> tuple[str, float] | None:
+        """The token another process cached; a file that is not a private regular file of ours is not trusted
+        (someone planted it: it is minted over)."""
         try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+                log.warning("ignoring the Zoho token cache file %s: not a private file of this user", path)
+                return None
             with open(path) as f:
                 data = json.load(f)
             return data["token"], float(data["expires_at"])
@@ -465,6 +471,26 @@ def _csv_value(value) -> str:
     if isinstance(value, list):
         return ";".join(str(v) for v in value)
     return str(value)
+
+
+def default_token_cache_dir() -> str:
+    """Where processes share the access token: under AIRFLOW_HOME (or ~/.cache), never a guessable shared /tmp
+    folder another user could create first."""
+    home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(home, "zoho-token-cache")
+
+
+def private_folder(path: str) -> None:
+    """Create the token cache folder (0700), or check that the existing one is a real folder of this user that
+    nobody else can read or write; anything else is refused with the reason (fail closed)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    problem = ("is a symbolic link" if stat.S_ISLNK(st.st_mode) else "is not a folder" if not stat.S_ISDIR(st.st_mode)
+               else f"belongs to uid {st.st_uid}, not {os.getuid()}" if st.st_uid != os.getuid()
+               else f"is open to others (mode {st.st_mode & 0o777:o})" if st.st_mode & 0o077 else None)
+    if problem:
+        raise ZohoAuthError(0, "UNSAFE_TOKEN_CACHE", f"the token cache folder {path} {problem}: remove it or set "
+                                                     "the connection's extra token_cache_dir to a private folder")
 
 
 def client_from_connection(conn) -> ZohoCrmClient:

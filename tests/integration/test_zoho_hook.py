@@ -244,3 +244,32 @@ def test_token_is_shared_between_processes(crm, tmp_path):
     zc._TOKEN_CACHE.clear()
     again.request("GET", "/crm/v8/org")
     assert again.stats["token_refreshes"] == 1
+
+
+def test_a_token_cache_folder_others_can_touch_is_refused(crm, tmp_path):
+    """Fail closed: a cache folder that is a symlink or open to others could feed the client a planted token."""
+    open_folder = tmp_path / "open"
+    open_folder.mkdir(mode=0o777)
+    open_folder.chmod(0o777)
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(target)
+    for folder, reason in ((open_folder, "open to others"), (tmp_path / "link", "symbolic link")):
+        with pytest.raises(ZohoAuthError, match=reason):
+            crm.client(token_cache_dir=str(folder)).request("GET", "/crm/v8/org")
+
+
+def test_a_planted_token_file_is_not_trusted(crm, tmp_path):
+    from include.zoho import client as zc
+
+    folder = tmp_path / "tokens"
+    client = crm.client(token_cache_dir=str(folder))
+    client.request("GET", "/crm/v8/org")  # creates the folder and the cache file
+    [cache] = folder.glob("*.json")
+    cache.write_text(json.dumps({"token": "1000.planted.token", "expires_at": 9_999_999_999}))
+    cache.chmod(0o644)  # what another user's file would look like to us
+    zc._TOKEN_CACHE.clear()
+    again = crm.client(token_cache_dir=str(folder))
+    zc._TOKEN_CACHE.clear()
+    assert again.access_token() != "1000.planted.token"  # minted anew, and the cache is private again
+    assert oct(cache.stat().st_mode & 0o777) == "0o600" and "planted" not in cache.read_text()
