@@ -98,6 +98,14 @@ def test_writer_inserts_and_reads_back_inbound(writer):
     "CREATE TABLE erp_inbound.x (i int)",
     "CREATE TABLE public.x (i int)",
     "TRUNCATE erp_inbound.demand_forecast_in",
+    # the ERP's answers are the ERP's: a forged "processed, here is your number" would be written back to the CRM
+    "INSERT INTO erp_inbound.sales_order_in (source_system, source_id, idempotency_key, status, erp_doc_no) "
+    "VALUES ('zoho_crm', 'x', 'forged-1', 'PROCESSED', 'SO-FORGED')",
+    "INSERT INTO erp_inbound.customer_in (source_system, source_id, idempotency_key, erp_doc_no) "
+    "VALUES ('zoho_crm', 'x', 'forged-2', 'C-FORGED')",
+    "INSERT INTO erp_inbound.demand_forecast_in (source_system, source_id, idempotency_key, batch_id, batch_row_count, "
+    "horizon_start, horizon_end, status) VALUES ('zoho_crm', 'x', 'forged-3', 'b', 1, current_date, current_date, "
+    "'PROCESSED')",
 ])
 def test_writer_cannot_touch_anything_else(writer, sql):
     assert denied(writer, sql)

@@ -16,6 +16,9 @@ from psycopg2 import sql
 SQL_DIR = Path(__file__).with_name("sql")
 READ_ROLE = "erp_reader"    # erp_read connection: SELECT on erp_api views only
 WRITE_ROLE = "erp_writer"   # erp_write connection: INSERT/SELECT on erp_inbound tables only
+# columns of the inbound tables that only the ERP writes: its answer to a document, and bookkeeping
+ERP_ANSWER_COLUMNS = ("id", "status", "error_message", "erp_doc_no", "erp_status", "hold_reason", "shortage_qty",
+                      "result_message", "retry_count", "next_retry_at", "created_at", "processed_at")
 
 
 def erp_db_name() -> str:
@@ -68,12 +71,20 @@ def setup_roles(conn, dbname: str, read_password: str | None, write_password: st
         "GRANT SELECT ON ALL TABLES IN SCHEMA erp_api TO {reader}",
         "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA erp_api TO {reader}",
         "GRANT USAGE ON SCHEMA erp_inbound TO {writer}",
-        "GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA erp_inbound TO {writer}",
+        "REVOKE INSERT ON ALL TABLES IN SCHEMA erp_inbound FROM {writer}",  # column-level below
+        "GRANT SELECT ON ALL TABLES IN SCHEMA erp_inbound TO {writer}",
         "GRANT USAGE ON ALL SEQUENCES IN SCHEMA erp_inbound TO {writer}",
     ]
     with conn.cursor() as cur:
         for stmt in statements:
             cur.execute(sql.SQL(stmt).format(db=db, reader=reader, writer=writer))
+        # the writer inserts what it sends, never the ERP's answer (status, document number, messages, retries)
+        cur.execute("""SELECT table_name, array_agg(column_name::text ORDER BY ordinal_position)
+                       FROM information_schema.columns WHERE table_schema = 'erp_inbound'
+                         AND NOT (column_name = ANY (%s)) GROUP BY table_name""", (list(ERP_ANSWER_COLUMNS),))
+        for table, columns in cur.fetchall():
+            cur.execute(sql.SQL("GRANT INSERT ({}) ON erp_inbound.{} TO {}").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(table), writer))
     conn.commit()
 
 
