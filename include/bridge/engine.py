@@ -53,6 +53,18 @@ def finish_run(conn, batch_id: str, status: str, message: str | None = None) -> 
     return row
 
 
+def fail_open_runs(conn, run_id: str, flows: set[str], message: str) -> int:
+    """A task of Airflow run `run_id` failed for good: the ledger rows of these flows still `running` in that run
+    say `failed`, with why (a retry or a clear reopens them)."""
+    with conn.cursor() as cur:
+        cur.execute("""UPDATE bridge.run_ledger SET status = 'failed', finished_at = now(), message = %s
+                       WHERE airflow_run_id = %s AND flow = ANY (%s) AND status = 'running'""",
+                    (message[:1000], run_id, sorted(flows)))
+        closed = cur.rowcount
+    conn.commit()
+    return closed
+
+
 def previous_count(conn, flow: str, batch_id: str) -> int | None:
     """Rows extracted by the flow's last successful run (for the gate's row-count bounds)."""
     with conn.cursor() as cur:

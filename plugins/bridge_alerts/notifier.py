@@ -108,6 +108,12 @@ class BridgeFailureNotifier(BaseNotifier):
             except Exception as exc:  # better a duplicate alert than none
                 log.warning("bridge DB unavailable for alert dedup: %s", type(exc).__name__)
         try:
+            if bridge_conn is not None:  # the run's ledger rows must not stay "running" for ever
+                from include.bridge import engine
+
+                why = alert.lines[0] if alert.lines else "see its log"
+                engine.fail_open_runs(bridge_conn, ti.run_id, {ti.dag_id, ti.task_id.split(".", 1)[0]},
+                                      f"task {ti.task_id} failed: {why}")
             send_alert(alert, email_to=self.email_to or None, smtp_conn_id=self.smtp_conn_id,
                        im_conn_ids=self.im_conn_ids,
                        bridge_conn=bridge_conn)

@@ -145,7 +145,14 @@ notifier = BridgeFailureNotifier(email_to="ops@demo-company.cn", smtp_conn_id="s
      default_args={"owner": "test", "retries": 0})
 def alert_test_failing():
     @task(on_failure_callback=notifier)
-    def explode():
+    def explode(dag_run=None):
+        from include.bridge import db, engine
+        from include.bridge.runtime import pg_connect
+
+        conn = pg_connect("bridge_test")  # the run opens its ledger row, then dies
+        db.install_schema(conn)
+        engine.start_run(conn, "alert_test_failing", dag_run.run_id)
+        conn.close()
         raise ValueError("ERP connection lost while loading batch b-7")
 
     explode()
@@ -182,4 +189,7 @@ def test_failed_task_alerts_once_through_a_real_dag_run(channels, bridge, tmp_pa
     with bridge[1].cursor() as cur:
         cur.execute("SELECT flow, event_key FROM bridge.alert_log WHERE flow = 'alert_test_failing'")
         assert cur.fetchall() == [("alert_test_failing", "task_failure:explode")]
+        cur.execute("SELECT status, message FROM bridge.run_ledger WHERE flow = 'alert_test_failing'")
+        [(status, message)] = cur.fetchall()  # not left "running" for ever
+        assert status == "failed" and "ERP connection lost" in message, (status, message)
     bridge[1].commit()
