@@ -7,6 +7,7 @@ Pure functions; sending lives in plugins/bridge_alerts. One alert per event per 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import html
@@ -45,8 +46,22 @@ def email(alert: Alert) -> tuple[str, str]:
     return alert.headline, body
 
 
+def im_safe(text: str, fmt: str) -> str:
+    """Text from the data (CRM names, subjects, reasons) as plain text on an IM platform: it can mention nobody
+    (Slack `<!channel>`, Feishu `<at user_id="all">`, WeCom `<@id>`) and link nowhere (markdown `[x](url)`); only
+    the bridge's own mentions (from the allowlist Variable) and links are markup."""
+    if fmt == "slack":
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("<", "‹").replace(">", "›")
+    return text.replace("[", "［").replace("]", "］") if fmt in ("wecom", "dingtalk") else text
+
+
 def im_payload(alert: Alert, fmt: str) -> dict:
-    """The JSON body each platform's group-robot webhook expects."""
+    """The JSON body each platform's group-robot webhook expects (data text escaped for the platform)."""
+    if fmt not in IM_FORMATS:
+        raise ValueError(f"unknown IM format {fmt!r}; use one of {', '.join(IM_FORMATS)}")
+    alert = dataclasses.replace(alert, title=im_safe(alert.title, fmt), flow=im_safe(alert.flow, fmt),
+                                run_id=im_safe(alert.run_id, fmt), lines=[im_safe(ln, fmt) for ln in alert.lines])
     lines = alert.lines + ([f"{alert.link_label}: {alert.link}"] if alert.link else [])
     if fmt == "wecom":
         text = "\n".join([f"**{alert.headline}**", f"> run: {alert.run_id}"] + [f"> {ln}" for ln in alert.lines])
@@ -75,7 +90,7 @@ def im_payload(alert: Alert, fmt: str) -> dict:
         if alert.link:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{alert.link}|{alert.link_label}>"}})
         return {"text": alert.headline, "blocks": blocks}
-    raise ValueError(f"unknown IM format {fmt!r}; use one of {', '.join(IM_FORMATS)}")
+    raise AssertionError(fmt)  # checked above
 
 
 def dingtalk_sign(secret: str, timestamp_ms: int) -> str:

@@ -193,3 +193,24 @@ def test_failed_task_alerts_once_through_a_real_dag_run(channels, bridge, tmp_pa
         [(status, message)] = cur.fetchall()  # not left "running" for ever
         assert status == "failed" and "ERP connection lost" in message, (status, message)
     bridge[1].commit()
+
+
+HOSTILE = ['<!channel> <!here> <@U0ADMIN> <https://evil.example|click>', '<at user_id="all"></at> <@everyone>',
+           '[reset your password](https://evil.example) ![x](https://evil.example/pixel.png)']
+
+
+def test_crm_text_in_im_alerts_mentions_nobody_and_links_nowhere():
+    """Order subjects and account names are typed by anyone: in an alert they are plain text on every platform;
+    only the bridge's own mentions (the allowlist) and links stay markup."""
+    alert = Alert(kind="business", flow="erp_production_to_crm", run_id="r1", event_key="slip:1", title=HOSTILE[0],
+                  lines=HOSTILE, link="http://localhost:8080/log", link_label="Task log", mentions=["wangli"])
+    wecom = im_payload(alert, "wecom")["markdown"]["content"]
+    assert "<!channel>" not in wecom and "<@U0ADMIN>" not in wecom and "](https://evil" not in wecom
+    assert wecom.endswith("\n<@wangli>") and "[Task log](http://localhost:8080/log)" in wecom
+    ding = im_payload(alert, "dingtalk")
+    assert "](https://evil" not in ding["markdown"]["text"] and ding["at"]["atUserIds"] == ["wangli"]
+    feishu = im_payload(alert, "feishu")["content"]["text"]
+    assert '<at user_id="all">' not in feishu and feishu.endswith('<at user_id="wangli"></at>')
+    slack = json.dumps(im_payload(alert, "slack"))
+    assert "<!channel>" not in slack and "<!here>" not in slack and "<https://evil" not in slack
+    assert "<@wangli>" in slack and "<http://localhost:8080/log|Task log>" in slack
