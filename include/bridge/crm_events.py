@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -24,27 +25,59 @@ WATCHED_EVENTS = ["Sales_Orders.create", "Sales_Orders.edit", "Quotes.create", "
 CHANNEL_ID = "1000000068001"  # Zoho channel ids are numeric; one channel per bridge installation
 
 
+MAX_BODY = 64 * 1024          # a notification is a few hundred bytes: anything bigger is refused unread
+MAX_IDS = 1000
+OPERATIONS = {"create", "edit", "delete", "all"}
+
+
 class BadNotification(ValueError):
-    """The request is not a notification of ours (wrong token, not JSON, no module)."""
+    """The request is not a notification of ours. The reason names what was wrong, never echoes what was sent."""
 
 
-def record_notification(bridge, body: bytes, token: str) -> int:
-    """Keep one notification; returns how many record ids it named. Raises BadNotification."""
+@dataclass(frozen=True)
+class Notification:
+    channel_id: str
+    module: str
+    operation: str | None
+    ids: list[str]
+
+
+def parse_notification(body: bytes, token: str) -> Notification:
+    """Check a request body before anything else is touched (no database connection for a stranger): size, JSON,
+    the channel token (compared as bytes, in constant time), our channel, a watched module, record ids."""
+    if not token:
+        raise BadNotification("the receiver has no channel token configured")
+    if len(body) > MAX_BODY:
+        raise BadNotification(f"body larger than {MAX_BODY} bytes")
     try:
         payload = json.loads(body or b"{}")
-    except ValueError as exc:
-        raise BadNotification(f"not JSON: {exc}") from None
-    if not isinstance(payload, dict) or not payload.get("module"):
-        raise BadNotification("no module in the notification")
-    if not token or not hmac.compare_digest(str(payload.get("token") or ""), token):
-        raise BadNotification(f"wrong token for channel {payload.get('channel_id')}")
-    ids = [str(i) for i in payload.get("ids") or []]
+    except (ValueError, RecursionError):
+        raise BadNotification("body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise BadNotification("body is not a JSON object")
+    sent = payload.get("token")
+    if not isinstance(sent, str) or not hmac.compare_digest(sent.encode("utf-8", "replace"), token.encode()):
+        raise BadNotification("wrong or missing channel token")
+    if str(payload.get("channel_id")) != CHANNEL_ID:
+        raise BadNotification("not our watch channel")
+    module, operation, ids = payload.get("module"), payload.get("operation"), payload.get("ids") or []
+    if module not in {e.split(".")[0] for e in WATCHED_EVENTS}:
+        raise BadNotification("not a watched module")
+    if operation is not None and operation not in OPERATIONS:
+        raise BadNotification("unknown operation")
+    if not isinstance(ids, list) or len(ids) > MAX_IDS or not all(isinstance(i, str | int) and str(i).isdigit()
+                                                                   for i in ids):
+        raise BadNotification(f"ids must be a list of at most {MAX_IDS} record ids")
+    return Notification(CHANNEL_ID, module, operation, [str(i) for i in ids])
+
+
+def record_notification(bridge, note: Notification) -> int:
+    """Keep one checked notification; returns how many record ids it named."""
     with bridge.cursor() as cur:
         cur.execute("""INSERT INTO bridge.crm_event (channel_id, module, operation, record_ids)
-                       VALUES (%s, %s, %s, %s)""",
-                    (str(payload.get("channel_id") or ""), payload["module"], payload.get("operation"), ids))
+                       VALUES (%s, %s, %s, %s)""", (note.channel_id, note.module, note.operation, note.ids))
     bridge.commit()
-    return len(ids)
+    return len(note.ids)
 
 
 def claim_events(bridge) -> dict:
@@ -79,19 +112,28 @@ def app(connect, token: str):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    def keep(body: bytes) -> int:
+    def keep(note: Notification) -> int:
         conn = connect()
         try:
-            return record_notification(conn, body, token)
+            return record_notification(conn, note)
         finally:
             conn.close()
 
     async def notification(request):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            return JSONResponse({"status": "refused", "reason": "body too large"}, status_code=413)
+        body = b""
+        async for part in request.stream():  # never more than the cap in memory, whatever the header said
+            body += part
+            if len(body) > MAX_BODY:
+                return JSONResponse({"status": "refused", "reason": "body too large"}, status_code=413)
         try:
-            n = await run_in_threadpool(keep, await request.body())
+            note = parse_notification(body, token)
         except BadNotification as exc:
-            log.warning("refused a notification: %s", exc)
+            log.warning("refused a notification from %s: %s", request.client.host if request.client else "?", exc)
             return JSONResponse({"status": "refused", "reason": str(exc)}, status_code=401)
+        n = await run_in_threadpool(keep, note)
         return JSONResponse({"status": "kept", "records": n})
 
     async def health(_request):

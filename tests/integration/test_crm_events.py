@@ -18,12 +18,14 @@ from tests.conftest import ROOT, airflow_env_for, run_dag
 
 pytestmark = pytest.mark.slow
 TOKEN = uuid.uuid4().hex
+RECEIVER_LOG: list[str] = []
 
 
 @pytest.fixture(scope="module")
 def receiver(bridge, tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("receiver") / "receiver.log", "w")  # noqa: SIM115
+    RECEIVER_LOG.append(log.name)
     proc = subprocess.Popen([sys.executable, "-m", "include.bridge.crm_events", "serve", "--port", str(port)],
                             env={**os.environ, "BRIDGE_DB_DSN": f"dbname={bridge[0]}",
                                  "CRM_NOTIFY_TOKEN": TOKEN}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -92,3 +94,34 @@ def test_a_confirmed_order_notifies_the_receiver_and_the_trigger_fires_once(crm,
     assert first_event(trigger, 20) == {"events": 1, "records": 1, "modules": ["Sales_Orders"]}
     assert not unclaimed(bridge)
     assert first_event(CrmChangeEventTrigger(poll_seconds=0.2), 2) is None  # nothing new: it does not fire
+
+
+GOOD = {"channel_id": "1000000068001", "module": "Sales_Orders", "operation": "edit", "ids": ["5843104000000777001"]}
+MARK = "ATTACKER-TEXT-7f3"
+
+
+@pytest.mark.parametrize("body, status", [
+    (json.dumps(GOOD | {"token": "wrong"}), 401),
+    (json.dumps(GOOD | {"token": "密码" + MARK}), 401),                          # non-ASCII token: was a 500
+    ("[" * 20_000 + "]" * 20_000, 401),                                         # deep JSON: was a 500
+    (json.dumps(GOOD | {"token": TOKEN, "pad": "x" * 200_000}), 413),           # over the body cap
+    (json.dumps(GOOD | {"token": TOKEN, "channel_id": MARK}), 401),             # not our channel
+    (json.dumps(GOOD | {"token": TOKEN, "module": "Accounts"}), 401),           # not a watched module
+    (json.dumps(GOOD | {"token": TOKEN, "ids": [MARK]}), 401),                  # ids that are not record ids
+    (json.dumps(GOOD | {"token": TOKEN, "operation": MARK}), 401),
+])
+def test_hostile_requests_are_refused_and_nothing_is_kept(receiver, bridge, body, status):
+    before = unclaimed(bridge)
+    answer = requests.post(f"{receiver}/zoho/notifications", data=body.encode(), timeout=10,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == status, answer.text
+    assert unclaimed(bridge) == before
+    time.sleep(0.05)
+    with open(RECEIVER_LOG[0]) as f:
+        assert MARK not in f.read()  # what a stranger sent is never echoed into our logs
+
+
+def test_a_good_notification_is_kept(receiver, bridge):
+    before = len(unclaimed(bridge))
+    answer = requests.post(f"{receiver}/zoho/notifications", json=GOOD | {"token": TOKEN}, timeout=10)
+    assert answer.json() == {"status": "kept", "records": 1} and len(unclaimed(bridge)) == before + 1
