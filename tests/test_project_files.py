@@ -40,10 +40,11 @@ def test_docker_compose_parses_and_names_every_service():
     # the receiver checks the same token the watch subscription sends
     token = services["crm-events"]["environment"]["CRM_NOTIFY_TOKEN"]
     assert token in env["AIRFLOW_CONN_CRM_NOTIFY"] and env["AIRFLOW_VAR_CRM_NOTIFY_URL"].startswith("http://crm-events:")
-    # the README promises these variables; the compose file must use each of them
+    # the documentation (README and docs/) promises these variables; the compose file must use each of them
     text = (ROOT / "docker-compose.yaml").read_text()
-    readme = (ROOT / "README.md").read_text()
+    readme = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     promised = set(re.findall(r"`(ERP_[A-Z_]+_PASSWORD|BRIDGE_DB_PASSWORD|AIRFLOW_[A-Z_]+)`", readme))
+    assert {"ERP_READ_PASSWORD", "ERP_WRITE_PASSWORD", "BRIDGE_DB_PASSWORD", "ERP_DB_ADMIN_PASSWORD"} <= promised
     for var in promised & {"ERP_READ_PASSWORD", "ERP_WRITE_PASSWORD", "BRIDGE_DB_PASSWORD", "ERP_DB_ADMIN_PASSWORD"}:
         assert "${" + var in text, f"README names {var} but docker-compose.yaml does not use it"
 
