@@ -10,9 +10,32 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from typing import NamedTuple
 
 import psycopg2.extras
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value):
+    """The one rule for text that comes from people (CRM fields), applied wherever it is stored: NUL characters are
+    dropped (PostgreSQL text and jsonb cannot hold them) and unpaired surrogates become U+FFFD (they cannot be
+    encoded). Containers are cleaned through; anything else is returned as it is."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value.replace("\x00", "")) if not value.isascii() or "\x00" in value \
+            else value
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(clean_text(v) for v in value) if not hasattr(value, "_fields") else \
+            type(value)(*(clean_text(v) for v in value))
+    return value
+
+
+def jsonb(value) -> str | None:
+    """A value as JSON text for a jsonb column, cleaned by clean_text."""
+    return json.dumps(clean_text(value), default=str, ensure_ascii=False) if value is not None else None
 
 
 def batch_id_for(flow: str, run_id: str) -> str:
@@ -82,7 +105,8 @@ def stage_rows(conn, table: str, batch_id: str, columns: list[str], rows: list) 
     with conn.cursor() as cur:
         cur.execute(f"DELETE FROM {table} WHERE batch_id = %s", (batch_id,))
         psycopg2.extras.execute_values(cur, f"INSERT INTO {table} (batch_id, row_no, {', '.join(columns)}) VALUES %s",
-                                       [(batch_id, n, *r) for n, r in enumerate(rows, 1)], page_size=2000)
+                                       [(batch_id, n, *clean_text(tuple(r))) for n, r in enumerate(rows, 1)],
+                                       page_size=2000)
     conn.commit()
     return len(rows)
 
@@ -118,7 +142,7 @@ def quarantine(conn, flow: str, batch_id: str, rows: list[tuple[str, dict, list[
                     "ON COMMIT DROP; TRUNCATE q_in")
         psycopg2.extras.execute_values(
             cur, "INSERT INTO q_in VALUES %s",
-            [(key, json.dumps(payload, default=str, ensure_ascii=False), reasons) for key, payload, reasons in rows],
+            [(clean_text(key), jsonb(payload), clean_text(list(reasons))) for key, payload, reasons in rows],
             page_size=5000)
         cur.execute("""UPDATE bridge.quarantine q SET payload = i.payload, reasons = i.reasons, batch_id = %s,
                            created_at = now()
@@ -168,10 +192,8 @@ def audit(conn, flow: str, target_system: str, entity: str, changes: list[AuditR
         psycopg2.extras.execute_values(cur, """
             INSERT INTO bridge.audit_log (flow, target_system, entity, business_key, before, after, run_id, batch_id,
                                           record_id)
-            VALUES %s""", [(flow, target_system, entity, c.business_key,
-                            json.dumps(c.before, default=str, ensure_ascii=False) if c.before is not None else None,
-                            json.dumps(c.after, default=str, ensure_ascii=False) if c.after is not None else None,
-                            run_id, batch_id, c.record_id) for c in rows], page_size=5000)
+            VALUES %s""", [(flow, target_system, entity, clean_text(c.business_key), jsonb(c.before), jsonb(c.after),
+                            run_id, batch_id, clean_text(c.record_id)) for c in rows], page_size=5000)
     return len(changes)
 
 

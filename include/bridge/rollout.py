@@ -152,16 +152,16 @@ def preview(bridge, flow: str, batch_id: str, run_id: str,
     """What a dry run would have written: (target_system, entity, business_key, record_id, action, before, after)."""
     import psycopg2.extras
 
+    from include.bridge import engine
+
     if not rows:
         return 0
     with bridge.cursor() as cur:
         psycopg2.extras.execute_values(cur, """
             INSERT INTO bridge.dry_run_preview (flow, batch_id, run_id, target_system, entity, business_key,
                                                 record_id, action, before, after) VALUES %s""",
-            [(flow, batch_id, run_id, t, e, k, r, a,
-              json.dumps(b, default=str, ensure_ascii=False) if b is not None else None,
-              json.dumps(x, default=str, ensure_ascii=False) if x is not None else None)
-             for t, e, k, r, a, b, x in rows], page_size=5000)
+            [(flow, batch_id, run_id, t, e, engine.clean_text(k), engine.clean_text(r), a, engine.jsonb(b),
+              engine.jsonb(x)) for t, e, k, r, a, b, x in rows], page_size=5000)
     bridge.commit()
     return len(rows)
 

@@ -178,3 +178,26 @@ def test_non_finite_numbers_are_quarantined_not_loaded(staging):
     assert result.may_load and set(result.bad_rows) == {3, 5, 8}
     assert result.bad_rows[3] == ["expect_column_values_to_be_finite(on_hand)"]
     assert result.bad_rows[5] == ["expect_column_values_to_be_finite(available)"]
+
+
+def test_text_with_nul_and_lone_surrogates_is_cleaned_by_one_rule_not_a_crash(bridge):
+    """A CRM field can carry a NUL character or an unpaired surrogate: PostgreSQL refuses both, which used to fail
+    the whole run. Staging, quarantine and audit clean them the same way; the record goes on."""
+    conn = bridge[1]
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS bridge.stg_text_test (batch_id text, row_no bigint, name text)")
+    conn.commit()
+    dirty = "上海\x00华东\ud800 Co."
+    assert engine.stage_rows(conn, "bridge.stg_text_test", "b-text", ["name"], [(dirty,), ("plain",)]) == 2
+    engine.quarantine(conn, FLOW, "b-text", [("K-1\x00", {"name": dirty}, [f"bad name {dirty}"])])
+    engine.audit(conn, FLOW, "crm", "product", [("K-1", {"name": dirty}, {"name": "ok\x00"}, "Products:1")],
+                 "run-text", "b-text")
+    conn.commit()
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM bridge.stg_text_test WHERE batch_id = 'b-text' ORDER BY row_no")
+        assert [r[0] for r in cur.fetchall()] == ["上海华东\ufffd Co.", "plain"]
+        cur.execute("SELECT business_key, payload ->> 'name', reasons FROM bridge.quarantine WHERE batch_id = 'b-text'")
+        assert cur.fetchall() == [("K-1", "上海华东\ufffd Co.", ["bad name 上海华东\ufffd Co."])]
+        cur.execute("SELECT before ->> 'name', after ->> 'name' FROM bridge.audit_log WHERE batch_id = 'b-text'")
+        assert cur.fetchall() == [("上海华东\ufffd Co.", "ok")]
+    conn.commit()
