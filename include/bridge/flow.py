@@ -197,14 +197,15 @@ class Flow:
             run.counts |= counts
 
     def gate(self, systems, run: Run, *, table: str, columns: list[str], parameters: dict, title: str,
-             send_alert: Callable[[Alert], Any] | None = None) -> GateResult:
-        """The flow's suite on the staged batch (GX Data Docs kept); a batch that may not load is refused."""
+             send_alert: Callable[[Alert], Any] | None = None, unit_column: str | None = None) -> GateResult:
+        """The flow's suite on the staged batch (GX Data Docs kept); a batch that may not load is refused.
+        `unit_column`: what the flow quarantines, when that is more than one staged row (an order's lines)."""
         from include.bridge.gate import run_gate
         from include.bridge.mirror import data_docs_dir
 
         result = run_gate(systems.bridge(), systems.bridge_url(), flow=self.name, table=table,
                           batch_id=run.batch_id, columns=columns, parameters=parameters,
-                          docs_dir=data_docs_dir(self.name))
+                          docs_dir=data_docs_dir(self.name), unit_column=unit_column)
         if not result.may_load:
             self.refuse(systems, run, result, send_alert, title.format(rows=result.rows))
         run.gate = "passed"

@@ -41,16 +41,23 @@ class GateResult:
     min_rows_for_share: int = 0
     seconds: float = 0.0
     docs_url: str | None = None                                     # GX Data Docs of this batch
+    unit: str | None = None        # what is quarantined (an order's crm_id): the share counts these, not rows
+    units: int = 0
+    bad_units: int = 0
 
     @property
     def failing_share(self) -> float:
+        if self.unit:
+            return self.bad_units / self.units if self.units else 0.0
         return len(self.bad_rows) / self.rows if self.rows else 0.0
 
     def summary(self) -> list[str]:
         lines = [f"{f}" for f in self.batch_failures]
         lines += [f"{name}: {n:,} rows" for name, n in sorted(self.failures.items(), key=lambda kv: -kv[1])]
         if self.bad_rows and not self.batch_failures:
-            lines.append(f"{len(self.bad_rows):,} of {self.rows:,} rows failed ({self.failing_share:.1%}; "
+            failed, of, what = (self.bad_units, self.units, f"{self.unit} values") if self.unit else \
+                (len(self.bad_rows), self.rows, "rows")
+            lines.append(f"{failed:,} of {of:,} {what} failed ({self.failing_share:.1%}; "
                          f"the limit is {self.threshold:.1%})")
         return lines
 
@@ -112,6 +119,17 @@ def evaluation_error(r) -> str | None:
     return None
 
 
+def count_units(conn, table: str, batch_id: str, unit_column: str, bad_rows: list[int]) -> tuple[int, int]:
+    """(units in the batch, units with a failing row); rows without a unit count as one unit."""
+    with conn.cursor() as cur:
+        cur.execute(f"""SELECT count(DISTINCT u), count(DISTINCT u) FILTER (WHERE row_no = ANY (%s))
+                        FROM (SELECT coalesce({unit_column}::text, '') AS u, row_no FROM {table}
+                              WHERE batch_id = %s) t""", (bad_rows, batch_id))
+        units, bad = cur.fetchone()
+    conn.commit()
+    return int(units), int(bad)
+
+
 def non_finite_rows(conn, table: str, batch_id: str, columns: list[str]) -> list[tuple[int, str]]:
     """(row_no, column) of NaN / Infinity / -Infinity in the batch's numeric columns: GX's range checks skip them,
     so the gate names them itself, in one query inside PostgreSQL."""
@@ -140,14 +158,16 @@ def _context():
 
 def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str, columns: list[str],
              parameters: dict | None = None, chunk_rows: int = 100_000, suite: dict | None = None,
-             docs_dir: str | None = None) -> GateResult:
+             docs_dir: str | None = None, unit_column: str | None = None) -> GateResult:
     """Validate the staged rows of `batch_id` in `table` (which has batch_id and row_no columns).
 
     With `docs_dir`, GX Data Docs of this batch's validations (batch level and every chunk) are built
-    there and `docs_url` points at their index."""
+    there and `docs_url` points at their index. With `unit_column` (an order's crm_id, a deal's id), the share of
+    failures is counted in those units, not in rows: one order with many bad lines is one bad order, and does not
+    hold back the others."""
     import great_expectations as gx
 
-    for name in (table, batch_id, *columns):
+    for name in (table, batch_id, *columns, *([unit_column] if unit_column else [])):
         if not SAFE_NAME.match(name):
             raise ValueError(f"unsafe identifier for the gate: {name!r}")
     started = time.monotonic()
@@ -201,7 +221,10 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
     conn.commit()
     if docs_dir:
         result.docs_url = ctx.build_data_docs(site_names=["bridge"])["bridge"]
-    share_applies = result.rows >= result.min_rows_for_share
+    if unit_column:
+        result.unit = unit_column
+        result.units, result.bad_units = count_units(conn, table, batch_id, unit_column, list(result.bad_rows))
+    share_applies = (result.units if unit_column else result.rows) >= result.min_rows_for_share
     result.may_load = not result.batch_failures and (result.failing_share <= threshold or not share_applies)
     result.seconds = round(time.monotonic() - started, 3)
     log.info("gate %s %s: %s rows, %s failing, %s", flow, batch_id, result.rows, len(result.bad_rows),

@@ -256,7 +256,8 @@ def validate(bridge, url: str, batch_id: str, writer: Writer) -> dict:
     """Gate the lines (bad deals quarantined through `writer`), bucket the rest, gate the buckets' totals.
     {"blocked": the refusing GateResult or None, "bad": the deals stopped, and the totals}."""
     result = run_gate(bridge, url, flow=FLOW, table=STAGING, batch_id=batch_id, columns=GATED,
-                      parameters={"min_rows": 0, "max_rows": 10**9}, docs_dir=data_docs_dir(FLOW))
+                      parameters={"min_rows": 0, "max_rows": 10**9}, docs_dir=data_docs_dir(FLOW),
+                      unit_column="deal_id")
     if not result.may_load:
         return {"blocked": result}
     bad = bad_deals(bridge, batch_id, result.bad_rows)

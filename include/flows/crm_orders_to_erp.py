@@ -547,7 +547,7 @@ class OrdersToErp(Flow):
         tax_rates = [float(r) for r in erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]
         result = self.gate(systems, run, table=STAGING, columns=COLUMNS, send_alert=send_alert,
                            parameters={"min_rows": 0, "max_rows": 10**9, "tax_rates": tax_rates},
-                           title="{rows} order lines not sent")
+                           title="{rows} order lines not sent", unit_column="crm_id")
         return bad_orders(systems.bridge(), run.batch_id, result)
 
     def send(self, systems, run: Run) -> Run:

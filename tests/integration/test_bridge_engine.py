@@ -201,3 +201,15 @@ def test_text_with_nul_and_lone_surrogates_is_cleaned_by_one_rule_not_a_crash(br
         cur.execute("SELECT before ->> 'name', after ->> 'name' FROM bridge.audit_log WHERE batch_id = 'b-text'")
         assert cur.fetchall() == [("上海华东\ufffd Co.", "ok")]
     conn.commit()
+
+
+def test_the_failing_share_counts_what_is_quarantined_not_lines(staging):
+    """One order with twenty bad lines is one bad order: it must not hold back the hundred good ones."""
+    bad_lines = {i: {"sku": "MTR-BAD", "on_hand": -1} for i in range(100, 120)}
+    stage(staging[0], "b-units", 120, bad_lines)
+    by_line = gate(staging, "b-units")
+    assert not by_line.may_load and by_line.failing_share > 0.05  # 20 of 120 lines: over the 5 % limit
+    by_unit = gate(staging, "b-units", unit_column="sku")
+    assert by_unit.may_load and set(by_unit.bad_rows) == set(bad_lines)
+    assert (by_unit.units, by_unit.bad_units) == (101, 1) and by_unit.failing_share < 0.01
+    assert any("1 of 101 sku values failed" in line for line in by_unit.summary())
