@@ -136,15 +136,17 @@ def non_finite_rows(conn, table: str, batch_id: str, columns: list[str]) -> list
     schema, _, name = table.rpartition(".")
     with conn.cursor() as cur:
         cur.execute("""SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s
-                         AND data_type IN ('numeric', 'double precision', 'real') AND column_name = ANY (%s)""",
+                         AND data_type IN ('numeric', 'double precision', 'real') AND column_name = ANY (%s)
+                       ORDER BY ordinal_position""",
                     (schema or "public", name, columns))
         numeric = [r[0] for r in cur.fetchall()]
         if not numeric:
             return []
-        cur.execute(" UNION ALL ".join(
-            f"SELECT row_no, '{c}' FROM {table} WHERE batch_id = %(batch)s AND {c} IN ('NaN', 'Infinity', '-Infinity')"
-            for c in numeric) + " ORDER BY 1, 2", {"batch": batch_id})
-        return [(int(r[0]), r[1]) for r in cur.fetchall()]
+        bad = {c: f"{c} IN ('NaN', 'Infinity', '-Infinity')" for c in numeric}
+        cur.execute(f"""SELECT row_no, ARRAY[{', '.join(f"CASE WHEN {cond} THEN '{c}' END" for c, cond in bad.items())}]
+                        FROM {table} WHERE batch_id = %s AND ({' OR '.join(bad.values())}) ORDER BY row_no""",
+                    (batch_id,))  # one scan of the batch, whatever the number of numeric columns
+        return [(int(row_no), c) for row_no, cols in cur.fetchall() for c in cols if c]
 
 
 def _context():
