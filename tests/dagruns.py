@@ -76,7 +76,6 @@ class Zygote:
     """One pre-loaded Airflow process for one environment (AIRFLOW_HOME and its settings)."""
 
     def __init__(self, env: dict):
-        self.env = env
         log = open(os.path.join(env["AIRFLOW_HOME"], "zygote.log"), "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=env, cwd=ROOT, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)

@@ -28,8 +28,7 @@ def clean_text(value):
     if isinstance(value, dict):
         return {clean_text(k): clean_text(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(clean_text(v) for v in value) if not hasattr(value, "_fields") else \
-            type(value)(*(clean_text(v) for v in value))
+        return type(value)(clean_text(v) for v in value)
     return value
 
 

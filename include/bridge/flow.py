@@ -142,6 +142,7 @@ class Flow:
     target: ClassVar[str]
     pilot_dimensions: ClassVar[tuple[str, ...]] = ("regions", "customers", "skus")
     pilot_hint: ClassVar[str] = ""                # what a person should pilot this flow with instead
+    not_reversible: ClassVar[str] = ""            # why its ERP documents cannot be undone (rollback lists them)
 
     @property
     def suites(self) -> dict[str, list[str]]:
@@ -151,18 +152,11 @@ class Flow:
 
     def reverse_erp(self, bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list:
         """How bridge_rollback undoes this flow's ERP documents of one run (include/bridge/rollback.py); by default
-        they cannot be undone through the inbound contract and are listed for the ERP team."""
+        they cannot be undone through the inbound contract and are listed for the ERP team with `not_reversible`."""
         from include.bridge.rollback import irreversible
 
-        return irreversible(changes, f"{self.name} has no reversal through the ERP inbound contract")
-
-    @property
-    def mapping(self) -> str:
-        return f"include/mappings/{self.name}.yaml"
-
-    @property
-    def suite(self) -> str:
-        return f"expectations/{self.name}.json"
+        return irreversible(changes, self.not_reversible
+                            or f"{self.name} has no reversal through the ERP inbound contract")
 
     def open(self, systems, run_id: str, plan: rollout.Rollout | None = None, backfill: bool = False) -> Run:
         """Install or complete the bridge schema, check the rollout, open (or reopen) the ledger row."""
@@ -190,10 +184,12 @@ class Flow:
         finally:  # a failed step is recorded too (a refused gate's counts), unless recording fails as well
             try:
                 engine.record_step(systems.bridge(), run.batch_id, name, time.monotonic() - started, **counts)
-            except Exception:
+            except Exception as exc:
                 if not failed:
                     raise
-                log.warning("%s: step %s of batch %s failed and could not be recorded", self.name, name, run.batch_id)
+                # the step's own error propagates; this one is secondary (often the same lost connection)
+                log.warning("%s: step %s of batch %s failed and could not be recorded either: %s: %s", self.name,
+                            name, run.batch_id, type(exc).__name__, exc)
             run.counts |= counts
 
     def gate(self, systems, run: Run, *, table: str, columns: list[str], parameters: dict, title: str,

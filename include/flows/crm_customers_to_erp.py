@@ -25,7 +25,6 @@ from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
 from include.bridge.gate import GateResult, column_of
 from include.bridge.matching import Account, match_customers
 from include.bridge.mirror import erp_values
-from include.bridge.rollback import Reversal, irreversible
 from include.bridge.uscc import is_valid_uscc, normalize_uscc
 
 FLOW = "crm_customers_to_erp"
@@ -195,19 +194,14 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
     return {"written_back": len(written), "waiting": len(pending) - len(done)}
 
 
-def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list[Reversal]:
-    """Rollback: customers this flow created stay; the ERP team decides (include/bridge/rollback.py lists them)."""
-    return irreversible(changes, "an ERP customer cannot be removed through the inbound contract: deactivate it in "
-                                 "the ERP if it should not exist")
-
-
 class CustomersToErp(Flow):
     """The whole flow in one task: small volumes (the accounts marked ready since the last run)."""
     name, source, target = FLOW, "crm", "erp"
     pilot_dimensions = ("regions",)
     pilot_hint = "it creates new customers, which have no ERP code yet: pilot it with pilot_regions"
     suites = {FLOW: COLUMNS}
-    reverse_erp = staticmethod(reverse_erp)
+    not_reversible = ("an ERP customer cannot be removed through the inbound contract: deactivate it in the ERP if "
+                      "it should not exist")
 
     def run(self, systems, run_id: str, wait_seconds: float = 0, plan: rollout.Rollout | None = None,
             send_alert=None) -> dict:

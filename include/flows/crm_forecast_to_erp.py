@@ -40,7 +40,6 @@ from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run, Writer
 from include.bridge.gate import column_of, load_suite, run_gate
 from include.bridge.mirror import data_docs_dir
-from include.bridge.rollback import Reversal, irreversible
 
 FLOW = "crm_forecast_to_erp"
 STAGING = "bridge.stg_crm_forecast_to_erp"
@@ -416,12 +415,6 @@ def show_on_deals(bridge, crm, batch_id: str, run_id: str, version: str | None) 
     return len(written)
 
 
-def reverse_erp(bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list[Reversal]:
-    """Rollback: a forecast version is replaced, not reversed (include/bridge/rollback.py lists it)."""
-    return irreversible(changes, "a forecast version is replaced, not reversed: run crm_forecast_to_erp again after "
-                                 "the fix (erp_api.forecast_versions lists the versions)")
-
-
 # ---------------------------------------------------------------------------------------------- flow
 class ForecastToErp(Flow):
     """extract -> validate (lines gate, buckets, totals gate) -> send -> record, one Airflow task each."""
@@ -429,7 +422,8 @@ class ForecastToErp(Flow):
     pilot_dimensions = ("regions",)
     pilot_hint = "it forecasts by sales region: pilot it with pilot_regions"
     suites = {FLOW: GATED, f"{FLOW}.totals": BUCKET_COLUMNS}
-    reverse_erp = staticmethod(reverse_erp)
+    not_reversible = ("a forecast version is replaced, not reversed: run crm_forecast_to_erp again after the fix "
+                      "(erp_api.forecast_versions lists the versions)")
 
     def extract(self, systems, run_id: str, as_of: dt.date, backfill: bool = False, horizon_months: int | None = None,
                 plan: rollout.Rollout | None = None) -> Run:
