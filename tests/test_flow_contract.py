@@ -68,3 +68,12 @@ def test_a_misspelled_mapping_key_is_an_error_naming_the_file_and_the_key(name):
         (bad if not section else bad[section])[key] = "x"
         with pytest.raises(ValueError, match=rf"{name}\.yaml.*{key}"):
             check_mapping(name, bad)
+
+
+def test_a_mirror_needs_no_registry_line():
+    """A plain mirror is a mapping, a suite and a DAG file: every mirror mapping is a registered flow."""
+    from include.bridge.mirror import mirror_mappings
+
+    assert "erp_credit_to_crm" in mirror_mappings()
+    assert set(mirror_mappings()) <= set(FLOWS)
+    assert type(FLOWS["erp_credit_to_crm"]) is MirrorFlow

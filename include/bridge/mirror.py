@@ -140,12 +140,27 @@ def check_mapping(name: str, spec) -> None:
             raise ValueError(f"{where}: fields.{field} must be a column name or a mapping, not {source!r}")
 
 
+def mirror_mappings() -> list[str]:
+    """The names of the mappings that describe an ERP -> CRM mirror (a `source` and a `target.module`)."""
+    import yaml
+
+    names = []
+    for path in sorted(MAPPINGS_DIR.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text("utf-8"))
+        if isinstance(spec, dict) and "source" in spec and isinstance(spec.get("target"), dict) \
+                and "module" in spec["target"]:
+            names.append(path.stem)
+    return names
+
+
 @cache
 def load(flow: str) -> Mirror:
     import yaml
 
     spec = yaml.safe_load((MAPPINGS_DIR / f"{flow}.yaml").read_text("utf-8"))
     check_mapping(flow, spec)
+    if spec.get("flow", flow) != flow:
+        raise ValueError(f"mapping {flow}.yaml: flow is {spec['flow']!r}, not the file's name {flow!r}")
     return Mirror(flow, spec)
 
 

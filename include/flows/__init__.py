@@ -1,8 +1,9 @@
 """Every flow, listed once: the registry the DAG factory (plugins/bridge_flows), rollback and the tests look a flow up
 in by its name, instead of importing it by a string.
 
-A plain ERP -> CRM mirror needs no module of its own: its mapping (include/mappings/<name>.yaml), its suite
-(expectations/<name>.json), a line here and a DAG file. A flow with steps or hooks of its own has a module here.
+A plain ERP -> CRM mirror needs no module and no line here: its mapping (include/mappings/<name>.yaml, with a
+`source` and a `target.module`), its suite (expectations/<name>.json) and a DAG file; every mirror mapping that no
+module claims is registered as a MirrorFlow. A flow with steps or hooks of its own has a module here.
 Importing the registry imports every flow module (a quarter of a second, no Airflow, no Great Expectations): do it
 inside a task, never at the top of a DAG file.
 """
@@ -10,7 +11,7 @@ inside a task, never at the top of a DAG file.
 from __future__ import annotations
 
 from include.bridge.flow import Flow
-from include.bridge.mirror import MirrorFlow
+from include.bridge.mirror import MirrorFlow, mirror_mappings
 from include.flows import (
     crm_customers_to_erp,
     crm_forecast_to_erp,
@@ -25,16 +26,20 @@ from include.flows import (
     reconcile_crm_erp,
 )
 
-FLOWS: dict[str, Flow] = {f.name: f for f in (
+# flows with a module of their own
+_MODULE_FLOWS: tuple[Flow, ...] = (
     # stage 1: ERP views in the CRM
-    master_data_match.MATCH, erp_stock_to_crm.MIRROR, MirrorFlow("erp_credit_to_crm"), erp_prices_to_crm.MIRROR,
+    master_data_match.MATCH, erp_stock_to_crm.MIRROR, erp_prices_to_crm.MIRROR,
     erp_order_history_to_crm.MIRROR, erp_invoice_history_to_crm.MIRROR,
     # stage 2: write-back
-    crm_customers_to_erp.CUSTOMERS, crm_orders_to_erp.ORDERS, MirrorFlow("erp_fulfilment_to_crm"),
+    crm_customers_to_erp.CUSTOMERS, crm_orders_to_erp.ORDERS,
     # stage 3: forecast to production
     crm_forecast_to_erp.FORECAST, erp_production_to_crm.MIRROR, erp_capacity_warnings_to_crm.MIRROR,
     # operations
-    reconcile_crm_erp.RECONCILIATION)}
+    reconcile_crm_erp.RECONCILIATION)
+# plain mirrors (erp_credit_to_crm, erp_fulfilment_to_crm, ...): a mapping no module claims
+_PLAIN_MIRRORS = tuple(MirrorFlow(name) for name in mirror_mappings() if name not in {f.name for f in _MODULE_FLOWS})
+FLOWS: dict[str, Flow] = {f.name: f for f in (*_MODULE_FLOWS, *_PLAIN_MIRRORS)}
 
 
 def flow(name: str) -> Flow:
