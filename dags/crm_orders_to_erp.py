@@ -6,8 +6,9 @@ Every 5 minutes, and within seconds of a CRM change notification (Asset `bridge:
 became **Confirmed** and Quotes that became **Accepted** (connection `zoho_crm`) are validated by the gate
 `expectations/crm_orders_to_erp.json` (known customer, known SKUs, qty > 0, allowed tax rate, line totals,
 currency and rate), credit-checked on the ERP's latest figures (over available credit → "Credit Hold"; items
-overdue beyond 60 days → only prepaid orders pass; an approval recorded in the CRM — Credit_Check = Approved
-with Approved_By — releases the order), and sent once to the ERP inbound tables (`erp_write`) with an
+overdue beyond 60 days → only prepaid orders pass; Credit_Check = Approved releases the order when a credit
+approver set it — a CRM user listed in the Variable `bridge_credit_approvers`, as the record's timeline shows),
+and sent once to the ERP inbound tables (`erp_write`) with an
 idempotency key derived from the CRM id and the order's content. A changed order already in the ERP goes as an
 amendment, a cancelled one as a cancellation — never as a second order. The ERP order number, status, holds
 and stock shortfalls come back to the CRM order (Integration_Message tells the salesperson).
@@ -63,12 +64,14 @@ def crm_orders_to_erp():
     def validate(run: dict) -> dict:
         from bridge_alerts.notifier import alert_sender
 
+        from include.bridge import approvals
         from include.bridge.flow import Run
-        from include.bridge.runtime import Systems
+        from include.bridge.runtime import Systems, variable
         from include.flows.crm_orders_to_erp import ORDERS
 
+        approvers = approvals.parse_approvers(variable(approvals.VARIABLE))
         with Systems() as systems:
-            return ORDERS.validate(systems, Run.from_xcom(run), alert_sender(systems.bridge())).to_xcom()
+            return ORDERS.validate(systems, Run.from_xcom(run), alert_sender(systems.bridge()), approvers).to_xcom()
 
     @task(pool="zoho_crm")
     def send(run: dict) -> dict:

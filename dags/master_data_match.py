@@ -31,11 +31,13 @@ ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_
 def master_data_match():
     @task(outlets=[Asset("bridge://master_data_match")])
     def match(dag_run=None) -> dict:
+        from bridge_alerts.notifier import alert_sender
+
         from include.bridge.runtime import Systems
         from include.flows.master_data_match import MATCH
 
         with Systems() as systems:
-            return MATCH.run(systems, dag_run.run_id)
+            return MATCH.run(systems, dag_run.run_id, alert_sender(systems.bridge()))
 
     match()
 

@@ -53,4 +53,6 @@ export AIRFLOW_CONN_ERP_WRITE="${AIRFLOW_CONN_ERP_WRITE:-postgresql://erp_writer
 if [ -z "${AIRFLOW_CONN_ZOHO_CRM:-}" ]; then
   export AIRFLOW_CONN_ZOHO_CRM="{\"conn_type\": \"zoho_crm\", \"host\": \"${CRM_SANDBOX_URL}\", \"login\": \"${ZOHO_CLIENT_ID}\", \"password\": \"${ZOHO_CLIENT_SECRET}\", \"extra\": {\"accounts_url\": \"${CRM_SANDBOX_URL}\", \"file_upload_url\": \"${CRM_SANDBOX_URL}\", \"org_id\": \"60012345678\", \"refresh_token\": \"${ZOHO_REFRESH_TOKEN}\"}}"
 fi
+# Who may release a credit hold from the CRM: the CRM sandbox's credit controller (a real org lists its own user ids).
+export AIRFLOW_VAR_BRIDGE_CREDIT_APPROVERS="${AIRFLOW_VAR_BRIDGE_CREDIT_APPROVERS:-[\"5843104000000424021\"]}"
 export AIRFLOW_CONN_BRIDGE_DB="${AIRFLOW_CONN_BRIDGE_DB:-postgresql://${PGUSER}@${PGHOST}:${PGPORT}/${BRIDGE_DB}}"

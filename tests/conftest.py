@@ -136,6 +136,9 @@ CRM_CREDENTIALS = {"ZOHO_CLIENT_ID": "1000.TESTCLIENT", "ZOHO_CLIENT_SECRET": "t
                    "ZOHO_REFRESH_TOKEN": "1000.test.refresh.token.Zk3"}
 
 
+SALESPERSON, CREDIT_CONTROLLER = "5843104000000424011", "5843104000000424021"  # CRM sandbox users (store.USERS)
+
+
 class CrmSandbox(CrmSandboxProcess):
     """A running CRM sandbox server process (real HTTP) with the test OAuth client."""
 
@@ -145,18 +148,21 @@ class CrmSandbox(CrmSandboxProcess):
     def reset(self, **body) -> dict:
         return super().reset(**({"customers": 30, "skus": 120} | body))
 
-    def client(self, **kw):
-        """A client with fresh token caches (in-process and on disk): tests count token mints."""
+    def client(self, user: str | None = None, **kw):
+        """A client with fresh token caches (in-process and on disk): tests count token mints. `user`: act as that
+        CRM user of the sandbox (SALESPERSON, CREDIT_CONTROLLER) instead of the integration user."""
         import tempfile
 
+        from include.sandbox.crm.state import user_refresh_token
         from include.zoho.client import _TOKEN_CACHE, ZohoCrmClient
 
         _TOKEN_CACHE.clear()
+        refresh = CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"]
         kw.setdefault("token_cache_dir", os.path.join(tempfile.gettempdir(), f"zoho-token-test-{uuid.uuid4().hex}"))
         return ZohoCrmClient(api_url=self.url, accounts_url=self.url, file_upload_url=self.url,
                              client_id=CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
                              client_secret=CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
-                             refresh_token=CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"], org_id="60012345678",
+                             refresh_token=user_refresh_token(refresh, user) if user else refresh, org_id="60012345678",
                              backoff_base=kw.pop("backoff_base", 0.01), backoff_max=kw.pop("backoff_max", 0.2), **kw)
 
 
@@ -187,6 +193,7 @@ def airflow_env_for(home, erp, bridge, crm, **overrides: str) -> dict:
         "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(ROOT, "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+        "AIRFLOW_VAR_BRIDGE_CREDIT_APPROVERS": json.dumps([CREDIT_CONTROLLER]),
         "BRIDGE_DATA_DOCS_DIR": str(home / "data_docs"), "BRIDGE_REPORTS_DIR": str(home / "reports"),
         "AIRFLOW_CONN_ERP_READ": f"postgresql://erp_reader:{os.environ['ERP_READ_PASSWORD']}@"
                                  f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}",

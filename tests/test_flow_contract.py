@@ -77,3 +77,43 @@ def test_a_mirror_needs_no_registry_line():
     assert "erp_credit_to_crm" in mirror_mappings()
     assert set(mirror_mappings()) <= set(FLOWS)
     assert type(FLOWS["erp_credit_to_crm"]) is MirrorFlow
+
+
+CONFIG_FILES = sorted(["master_data", "crm_orders_to_erp", "crm_forecast_to_erp", "reconcile_crm_erp"])
+
+
+@pytest.mark.parametrize("name", CONFIG_FILES)
+def test_every_other_mapping_is_strict_too(name):
+    """Fail closed for the mappings that are not mirrors: an unknown key or a value of the wrong type is an error
+    naming the file and the key, checked at load."""
+    import copy
+
+    from include.bridge import config
+
+    good = config.mapping(name)
+    section = next(k for k, v in good.items() if isinstance(v, dict))
+    bad = copy.deepcopy(good)
+    bad[section]["misspeled"] = 1
+    with pytest.raises(ValueError, match=rf"{name}\.yaml.*misspeled"):
+        config.check(f"mapping {name}.yaml", bad, config.SCHEMAS[name])
+    typed = copy.deepcopy(good)
+    key = next(k for k, v in typed[section].items() if not isinstance(v, str))
+    typed[section][key] = "a text"
+    with pytest.raises(ValueError, match=rf"{name}\.yaml.*{key}"):
+        config.check(f"mapping {name}.yaml", typed, config.SCHEMAS[name])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in EXPECTATIONS_DIR.glob("*.json")))
+def test_every_suite_has_strict_gate_settings(name):
+    import copy
+    import json
+
+    from include.bridge import config
+
+    good = json.loads((EXPECTATIONS_DIR / f"{name}.json").read_text("utf-8"))
+    load_suite(name)
+    for change in ({"max_failing_shar": 0.1}, {"max_failing_share": "0.1"}):
+        bad = copy.deepcopy(good)
+        bad["meta"] |= change
+        with pytest.raises(ValueError, match=r"max_failing_shar"):
+            config.check(f"suite {name}.json", bad, config.SUITE)

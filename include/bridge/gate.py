@@ -66,7 +66,12 @@ def load_suite(flow: str, directory: Path = EXPECTATIONS_DIR) -> dict:
     path = directory / f"{flow}.json"
     if not path.exists():
         raise FileNotFoundError(f"no expectation suite for flow {flow}: {path} is missing")
+    from include.bridge import config
+
     suite = json.loads(path.read_text(encoding="utf-8"))
+    config.check(f"suite {path.name}", suite, config.SUITE)  # strict: a misspelled gate setting is an error
+    if not 0 <= suite["meta"]["max_failing_share"] <= 1:
+        raise ValueError(f"suite {path.name}: meta.max_failing_share must be between 0 and 1")
     for n, e in enumerate(suite.get("expectations", [])):
         if (e.get("meta") or {}).get("level") not in ("batch", "row"):
             raise ValueError(f"{path.name}: expectation {n} ({e.get('type')}) needs meta.level 'batch' or 'row'")

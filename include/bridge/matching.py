@@ -200,8 +200,15 @@ def _propose(a: Account, ix: CustomerIndex, cfg: dict, reviews: list[Review]) ->
                               "Account_Number and the credit code point at different ERP customers"))
         return None
     if code_hit or uscc_hit:
-        hit = code_hit or uscc_hit
-        return hit.code, "erp_code" if code_hit else "uscc", ix.name_score(a.name, hit.code)
+        hit, rule = (code_hit, "erp_code") if code_hit else (uscc_hit, "uscc")
+        score = ix.name_score(a.name, hit.code)
+        if score < float(cfg["key_match_min_score"]):  # anyone can type another company's code or credit code
+            reviews.append(Review("key_name_mismatch", a.crm_id, a.name, hit.code, score,
+                                  [{"erp_key": hit.code, "name": hit.name, "score": score, "rule": rule}],
+                                  f"{'Account_Number' if code_hit else 'the credit code'} names ERP customer "
+                                  f"{hit.code} ({hit.name}), but the names disagree: not linked"))
+            return None
+        return hit.code, rule, score
     cands = ix.name_candidates(a)
     best = cands[0] if cands else None
     runner = cands[1]["score"] if len(cands) > 1 else 0.0

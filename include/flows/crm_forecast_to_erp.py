@@ -28,13 +28,10 @@ import hashlib
 import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
-from functools import cache
-from pathlib import Path
 
 import psycopg2.extras
-import yaml
 
-from include.bridge import engine, rollout
+from include.bridge import config, engine, rollout, values
 from include.bridge.alerts import Alert
 from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run, Writer
@@ -46,15 +43,14 @@ STAGING = "bridge.stg_crm_forecast_to_erp"
 BUCKETS = "bridge.stg_crm_forecast_buckets"
 COLUMNS = ["demand_type", "deal_id", "deal_name", "stage", "probability", "closing_date", "period_start", "region",
            "item_source", "line_no", "product_crm_id", "sku", "known_sku", "qty", "weighted_qty", "horizon_start",
-           "horizon_end", "in_horizon"]
+           "horizon_end", "in_horizon", "unreadable"]
 GATED = [c for c in COLUMNS if c not in ("horizon_start", "horizon_end")]
 BUCKET_COLUMNS = ["sku", "region", "period_start", "demand_type", "qty", "deals", "in_horizon"]
 MILLI = Decimal("0.001")
 
 
-@cache
 def spec() -> dict:
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "mappings" / f"{FLOW}.yaml").read_text("utf-8"))
+    return config.mapping("crm_forecast_to_erp")  # strict: an unknown key or a wrong type names the file
 
 
 def month_start(day: dt.date) -> dt.date:
@@ -68,45 +64,54 @@ def horizon(as_of: dt.date, months: int) -> tuple[dt.date, dt.date]:
     return start, dt.date(start.year + y, m + 1, 1) - dt.timedelta(days=1)
 
 
-def _date(value) -> dt.date | None:
-    if not value:
-        return None
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
-
-
 # ------------------------------------------------------------------------------------------- extract
 def deal_rows(deal: dict, *, skus: dict[str, str], regions: dict[str, str], quote_items: dict[str, list],
               window: tuple[dt.date, dt.date]) -> list[list]:
     """The staged rows (COLUMNS order) of one open deal: one per product line, weighted by its probability.
 
     Pure, so the arithmetic is testable by hand: weighted_qty = qty x probability / 100, rounded to 0.001;
-    the month is the closing date's; the region the deal's, else its account's, else the default."""
+    the month is the closing date's; the region the deal's, else its account's, else the default. A value that
+    cannot be read (text in Probability, a date that does not exist) is None and named in `unreadable`: the gate
+    quarantines the deal with that reason, the rest of the pipeline goes on."""
     cfg, settings = spec()["deals"], spec()["settings"]
-    probability = deal.get("Probability")
-    if probability is None:
-        probability = cfg["stage_probability"].get(deal.get("Stage"))
-    closing = _date(deal.get("Closing_Date"))
+    bad: list[str] = []
+    stage = values.text(deal.get("Stage"))
+    probability = values.number(deal.get("Probability"), "Probability", bad)
+    if probability is None and deal.get("Probability") in (None, ""):
+        probability = cfg["stage_probability"].get(stage)
+    closing = values.day(deal.get("Closing_Date"), "Closing_Date", bad)
     period = month_start(closing) if closing else None
     in_horizon = period is not None and window[0] <= period <= window[1]
-    account = (deal.get("Account_Name") or {}).get("id")
-    region = deal.get("Sales_Region") or regions.get(account) or settings["default_region"]
-    if deal.get("Deal_Items"):
-        source, items = "deal_items", [((i.get("Product") or {}).get("id"), i.get("Quantity"))
-                                       for i in deal["Deal_Items"]]
+    account = values.ref(deal.get("Account_Name"))
+    region = values.text(deal.get("Sales_Region")) or regions.get(account) or settings["default_region"]
+    if values.items(deal.get("Deal_Items")):
+        source, items = "deal_items", [(values.ref(i.get("Product")), i.get("Quantity"))
+                                       for i in values.items(deal["Deal_Items"])]
     else:
         source, items = "quote", quote_items.get(deal["id"], [])
-    head = ["PIPELINE", deal["id"], deal.get("Deal_Name"), deal.get("Stage"), probability, closing, period, region,
-            source]
-    if not items:  # a deal without products still gets a row, so the gate can say so
-        return [head + [None, None, None, None, None, None, *window, in_horizon]]
-    rows = []
+    lines = []
     for n, (product, quantity) in enumerate(items, 1):
-        qty = Decimal(str(quantity)) if quantity is not None else None
+        qty = values.number(quantity, f"line {n} Quantity", bad)
         weighted = (qty * Decimal(str(probability)) / 100).quantize(MILLI, ROUND_HALF_UP) \
             if qty is not None and probability is not None else None
-        sku = skus.get(product)
-        rows.append(head + [n, product, sku, sku is not None, qty, weighted, *window, in_horizon])
-    return rows
+        lines.append([n, product, skus.get(product), skus.get(product) is not None, qty, weighted])
+    head = ["PIPELINE", values.text(deal["id"]), values.text(deal.get("Deal_Name")), stage, probability, closing,
+            period, region, source]
+    tail = [*window, in_horizon, values.reason(bad)]
+    if not lines:  # a deal without products still gets a row, so the gate can say so
+        return [head + [None, None, None, None, None, None] + tail]
+    return [head + line + tail for line in lines]
+
+
+def staged_deal_rows(deal: dict, **context) -> list[list]:
+    """deal_rows, or for a deal that cannot be read at all one row that names why (the gate quarantines it)."""
+    try:
+        return deal_rows(deal, **context)
+    except Exception as exc:  # noqa: BLE001 - one unreadable deal must not stop the forecast
+        row: list = [None] * len(COLUMNS)
+        row[COLUMNS.index("demand_type")], row[COLUMNS.index("deal_id")] = "PIPELINE", values.text(deal.get("id"))
+        row[COLUMNS.index("unreadable")] = f"the deal could not be read ({type(exc).__name__})"
+        return [row]
 
 
 def erp_order_rows(erp, window: tuple[dt.date, dt.date]) -> list[list]:
@@ -129,7 +134,7 @@ def erp_order_rows(erp, window: tuple[dt.date, dt.date]) -> list[list]:
         period = max(month_start(delivery), window[0])
         rows.append(["ORDERS", order_no, order_no, status, Decimal(100), delivery, period,
                      region or settings["default_region"], "erp_order", line_no, None, sku, True, qty,
-                     Decimal(qty).quantize(MILLI, ROUND_HALF_UP), *window, True])
+                     Decimal(qty).quantize(MILLI, ROUND_HALF_UP), *window, True, None])
     return rows
 
 
@@ -140,18 +145,18 @@ def pipeline_context(crm) -> dict:
     quotes: dict[str, tuple[str, list]] = {}
     ordered: set[str] = set()
     for q in crm.iter_records("Quotes", ["Deal_Name", "Quote_Stage", "Quoted_Items", "Modified_Time"]):
-        deal = (q.get("Deal_Name") or {}).get("id")
+        deal = values.ref(q.get("Deal_Name"))
         if not deal:
             continue
         if q.get("Quote_Stage") in cfg["quote_stages_ordered"]:
             ordered.add(deal)
         elif q.get("Quote_Stage") not in cfg["quote_stages_excluded"] and \
                 q["Modified_Time"] >= quotes.get(deal, ("", []))[0]:
-            quotes[deal] = (q["Modified_Time"], [((i.get("Product_Name") or {}).get("id"), i.get("Quantity"))
-                                                 for i in q.get("Quoted_Items") or []])
+            quotes[deal] = (q["Modified_Time"], [(values.ref(i.get("Product_Name")), i.get("Quantity"))
+                                                 for i in values.items(q.get("Quoted_Items"))])
     for o in crm.iter_records("Sales_Orders", ["Deal_Name", "Status"]):
-        if o.get("Deal_Name") and o.get("Status") in cfg["order_statuses_ordered"]:
-            ordered.add(o["Deal_Name"]["id"])
+        if values.ref(o.get("Deal_Name")) and o.get("Status") in cfg["order_statuses_ordered"]:
+            ordered.add(values.ref(o["Deal_Name"]))
     return {"regions": regions, "quote_items": {d: items for d, (_, items) in quotes.items()}, "ordered": ordered}
 
 
@@ -176,18 +181,18 @@ def extract(bridge, crm, erp, batch_id: str, window: tuple[dt.date, dt.date], re
     rows, counts = [], {"deals_read": 0, "open_deals": 0, "beyond_horizon": 0, "already_ordered": 0}
     for deal in crm.iter_records("Deals", spec()["deals"]["fields"]):
         counts["deals_read"] += 1
-        if deal.get("Stage") in closed:
+        if values.text(deal.get("Stage")) in closed:
             continue
         if deal["id"] in context["ordered"]:
             counts["already_ordered"] += 1
             continue
-        closing = _date(deal.get("Closing_Date"))
+        closing = values.day(deal.get("Closing_Date"), "Closing_Date", [])  # unreadable: deal_rows says so
         if closing and closing > window[1]:  # after the horizon: not in this forecast, not an error
             counts["beyond_horizon"] += 1
             continue
         counts["open_deals"] += 1
-        rows.extend(deal_rows(deal, skus=skus, regions=context["regions"], quote_items=context["quote_items"],
-                              window=window))
+        rows.extend(staged_deal_rows(deal, skus=skus, regions=context["regions"],
+                                     quote_items=context["quote_items"], window=window))
     orders = erp_order_rows(erp, window)
     rows.extend(orders)
     if regions:  # a pilot forecast: the demand of its sales regions only
@@ -209,12 +214,14 @@ def bad_deals(bridge, batch_id: str, bad_rows: dict[int, list[str]]) -> list[Qua
     before: dict[str, dict] = {}
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         if bad_rows:
-            cur.execute(f"SELECT row_no, deal_id, deal_name, line_no, demand_type FROM {STAGING} WHERE batch_id = %s "
-                        "AND row_no = ANY (%s)", (batch_id, list(bad_rows)))
+            cur.execute(f"SELECT row_no, deal_id, deal_name, line_no, demand_type, unreadable FROM {STAGING} "
+                        "WHERE batch_id = %s AND row_no = ANY (%s)", (batch_id, list(bad_rows)))
             for row in cur.fetchall():
                 kinds[row["deal_id"] or "?"] = row["demand_type"]
                 for reason in bad_rows[row["row_no"]]:
                     text = messages.get(column_of(reason), reason)
+                    if column_of(reason) == "unreadable":
+                        text = f"{text}: {row['unreadable']}"
                     line = f"line {row['line_no']}: {text}" if row["line_no"] is not None and \
                         column_of(reason) in ("known_sku", "qty") else text
                     if line not in bad.setdefault(row["deal_id"] or "?", []):

@@ -23,14 +23,11 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
-from decimal import Decimal
-from functools import cache
-from pathlib import Path
+from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg2.extras
-import yaml
 
-from include.bridge import engine, idmap, rollout
+from include.bridge import approvals, config, engine, idmap, rollout, values
 from include.bridge.alerts import Alert
 from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
@@ -40,20 +37,20 @@ from include.bridge.rollback import FLOW as ROLLBACK_FLOW
 from include.bridge.rollback import Reversal
 
 FLOW = "crm_orders_to_erp"
+CENT = Decimal("0.01")
 STAGING = "bridge.stg_crm_orders_to_erp"
 COLUMNS = ["crm_id", "source_module", "subject", "crm_status", "customer_crm_id", "customer_code", "known_customer",
            "currency", "exchange_rate", "home_currency", "rate_ok", "grand_total", "is_prepaid", "credit_check",
-           "approved_by", "due_date", "line_no", "product_crm_id", "sku", "known_sku", "qty", "list_price", "discount",
-           "line_net", "total_ok", "tax_rate", "payload_hash"]
+           "approved_by", "due_date", "unreadable", "line_no", "product_crm_id", "sku", "known_sku", "qty",
+           "list_price", "discount", "line_net", "discount_ok", "total_ok", "tax_rate", "payload_hash"]
 HEADER_FIELDS = {"Sales_Orders": ["Subject", "Status", "Account_Name", "Currency", "Exchange_Rate", "Grand_Total",
                                   "Is_Prepaid", "Credit_Check", "Approved_By", "Due_Date", "ERP_Order_No"],
                  "Quotes": ["Subject", "Quote_Stage", "Account_Name", "Currency", "Exchange_Rate", "Grand_Total",
                             "Valid_Till", "ERP_Order_No"]}
 
 
-@cache
 def spec() -> dict:
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "mappings" / f"{FLOW}.yaml").read_text("utf-8"))
+    return config.mapping("crm_orders_to_erp")  # strict: an unknown key or a wrong type names the file
 
 
 def status_of(module: str, rec: dict) -> str | None:
@@ -74,38 +71,65 @@ def status_of(module: str, rec: dict) -> str | None:
 def order_rows(module: str, rec: dict, customers: dict[str, str], skus: dict[str, str]) -> list[list]:
     """The staged rows (COLUMNS order) of one CRM order: one per line, header fields repeated.
 
+    A value that cannot be read (text in a number field, NaN, a date that does not exist) is staged as None and
+    named in `unreadable`: the gate quarantines the order with that reason, and the rest of the batch goes on.
+    Lines are numbered 1..n in the CRM's sequence order (an odd or repeated Sequence_Number orders, never breaks).
     The payload hash covers exactly what the ERP would receive (customer, currency, rate, prepaid, dates and
     each line's SKU, qty, price, discount, tax): a resend of the same content has the same hash."""
     src, home = spec()["sources"][module], spec()["settings"]["home_currency"]
-    account = (rec.get("Account_Name") or {}).get("id")
+    bad: list[str] = []
+    account = values.ref(rec.get("Account_Name"))
     code = customers.get(account)
-    currency, rate = rec.get("Currency"), rec.get("Exchange_Rate")
-    items = sorted(rec.get(src["items"]) or [], key=lambda i: int(i.get("Sequence_Number") or 0))
-    lines = []
-    for n, item in enumerate(items, 1):
-        product = (item.get("Product_Name") or {}).get("id")
-        qty, price = Decimal(str(item.get("Quantity") or 0)), Decimal(str(item.get("List_Price") or 0))
-        gross, discount = qty * price, Decimal(str(item.get("Discount") or 0))
-        taxes = [t.get("percentage") for t in item.get("Line_Tax") or [] if isinstance(t, dict)]
-        tax = Decimal(str(taxes[0])) if taxes else None
-        total = Decimal(str(item["Total"])) if item.get("Total") is not None else gross
-        net_total = Decimal(str(item["Net_Total"])) if item.get("Net_Total") is not None else None
-        total_ok = abs(total - gross) <= Decimal("0.01") and (
-            net_total is None or tax is None
-            or abs(net_total - (gross - discount) * (1 + tax / 100)) <= Decimal("0.01") * (1 + len(taxes)))
-        lines.append([int(item.get("Sequence_Number") or n), product, skus.get(product), skus.get(product) is not None,
-                      qty, price, discount, gross - discount, total_ok, tax])
-    content = {"customer": code, "currency": currency, "rate": rate, "prepaid": bool(rec.get("Is_Prepaid")),
-               "date": rec.get("Due_Date") or rec.get("Valid_Till"),
-               "lines": [[str(x) for x in (ln[0], ln[2], ln[4], ln[5], ln[6], ln[9])] for ln in lines]}
+    currency = values.text(rec.get("Currency"))
+    rate = values.number(rec.get("Exchange_Rate"), "Exchange_Rate", bad)
+    grand_total = values.number(rec.get("Grand_Total"), "Grand_Total", bad)
+    due = values.day(rec.get("Due_Date") or rec.get("Valid_Till"), "Due_Date", bad)
+    listed = values.items(rec.get(src["items"]))
+    ordered = sorted(range(len(listed)), key=lambda i: (values.whole(listed[i].get("Sequence_Number")) or 2**31, i))
+    lines = [line_values(n, listed[i], skus, bad) for n, i in enumerate(ordered, 1)]
+    content = {"customer": code, "currency": currency, "rate": rec.get("Exchange_Rate"),
+               "prepaid": values.flag(rec.get("Is_Prepaid")), "date": due,
+               "lines": [[str(x) for x in (ln[0], ln[2], ln[4], ln[5], ln[6], ln[10])] for ln in lines]}
     phash = hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    header = [rec["id"], module, rec.get("Subject"), rec.get(src["send_when"]["field"]), account, code,
-              code is not None, currency, rate, home, currency == home or bool(rate), rec.get("Grand_Total"),
-              bool(rec.get("Is_Prepaid")), rec.get("Credit_Check"), rec.get("Approved_By"),
-              rec.get("Due_Date") or rec.get("Valid_Till")]
+    header = [values.text(rec.get("id")), module, values.text(rec.get("Subject")),
+              values.text(rec.get(src["send_when"]["field"])), account, code, code is not None, currency, rate, home,
+              currency == home or bool(rate), grand_total, values.flag(rec.get("Is_Prepaid")),
+              values.text(rec.get("Credit_Check")), values.text(rec.get("Approved_By")), due, values.reason(bad)]
     if not lines:  # an order without lines still gets a row, so the gate can say so
-        return [header + [None] * 10 + [phash]]
+        return [header + [None] * 11 + [phash]]
     return [header + ln + [phash] for ln in lines]
+
+
+def staged_rows(module: str, rec: dict, customers: dict[str, str], skus: dict[str, str]) -> list[list]:
+    """order_rows, or for a record that cannot be read at all one row that names why (the gate quarantines it)."""
+    try:
+        return order_rows(module, rec, customers, skus)
+    except Exception as exc:  # noqa: BLE001 - one unreadable record must not stop the batch
+        row: list = [None] * (len(COLUMNS) - 1) + [f"unreadable-{type(exc).__name__}"]
+        row[COLUMNS.index("crm_id")], row[COLUMNS.index("source_module")] = str(rec.get("id") or "") or None, module
+        row[COLUMNS.index("unreadable")] = f"the order could not be read ({type(exc).__name__})"
+        return [row]
+
+
+def line_values(n: int, item: dict, skus: dict[str, str], bad: list[str]) -> list:
+    """One line's staged values (line_no .. tax_rate in COLUMNS order); what cannot be read goes to `bad`."""
+    where = f"line {n} "
+    product = values.ref(item.get("Product_Name"))
+    qty = values.number(item.get("Quantity"), where + "Quantity", bad)
+    price = values.number(item.get("List_Price"), where + "List_Price", bad)
+    discount = values.number(item.get("Discount"), where + "Discount", bad) or Decimal(0)
+    taxes = [values.number(t.get("percentage"), where + "Line_Tax", bad) for t in values.items(item.get("Line_Tax"))]
+    tax = taxes[0] if taxes else None
+    gross = (qty or 0) * (price or 0)
+    total = values.number(item.get("Total"), where + "Total", bad)
+    net_total = values.number(item.get("Net_Total"), where + "Net_Total", bad)
+    total = gross if total is None else total
+    total_ok = abs(total - gross) <= CENT and (
+        net_total is None or tax is None
+        or abs(net_total - (gross - discount) * (1 + tax / 100)) <= CENT * (1 + len(taxes)))
+    return [n, product, skus.get(product), skus.get(product) is not None, qty if qty is not None else Decimal(0),
+            price if price is not None else Decimal(0), discount, gross - discount, 0 <= discount <= gross, total_ok,
+            tax]
 
 
 def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: dt.datetime,
@@ -145,7 +169,7 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
             if what == "cancel":
                 cancels.append((module, rec["id"]))
             elif what == "send":
-                staged = order_rows(module, rec, customers, skus)
+                staged = staged_rows(module, rec, customers, skus)
                 if (rec["id"], staged[0][-1]) not in handled:  # our own write-backs bring them back: skip
                     rows.extend(staged)
     engine.stage_rows(bridge, STAGING, batch_id, COLUMNS, rows)
@@ -167,7 +191,10 @@ def bad_orders(bridge, batch_id: str, result: GateResult) -> tuple[list[Quaranti
             for row in cur.fetchall():
                 for reason in result.bad_rows[row["row_no"]]:
                     text = messages.get(column_of(reason), reason)
-                    line = f"line {row['line_no']}: {text}" if row["line_no"] is not None else text
+                    if column_of(reason) == "unreadable":
+                        text = f"{text}: {row['unreadable']}"
+                    whole_order = row["line_no"] is None or column_of(reason) == "unreadable"  # names its lines
+                    line = text if whole_order else f"line {row['line_no']}: {text}"
                     modules[row["crm_id"] or "?"] = row["source_module"]
                     if line not in bad.setdefault(row["crm_id"] or "?", []):
                         bad[row["crm_id"] or "?"].append(line)
@@ -220,13 +247,28 @@ def orders_to_send(bridge, batch_id: str, decided: bool = False) -> list[dict]:
 
 
 def keep_decisions(bridge, batch_id: str, orders: list[dict]) -> None:
+    """The credit decisions, and who approved (the verified approver, never the order's free text), in staging."""
     with bridge.cursor() as cur:
         psycopg2.extras.execute_values(cur, f"""
-            UPDATE {STAGING} s SET decision = d.decision, amount_home = d.amount_home::numeric
-            FROM (VALUES %s) AS d (batch_id, crm_id, decision, amount_home)
+            UPDATE {STAGING} s SET decision = d.decision, amount_home = d.amount_home::numeric,
+                                   approved_by = d.approved_by
+            FROM (VALUES %s) AS d (batch_id, crm_id, decision, amount_home, approved_by)
             WHERE s.batch_id = d.batch_id AND s.crm_id = d.crm_id""",
-            [(batch_id, o["crm_id"], o["decision"], str(o["amount_home"])) for o in orders], page_size=1000)
+            [(batch_id, o["crm_id"], o["decision"], str(o["amount_home"]),
+              o["approved_by"] if o["decision"] == "Approved" else None) for o in orders], page_size=1000)
     bridge.commit()
+
+
+def verify_approvals(crm, orders: list[dict], approvers: approvals.Approvers) -> None:
+    """An order's Credit_Check = Approved counts only if a credit approver set it (the CRM's timeline says who);
+    otherwise it is ignored (the order is credit-checked like any other) and `approval_ignored` says why."""
+    for o in orders:
+        if o["credit_check"] != approvals.APPROVED:
+            continue
+        verdict = approvals.check(crm, o["source_module"], o["crm_id"], approvers)
+        o["approved_by"] = verdict.approver
+        if not verdict.valid:
+            o["credit_check"], o["approval_ignored"] = None, verdict.reason
 
 
 def credit_check(erp, orders: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -245,7 +287,7 @@ def credit_check(erp, orders: list[dict]) -> tuple[list[dict], list[dict]]:
         rate = Decimal(str(o["exchange_rate"] or rates.get(o["currency"], 1)))
         amount = (Decimal(str(o["grand_total"] or 0)) * rate).quantize(Decimal("0.01"))
         o["amount_home"] = amount
-        if o["credit_check"] == "Approved" and o["approved_by"]:
+        if o["credit_check"] == approvals.APPROVED and o["approved_by"]:  # verified: verify_approvals
             o["decision"] = "Approved"
             passed.append(o)
         elif c and c["max_overdue_days"] > settings["overdue_block_days"] and not o["is_prepaid"]:
@@ -264,6 +306,8 @@ def credit_check(erp, orders: list[dict]) -> tuple[list[dict], list[dict]]:
             if c:  # the next order of the same customer sees this one
                 c["credit_available"] -= amount - Decimal(o.get("sent_amount") or 0)
             passed.append(o)
+        if o.get("approval_ignored") and o["decision"] != "Passed":
+            o["reason"] += f"; the approval was ignored: {o['approval_ignored']}"
     return passed, held
 
 
@@ -295,12 +339,14 @@ def document_rows(bridge, batch_id: str, part: list[tuple[dict, str]]) -> list[t
 
 
 def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], batch_id: str, run_id: str,
-         chunk: int = 500) -> int:
+         chunk: int = 500, refused: list[QuarantineRow] | None = None) -> int:
     """Insert inbound documents (CREATE / AMEND / CANCEL); a key the ERP already has is a no-op.
 
     In chunks, each in three commits: the keys into the outbox, the documents into the ERP (one transaction),
     then sent_at + audit. A kill between any two leaves keys a retry re-derives identically: nothing is lost,
-    nothing doubled."""
+    nothing doubled. A document the ERP's tables refuse (a value its columns cannot hold) is found by splitting
+    its chunk, quarantined with the database's reason (and added to `refused`), and its outbox key removed: the
+    other documents of the chunk go."""
     docs = documents(bridge, orders, cancels)
     for i in range(0, len(docs), chunk):
         rows = document_rows(bridge, batch_id, docs[i:i + chunk])
@@ -313,7 +359,11 @@ def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], 
                   json.dumps(payload, default=str, ensure_ascii=False), batch_id, run_id)
                  for key, o, action, payload in rows])
         bridge.commit()
-        insert_inbound(erp_write, rows)
+        bad = insert_isolated(erp_write, rows)
+        if bad:
+            forget_refused(bridge, batch_id, bad)
+            refused is not None and refused.extend(q for _row, q in bad)
+            rows = [r for r in rows if r[0] not in {row[0] for row, _q in bad}]
         with bridge.cursor() as cur:
             cur.execute("""UPDATE bridge.order_outbox SET sent_at = coalesce(sent_at, now())
                            WHERE idempotency_key = ANY (%s)""", ([r[0] for r in rows],))
@@ -324,6 +374,35 @@ def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], 
     return len(docs)
 
 
+def insert_isolated(erp_write, rows: list[tuple[str, dict, str, dict]]) -> list[tuple[tuple, QuarantineRow]]:
+    """insert_inbound; when the ERP refuses the chunk for what is in it (a value its columns cannot hold, a
+    constraint), the chunk is split until the documents it refuses are found. Those come back with the reason;
+    a lost connection is not a document's fault and still fails the task (the retry resends)."""
+    try:
+        insert_inbound(erp_write, rows)
+        return []
+    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+        erp_write.rollback()
+        if len(rows) == 1:
+            key, o, _action, _payload = rows[0]
+            reason = (exc.pgerror or str(exc)).strip().splitlines()[0].removeprefix("ERROR:").strip()
+            return [(rows[0], QuarantineRow(o["crm_id"], {"crm_id": o["crm_id"], "payload_hash": o["payload_hash"],
+                                                         "idempotency_key": key},
+                                            [f"the ERP's inbound tables refused the document: {reason}"]))]
+        half = len(rows) // 2
+        return insert_isolated(erp_write, rows[:half]) + insert_isolated(erp_write, rows[half:])
+
+
+def forget_refused(bridge, batch_id: str, bad: list[tuple[tuple, QuarantineRow]]) -> None:
+    """The refused documents never reached the ERP: their outbox keys go, the orders are quarantined (skipped
+    until the salesperson changes them)."""
+    with bridge.cursor() as cur:
+        cur.execute("DELETE FROM bridge.order_outbox WHERE idempotency_key = ANY (%s) AND sent_at IS NULL",
+                    ([row[0] for row, _q in bad],))
+    engine.quarantine(bridge, FLOW, batch_id, [tuple(q) for _row, q in bad])
+    bridge.commit()
+
+
 def payloads_of(bridge, batch_id: str, orders: list[dict]) -> dict[str, dict]:
     """The ERP document of each order (header from the order, lines from the staged rows)."""
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -332,17 +411,26 @@ def payloads_of(bridge, batch_id: str, orders: list[dict]) -> dict[str, dict]:
                     (batch_id, [o["crm_id"] for o in orders]))
         lines: dict[str, list] = {}
         for ln in cur.fetchall():
-            gross = ln["qty"] * ln["list_price"]
-            lines.setdefault(ln["crm_id"], []).append({
-                "line_no": ln["line_no"], "sku": ln["sku"], "qty": ln["qty"], "unit_price": ln["list_price"],
-                "discount_pct": round(ln["discount"] / gross * 100, 2) if gross else 0, "tax_rate": ln["tax_rate"],
-                "line_total": round(ln["line_net"], 2)})
+            lines.setdefault(ln["crm_id"], []).append(erp_line(ln))
     bridge.rollback()
     return {o["crm_id"]: {
         "customer_code": o["customer_code"], "currency": o["currency"], "exchange_rate": o["exchange_rate"],
         "is_prepaid": bool(o["is_prepaid"]), "delivery_date": o["due_date"], "customer_po_no": o["subject"],
         "credit_approved_by": o.get("approved_by") if o.get("decision") == "Approved" else None,
         "amount_home": str(o.get("amount_home") or ""), "lines": lines.get(o["crm_id"], [])} for o in orders}
+
+
+def erp_line(ln: dict) -> dict:
+    """A staged line as the ERP receives it. The CRM's discount is an amount and goes as one (discount_amount): the
+    ERP takes the line as exactly qty x price - discount, rounded half up to the cent, which is what line_total
+    says; discount_pct is the same discount as a % for people reading the document (the ERP does not recompute
+    the line from it)."""
+    gross = ln["qty"] * ln["list_price"]
+    return {"line_no": ln["line_no"], "sku": ln["sku"], "qty": ln["qty"], "unit_price": ln["list_price"],
+            "discount_amount": ln["discount"].quantize(CENT, ROUND_HALF_UP),
+            "discount_pct": (ln["discount"] / gross * 100).quantize(CENT, ROUND_HALF_UP) if gross else Decimal(0),
+            "tax_rate": ln["tax_rate"], "line_total": (gross - ln["discount"].quantize(CENT, ROUND_HALF_UP))
+            .quantize(CENT, ROUND_HALF_UP)}
 
 
 def insert_inbound(erp_write, rows: list[tuple[str, dict, str, dict]]) -> None:
@@ -359,13 +447,14 @@ def insert_inbound(erp_write, rows: list[tuple[str, dict, str, dict]]) -> None:
               p.get("currency"), p.get("exchange_rate"), bool(p.get("is_prepaid")), p.get("credit_approved_by"),
               len(p.get("lines", [])) if action != "CANCEL" else 0) for key, o, action, p in rows],
             template="('zoho_crm', %s, %s, %s, %s, %s, current_date, %s, %s, %s, %s, %s, %s)")
-        lines = [(key, ln["line_no"], ln["sku"], ln["qty"], ln["unit_price"], ln["discount_pct"], ln["tax_rate"],
-                  ln["line_total"], warehouse) for key, _o, action, p in rows if action != "CANCEL"
-                 for ln in p.get("lines", [])]
+        lines = [(key, ln["line_no"], ln["sku"], ln["qty"], ln["unit_price"], ln["discount_pct"],
+                  ln.get("discount_amount"), ln["tax_rate"], ln["line_total"], warehouse)
+                 for key, _o, action, p in rows if action != "CANCEL" for ln in p.get("lines", [])]
         if lines:
             psycopg2.extras.execute_values(cur, """
                 INSERT INTO erp_inbound.sales_order_line_in (idempotency_key, line_no, sku, qty, unit_price,
-                                                             discount_pct, tax_rate, line_total, warehouse)
+                                                             discount_pct, discount_amount, tax_rate, line_total,
+                                                             warehouse)
                 VALUES %s ON CONFLICT (idempotency_key, line_no) DO NOTHING""", lines, page_size=2000)
     erp_write.commit()
 
@@ -523,14 +612,17 @@ class OrdersToErp(Flow):
         run.facts["cancels"] = found["cancels"]
         return run
 
-    def validate(self, systems, run: Run, send_alert=None) -> Run:
-        """Gate + credit check. Held and bad orders are shown in the CRM; the decisions stay in staging."""
+    def validate(self, systems, run: Run, send_alert=None, approvers: approvals.Approvers | None = None) -> Run:
+        """Gate + credit check. Held and bad orders are shown in the CRM; the decisions stay in staging.
+        `approvers`: who may release a credit hold in the CRM (approvals.parse_approvers; None: nobody)."""
         bridge, writer = systems.bridge(), run.writer(systems.bridge())
         with self.step(systems, run, "gate") as counts:
             bad, modules = self.checked(systems, run, send_alert) if run.counts["rows_extracted"] else ([], {})
             writer.quarantine("sales_order", bad)
             bridge.commit()
-            passed, held = credit_check(systems.erp(), orders_to_send(bridge, run.batch_id))
+            candidates = orders_to_send(bridge, run.batch_id)
+            verify_approvals(systems.crm(), candidates, approvers or approvals.parse_approvers(None))
+            passed, held = credit_check(systems.erp(), candidates)
             for module, records in crm_messages(bad, modules, held).items():
                 writer.update_crm(systems.crm(), "sales_order", module, records)
             counts |= {"rows_passed": len(passed), "rows_quarantined": len(bad)}
@@ -552,13 +644,20 @@ class OrdersToErp(Flow):
 
     def send(self, systems, run: Run) -> Run:
         bridge, writer = systems.bridge(), run.writer(systems.bridge())
-        with self.step(systems, run, "send"):
+        refused: list[QuarantineRow] = []
+        with self.step(systems, run, "send") as counts:
             orders = orders_to_send(bridge, run.batch_id, decided=True)
             cancels = [tuple(c) for c in run.facts["cancels"]]
             sent = writer.send_erp(lambda: send(bridge, systems.erp_write(), orders, cancels, run.batch_id,
-                                                run.run_id),
+                                                run.run_id, refused=refused),
                                    lambda: self.documents(bridge, run.batch_id, documents(bridge, orders, cancels)))
-        run.counts["sent"] = sent
+            if refused:  # shown on the CRM orders like the gate's findings
+                modules = {o["crm_id"]: o["source_module"] for o in orders}
+                for module, records in crm_messages(refused, modules, []).items():
+                    writer.update_crm(systems.crm(), "sales_order", module, records)
+                counts["rows_quarantined"] = len(refused)
+        run.counts["sent"] = sent - len(refused)
+        run.counts["quarantined"] = run.counts.get("quarantined", 0) + len(refused)
         return run
 
     @staticmethod

@@ -23,12 +23,6 @@ def mapping() -> dict:
     return spec().spec
 
 
-def link_products(systems, replay_quarantine: bool) -> dict:
-    linked = idmap.refresh_product_links(systems.bridge(), systems.crm(), full=replay_quarantine,
-                                         full_refresh_hours=mapping()["settings"]["product_map_full_refresh_hours"])
-    return {"products_linked": linked}
-
-
 def fell_below_safety(bridge, batch_id: str) -> dict:
     """Products this batch takes below safety stock (they were not below in what the CRM shows)."""
     with bridge.cursor() as cur:
@@ -50,7 +44,7 @@ def safety_alert(run_id: str, skus: list[str]) -> Alert | None:
 
 class StockMirror(mirror.MirrorFlow):
     def before_extract(self, systems, replay_quarantine: bool) -> dict:
-        return link_products(systems, replay_quarantine)
+        return idmap.link_products(systems, replay_quarantine, self.spec.settings["product_map_full_refresh_hours"])
 
     def parameters(self, systems) -> dict:
         return {"warehouses": mirror.erp_values(systems, "SELECT code FROM erp_api.warehouses WHERE is_active")}
@@ -60,9 +54,10 @@ class StockMirror(mirror.MirrorFlow):
 
     def after_finish(self, systems, run, counts: dict, send_alert) -> dict:
         below = counts.get("fell_below_safety", [])
-        alert = safety_alert(run.run_id, below)
-        if alert and send_alert:
-            send_alert(alert)
+        for alert in (safety_alert(run.run_id, below),
+                      idmap.conflict_alert(FLOW, run.run_id, run.counts.get("product_link_conflicts", 0))):
+            if alert and send_alert:
+                send_alert(alert)
         return {"below_safety": len(below)}
 
 

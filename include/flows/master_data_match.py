@@ -13,13 +13,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-from functools import cache
-from pathlib import Path
 
 import psycopg2.extras
-import yaml
 
-from include.bridge import idmap
+from include.bridge import config, engine, idmap
+from include.bridge.alerts import Alert
+from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow
 from include.bridge.matching import Account, Customer, match_customers
 
@@ -27,9 +26,8 @@ FLOW = "master_data_match"
 AUTO_RULES = ["erp_code", "uscc", "name"]
 
 
-@cache
 def settings() -> dict:
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "mappings" / "master_data.yaml").read_text("utf-8"))
+    return config.mapping("master_data")  # strict: an unknown key or a wrong type names the file
 
 
 def review_csv_path() -> str:
@@ -53,28 +51,67 @@ def read_customers(erp) -> list[Customer]:
     return rows
 
 
-def apply_customer_links(bridge, links) -> dict:
-    """Automatic links become exactly the matcher's; manual links (match_rule 'manual') stay as they are."""
+def apply_customer_links(bridge, links, accounts: set[str], customers: set[str], run_id: str
+                         ) -> tuple[dict, list[tuple]]:
+    """The matcher's links into bridge.id_map — but a link never moves by itself: a proposal that would re-point an
+    existing link (either side already linked elsewhere) is not applied and goes to review (issue link_change).
+    A link goes only when its CRM account or ERP customer no longer exists. Every link added or removed is audited
+    (entity customer_link). Returns the counts and the review rows."""
     with bridge.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS new_links (erp_key text, crm_id text, rule text, score numeric) "
-                    "ON COMMIT DROP; TRUNCATE new_links")
-        psycopg2.extras.execute_values(cur, "INSERT INTO new_links VALUES %s",
-                                       [(x.erp_key, x.crm_id, x.rule, x.score) for x in links], page_size=5000)
-        cur.execute("""DELETE FROM bridge.id_map m WHERE m.entity = 'customer' AND m.match_rule = ANY (%s)
-                         AND NOT EXISTS (SELECT 1 FROM new_links n
-                                         WHERE n.erp_key = m.erp_key AND n.crm_id = m.crm_id)""", (AUTO_RULES,))
-        removed = cur.rowcount
-        cur.execute("""INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule)
-                       SELECT 'customer', n.erp_key, n.crm_id, n.rule FROM new_links n
-                       WHERE NOT EXISTS (SELECT 1 FROM bridge.id_map m WHERE m.entity = 'customer'
-                                         AND (m.erp_key = n.erp_key OR m.crm_id = n.crm_id))""")
-        added = cur.rowcount
-        cur.execute("""UPDATE bridge.id_map m SET match_rule = n.rule, updated_at = now() FROM new_links n
-                       WHERE m.entity = 'customer' AND m.erp_key = n.erp_key AND m.crm_id = n.crm_id
-                         AND m.match_rule <> n.rule AND m.match_rule <> 'manual'""")
+        cur.execute("SELECT erp_key, crm_id, match_rule FROM bridge.id_map WHERE entity = 'customer'")
+        existing = cur.fetchall()
+    by_erp = {e: (c, r) for e, c, r in existing}
+    by_crm = {c: (e, r) for e, c, r in existing}
+    added, reviews, reruled = [], [], []
+    for x in links:
+        linked_crm, linked_erp = by_erp.get(x.erp_key), by_crm.get(x.crm_id)
+        if linked_crm and linked_crm[0] == x.crm_id:
+            if linked_crm[1] != x.rule and linked_crm[1] != "manual":
+                reruled.append((x.rule, x.erp_key, x.crm_id))
+        elif linked_crm or linked_erp:
+            now = (f"ERP customer {x.erp_key} is linked to CRM account {linked_crm[0]}" if linked_crm else
+                   f"CRM account {x.crm_id} is linked to ERP customer {linked_erp[0]}")
+            reviews.append(("customer", "link_change", x.crm_id, None, x.erp_key, x.score, [],
+                            f"matching ({x.rule}) now pairs CRM account {x.crm_id} with ERP customer {x.erp_key}, "
+                            f"but {now}: links never move by themselves; change it by hand (match_rule manual)"))
+        else:
+            added.append(x)
+    removed = [(e, c, r) for e, c, r in existing if r != "manual" and (c not in accounts or e not in customers)]
+    with bridge.cursor() as cur:
+        psycopg2.extras.execute_values(cur, "INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule) VALUES %s "
+                                            "ON CONFLICT DO NOTHING",
+                                       [("customer", x.erp_key, x.crm_id, x.rule) for x in added], page_size=5000)
+        cur.execute("DELETE FROM bridge.id_map WHERE entity = 'customer' AND (erp_key, crm_id) IN "
+                    "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+                    ([e for e, _c, _r in removed], [c for _e, c, _r in removed]))
+        psycopg2.extras.execute_batch(cur, "UPDATE bridge.id_map SET match_rule = %s, updated_at = now() "
+                                           "WHERE entity = 'customer' AND erp_key = %s AND crm_id = %s", reruled)
         cur.execute("SELECT count(*) FROM bridge.id_map WHERE entity = 'customer'")
         total = cur.fetchone()[0]
-    return {"customers_linked": total, "links_added": added, "links_removed": removed}
+    engine.audit(bridge, FLOW, "bridge", "customer_link",
+                 [AuditRow(x.erp_key, None, {"crm_id": x.crm_id, "match_rule": x.rule}, x.crm_id) for x in added]
+                 + [AuditRow(e, {"crm_id": c, "match_rule": r}, None, c) for e, c, r in removed], run_id, run_id)
+    return {"customers_linked": total, "links_added": len(added), "links_removed": len(removed),
+            "links_refused": len(reviews)}, reviews
+
+
+def link_alert(run_id: str, linked: dict, products: dict):
+    """One alert when links changed or were refused: links decide whose credit an order uses."""
+    lines = []
+    if linked["links_removed"]:
+        lines.append(f"{linked['links_removed']} customer links removed (the account or customer no longer exists)")
+    if linked["links_refused"]:
+        lines.append(f"{linked['links_refused']} customer links NOT moved although matching now points elsewhere "
+                     "(review: link_change)")
+    if products["links_removed"]:
+        lines.append(f"{products['links_removed']} product links removed (code edited or product deleted)")
+    if products["conflicts"]:
+        lines.append(f"{len(products['conflicts'])} CRM products not linked: ambiguous code (review: "
+                     "product_code_conflict)")
+    if not lines:
+        return None
+    return Alert(kind="business", flow=FLOW, run_id=run_id, event_key="link_change",
+                 title="master data links need a look", lines=lines)
 
 
 def product_reviews(bridge, erp, crm) -> list[tuple]:
@@ -107,7 +144,8 @@ def product_reviews(bridge, erp, crm) -> list[tuple]:
 
 def write_reviews(bridge, rows: list[tuple], run_id: str) -> str:
     with bridge.cursor() as cur:
-        cur.execute("DELETE FROM bridge.match_review WHERE status = 'open'")
+        # (product code conflicts are the product-link refresh's own list: idmap.refresh_product_links)
+        cur.execute("DELETE FROM bridge.match_review WHERE status = 'open' AND issue <> 'product_code_conflict'")
         psycopg2.extras.execute_values(cur, """
             INSERT INTO bridge.match_review (entity, issue, crm_id, crm_label, erp_key, score, candidates, detail,
                                              run_id) VALUES %s""",
@@ -137,22 +175,27 @@ class MasterDataMatch(Flow):
     pilot_hint = "matching compares every account with every customer: run it in full"
     suites = {}  # it links records and lists doubtful ones for review; it loads nothing into either system
 
-    def run(self, systems, run_id: str) -> dict:
+    def run(self, systems, run_id: str, send_alert=None) -> dict:
         run = self.open(systems, run_id)
         bridge = systems.bridge()
         with self.step(systems, run, "extract") as counts:
-            products = idmap.refresh_product_links(bridge, systems.crm(), full=True)
+            product_links = idmap.refresh_product_links(bridge, systems.crm(), full=True, run_id=run_id)
+            products = product_links["products_read"]
             accounts, customers = read_accounts(systems.crm()), read_customers(systems.erp())
             counts["rows_extracted"] = len(accounts) + len(customers)
         with self.step(systems, run, "match") as counts:
             links, reviews = match_customers(accounts, customers, settings()["customers"])
-            linked = apply_customer_links(bridge, links)
+            linked, refused = apply_customer_links(bridge, links, {a.crm_id for a in accounts},
+                                                   {c.code for c in customers}, run_id)
             rows = [("customer", r.issue, r.crm_id, r.crm_label, r.erp_key, r.score, r.candidates, r.detail)
-                    for r in reviews]
+                    for r in reviews] + refused
             rows += product_reviews(bridge, systems.erp(), systems.crm())
             path = write_reviews(bridge, rows, run_id)
             bridge.commit()
             counts |= {"rows_loaded": linked["links_added"], "rows_quarantined": len(rows)}
+        alert = link_alert(run_id, linked, product_links)
+        if alert and send_alert:
+            send_alert(alert)
         by_rule: dict[str, int] = {}
         for x in links:
             by_rule[x.rule] = by_rule.get(x.rule, 0) + 1

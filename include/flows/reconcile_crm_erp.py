@@ -18,12 +18,11 @@ import datetime as dt
 import html
 import json
 from collections import defaultdict
-from functools import cache
 from pathlib import Path
 
 import psycopg2.extras
-import yaml
 
+from include.bridge import config
 from include.bridge.alerts import Alert
 from include.bridge.flow import Flow, Run
 from include.bridge.mirror import reports_dir
@@ -39,9 +38,8 @@ SHORT_LABEL = {"stock_mismatch": "stock", "credit_mismatch": "credit", "order_st
                "duplicate_customer_crm": "dup. CRM", "duplicate_customer_erp": "dup. ERP"}
 
 
-@cache
 def spec() -> dict:
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "mappings" / f"{FLOW}.yaml").read_text("utf-8"))
+    return config.mapping("reconcile_crm_erp")  # strict: an unknown key or a wrong type names the file
 
 
 # ------------------------------------------------------------------------------------------- extract

@@ -265,6 +265,19 @@ class ZohoCrmClient:
         resp = self.request("GET", f"/crm/v8/{module}/{record_id}", headers=headers)
         return None if resp.status_code == 204 else resp.json()["data"][0]
 
+    def timeline(self, module: str, record_id: str, per_page: int = 200, max_pages: int = 5) -> Iterator[dict]:
+        """The record's timeline (GET /{module}/{id}/__timeline), newest first: who changed which field when."""
+        for page in range(1, max_pages + 1):
+            resp = self.request("GET", f"/crm/v8/{module}/{record_id}/__timeline",
+                                params={"sort_by": "audited_time", "sort_order": "desc", "per_page": per_page,
+                                        "page": page})
+            if resp.status_code == 204:
+                return
+            body = resp.json()
+            yield from body.get("__timeline") or []
+            if not (body.get("info") or {}).get("more_records"):
+                return
+
     def search(self, module: str, criteria: str, fields: Iterable[str] | None = None) -> list[dict]:
         out, page = [], 1
         while True:

@@ -10,7 +10,7 @@ import pytest
 
 from include.sandbox.erp import importer, simulator
 from tests import dagruns
-from tests.conftest import airflow_env_for, kill_dag_run_when, run_dag
+from tests.conftest import CREDIT_CONTROLLER, airflow_env_for, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 ORDERS = "crm_orders_to_erp"
@@ -223,7 +223,7 @@ def test_a_change_is_an_amendment_a_cancel_a_cancellation_and_fulfilment_comes_b
         assert now[r["external_ref"]]["Fulfilment_Status"] in ("Partially Shipped", "Shipped")
 
 
-def test_a_held_order_is_released_by_an_approval_recorded_in_the_crm(env, erp, bridge, client):
+def test_a_held_order_is_released_by_an_approval_recorded_in_the_crm(env, erp, bridge, client, crm_demo):
     assert orders(env) == "success"
     held = [k for k, v in crm_orders(client).items() if v["Status"] == "Credit Hold"]
     if not held:  # make one: a non-prepaid order far above any customer's available credit
@@ -239,12 +239,16 @@ def test_a_held_order_is_released_by_an_approval_recorded_in_the_crm(env, erp, b
         held = [big]
     crm_id = held[0]
     assert crm_id not in erp_orders(erp)
-    client.update("Sales_Orders", [{"id": crm_id, "Credit_Check": "Approved", "Approved_By": "Finance Manager"}])
+    controller = crm_demo.client(user=CREDIT_CONTROLLER)  # a credit approver (Variable bridge_credit_approvers)
+    controller.update("Sales_Orders", [{"id": crm_id, "Credit_Check": "Approved", "Approved_By": "Finance Manager"}])
     assert orders(env) == "success"
     importer.process_inbound(erp.admin)
     assert orders(env) == "success"
     assert len(erp_orders(erp)[crm_id]) == 1
     assert client.get_record("Sales_Orders", crm_id)["ERP_Order_No"] == erp_orders(erp)[crm_id][0]
+    # the ERP is told who approved as the CRM recorded it, not what the order's free text says
+    assert erp.scalar("SELECT credit_approved_by FROM erp_inbound.sales_order_in WHERE source_id = %s "
+                      "AND credit_approved_by IS NOT NULL", (crm_id,)) == f"李会计 ({CREDIT_CONTROLLER})"
     assert orders(env) == "success"  # and it stays once
     assert len(erp_orders(erp)[crm_id]) == 1
 

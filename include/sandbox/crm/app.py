@@ -81,13 +81,15 @@ class ZohoGate:
         auth = headers.get("authorization", "")
         if not auth.startswith("Zoho-oauthtoken "):
             return error(401, "AUTHENTICATION_FAILURE", "Authentication failed")
-        row = self.state.store.query("SELECT scope, expires_ts FROM tokens WHERE token = ?", [auth[16:].strip()])
+        row = self.state.store.query("SELECT scope, expires_ts, refresh_token FROM tokens WHERE token = ?",
+                                     [auth[16:].strip()])
         if not row or row[0][1] < time.time():
             self.state.stats["invalid_token"] += 1
             return error(401, "INVALID_TOKEN", "invalid oauth token")
         needed = scope_for(scope["path"])
         if not any(s.startswith(needed) for s in row[0][0].split(",")):
             return error(401, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL")
+        scope["zoho_user"] = self.state.user_of(row[0][2])  # who this request acts as (routes: acting_user)
         return None
 
 

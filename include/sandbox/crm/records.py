@@ -24,7 +24,9 @@ class RecordWriter:
         return self.store.display_name(module, rid)
 
     def write(self, module: str, items: list, mode: str, duplicate_check: list[str] | None = None,
-              unmodified_since: float | None = None) -> list[dict]:
+              unmodified_since: float | None = None, user: dict | None = None) -> list[dict]:
+        """Per-record outcomes in input order; `user` (default: the integration user) is who writes: Created_By /
+        Modified_By and the record's timeline say so."""
         mod = meta.modules()[module]
         dup_fields = duplicate_check or list(mod.duplicate_check)
         results = []
@@ -33,11 +35,11 @@ class RecordWriter:
                 if not isinstance(item, dict):
                     results.append(meta.invalid("data", f"$.data[{i}]", "jsonobject"))
                     continue
-                results.append(self._write_one(mod, item, i, mode, dup_fields, unmodified_since))
+                results.append(self._write_one(mod, item, i, mode, dup_fields, unmodified_since, user or USER))
         return results
 
     def _write_one(self, mod: meta.Module, item: dict, i: int, mode: str, dup_fields: list[str],
-                   unmodified_since: float | None) -> dict:
+                   unmodified_since: float | None, user: dict) -> dict:
         existing, duplicate_field = None, None
         rid = item.get("id")
         if rid is not None and mode in ("update", "upsert"):
@@ -76,25 +78,34 @@ class RecordWriter:
 
         ts = self._stamp()
         stamp = meta.now_iso(ts)
+        who = {"name": user["name"], "id": user["id"], "email": user["email"]}
         if existing:
             record = existing
+            history = [{"api_name": name, "field_label": mod.fields[name].api_name.replace("_", " "),
+                        "data_type": mod.fields[name].type,
+                        "_value": {"new": _shown(value), "old": _shown(record.get(name))}}
+                       for name, value in values.items()
+                       if mod.fields[name].type != "subform" and record.get(name) != value]
             for name, value in values.items():
                 f = mod.fields[name]
                 record[name] = self._merge_subform(record.get(name), value) if f.type == "subform" else value
             created_ts = self.store.created_ts(int(record["id"]))
+            if history:
+                self.store.audit(mod.api_name, int(record["id"]), ts, "updated", {"name": who["name"],
+                                                                                  "id": who["id"]}, history)
         else:
-            record = {"id": str(self.store.new_id()), "Created_Time": stamp, "Created_By": USER, "Owner": USER}
+            record = {"id": str(self.store.new_id()), "Created_Time": stamp, "Created_By": who, "Owner": who}
             record.update(values)
             for name, value in values.items():
                 if mod.fields[name].type == "subform":
                     record[name] = self._merge_subform(None, value)
-            created_ts = ts
-        record["Modified_Time"], record["Modified_By"] = stamp, USER
+            created_ts = ts  # (the timeline keeps updates only: seeding a million records stays fast)
+        record["Modified_Time"], record["Modified_By"] = stamp, who
         self._compute_totals(mod.api_name, record)
         self.store.put(mod.api_name, record, created_ts, ts)
         result = {"code": "SUCCESS",
-                  "details": {"Modified_Time": stamp, "Modified_By": USER, "Created_Time": record["Created_Time"],
-                              "id": record["id"], "Created_By": USER},
+                  "details": {"Modified_Time": stamp, "Modified_By": who, "Created_Time": record["Created_Time"],
+                              "id": record["id"], "Created_By": record.get("Created_By", who)},
                   "message": "record updated" if existing else "record added", "status": "success"}
         if mode == "upsert":
             result["action"] = "update" if existing else "insert"
@@ -183,6 +194,17 @@ class RecordWriter:
         if module != "Invoices" or record.get("Grand_Total") is None:
             record["Grand_Total"] = round(sub_total - float(record.get("Discount") or 0) + tax
                                           + float(record.get("Adjustment") or 0), 2)
+
+
+def _shown(value):
+    """A field value as the timeline shows it (Zoho: text; a lookup by its name)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get("name") or value.get("id")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if not isinstance(value, list) else ", ".join(map(str, value))
 
 
 def overall_status(mode: str, results: list[dict]) -> int:

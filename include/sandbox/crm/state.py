@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from include.sandbox.crm import meta
 from include.sandbox.crm.records import RecordWriter
-from include.sandbox.crm.store import Store
+from include.sandbox.crm.store import USER, USERS, Store
 
 ORG_ID = "60012345678"
 MAX_WRITE = 100
@@ -53,8 +53,15 @@ class SandboxState:
         self.stats: collections.Counter = collections.Counter()
         self.client_id = os.environ.get("ZOHO_CLIENT_ID", "1000.SANDBOXCLIENT")
         self.client_secret = os.environ.get("ZOHO_CLIENT_SECRET", "sandbox-secret")
-        self.refresh_tokens = {os.environ.get("ZOHO_REFRESH_TOKEN", "1000.sandbox.refresh"): FULL_SCOPE,
-                               "1000.sandbox.readonly": "ZohoCRM.modules.READ,ZohoCRM.settings.READ"}
+        main = os.environ.get("ZOHO_REFRESH_TOKEN", "1000.sandbox.refresh")
+        self.refresh_tokens = {main: FULL_SCOPE, "1000.sandbox.readonly": "ZohoCRM.modules.READ,ZohoCRM.settings.READ"}
+        # every other user of the org signs in with a token of their own (tests act as them; the bridge never does)
+        self.token_users = {user_refresh_token(main, u["id"]): u for u in USERS if u is not USER}
+        self.refresh_tokens |= {token: "ZohoCRM.modules.ALL,ZohoCRM.settings.READ" for token in self.token_users}
+
+    def user_of(self, refresh_token: str) -> dict:
+        """Whose token this is (the integration user's unless it is another user's)."""
+        return self.token_users.get(refresh_token, USER)
 
     def set_config(self, changes: dict) -> Config:
         unknown = set(changes) - set(asdict(self.config))
@@ -73,6 +80,11 @@ class SandboxState:
             return False
         self.credits.append((now, cost))
         return True
+
+
+def user_refresh_token(main_refresh_token: str, user_id: str) -> str:
+    """The refresh token of one of the org's users (derived from the installation's own: nobody can guess it)."""
+    return f"{main_refresh_token}-{user_id}"
 
 
 def error(status: int, code: str, message: str, details: dict | None = None) -> JSONResponse:

@@ -17,6 +17,13 @@ from include.sandbox.crm import meta
 
 ID_BASE = 5843104000000000000
 USER = {"name": "Integration User", "id": "5843104000000424001", "email": "integration@demo-company.cn"}
+# The org's other users (each signs in with an OAuth token of their own: state.USER_REFRESH_TOKENS): a salesperson
+# and a credit controller, so that who changed a field (Modified_By, the record's timeline) means something.
+USERS = [USER,
+         {"name": "王小明", "id": "5843104000000424011", "email": "wang.xiaoming@demo-company.cn",
+          "role": "Sales Rep", "profile": "Standard"},
+         {"name": "李会计", "id": "5843104000000424021", "email": "li.kuaiji@demo-company.cn",
+          "role": "Credit Controller", "profile": "Standard"}]
 
 
 class Store:
@@ -55,6 +62,10 @@ class Store:
                 channel_id TEXT PRIMARY KEY, events TEXT NOT NULL, notify_url TEXT NOT NULL, token TEXT,
                 expiry_ts REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS timeline (
+                id INTEGER PRIMARY KEY, record_id INTEGER NOT NULL, module TEXT NOT NULL, audited_ts REAL NOT NULL,
+                action TEXT NOT NULL, done_by TEXT NOT NULL, field_history TEXT);
+            CREATE INDEX IF NOT EXISTS timeline_record ON timeline (record_id, audited_ts);
         """)
         for module in meta.modules().values():
             for name in module.indexed_fields:
@@ -69,7 +80,8 @@ class Store:
     def reset(self) -> None:
         self.db.executescript("""
             DELETE FROM records; DELETE FROM deleted; DELETE FROM tokens; DELETE FROM token_mints;
-            DELETE FROM jobs; DELETE FROM files; DELETE FROM watch_channels; DELETE FROM kv;""")
+            DELETE FROM jobs; DELETE FROM files; DELETE FROM watch_channels; DELETE FROM kv;
+            DELETE FROM timeline;""")
         for path in list((self.data_dir / "files").iterdir()) + list((self.data_dir / "bulk").iterdir()):
             path.unlink()
         self._next_id = ID_BASE + 1
@@ -147,6 +159,18 @@ class Store:
 
     def query(self, sql: str, params: list) -> list[tuple]:
         return self.db.execute(sql, params).fetchall()
+
+    def audit(self, module: str, rid: int, ts: float, action: str, user: dict, history: list[dict] | None) -> None:
+        """One entry of the record's timeline (GET /crm/v8/{module}/{id}/__timeline)."""
+        self.db.execute("INSERT INTO timeline (record_id, module, audited_ts, action, done_by, field_history) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (rid, module, ts, action, json.dumps(user, ensure_ascii=False),
+                                                      json.dumps(history, ensure_ascii=False) if history else None))
+
+    def timeline(self, module: str, rid: int, descending: bool, limit: int, offset: int) -> list[tuple]:
+        return self.db.execute(
+            "SELECT id, audited_ts, action, done_by, field_history FROM timeline WHERE record_id = ? AND module = ? "
+            f"ORDER BY audited_ts {'DESC' if descending else 'ASC'}, id LIMIT ? OFFSET ?",
+            (rid, module, limit, offset)).fetchall()
 
     # ------------------------------------------------------------------------------------------- misc
     def kv_get(self, key: str, default: str | None = None) -> str | None:

@@ -199,8 +199,8 @@ def _post_customer(cur, row: dict) -> Outcome:
 # --------------------------------------------------------------------------------------- sales orders
 ORDER_FIELDS = ("customer_code", "customer_po_no", "order_date", "delivery_date", "currency", "exchange_rate",
                 "prices_include_tax", "is_prepaid")
-LINE_FIELDS = ("line_no", "sku", "qty", "uom", "unit_price", "discount_pct", "tax_rate", "warehouse",
-               "delivery_date")
+LINE_FIELDS = ("line_no", "sku", "qty", "uom", "unit_price", "discount_pct", "discount_amount", "tax_rate",
+               "warehouse", "delivery_date")
 
 
 def _post_sales_order(cur, hdr: dict) -> Outcome:
@@ -357,7 +357,8 @@ def _validate_line(ln: dict, hdr: dict, master: dict, delivery_date, errors: lis
     if price is None or price < 0:
         errors.append(f"{where}: unit price is missing or negative")
     disc = ln["discount_pct"] if ln["discount_pct"] is not None else Decimal(0)
-    if not 0 <= disc <= 100:
+    amount = ln.get("discount_amount")
+    if amount is None and not 0 <= disc <= 100:
         errors.append(f"{where}: discount {disc}% is outside 0-100%")
     if ln["tax_rate"] is None or ln["tax_rate"] not in master["tax_rates"]:
         allowed = ", ".join(f"{r.normalize()}%" for r in sorted(master["tax_rates"]))
@@ -373,17 +374,13 @@ def _validate_line(ln: dict, hdr: dict, master: dict, delivery_date, errors: lis
                 errors.append(f"{where}: unit '{uom}' is not defined for {ln['sku']}")
             else:
                 factor = master["factors"][(ln["sku"], uom)]
+    expected = None
     if qty is not None and price is not None and qty > 0 and price >= 0:
-        expected = money(qty * price * (1 - disc / 100))
-        if ln["line_total"] is not None and abs(Decimal(ln["line_total"]) - expected) > CENT:
-            errors.append(
-                f"{where}: line total {ln['line_total']} does not match quantity x price x (1 - discount) "
-                f"= {expected}"
-            )
+        expected, disc = _line_amount(where, qty * price, disc, amount, ln["line_total"], errors)
     if errors:
         return None
     net_price = price / (1 + ln["tax_rate"] / 100) if hdr["prices_include_tax"] else price
-    net_amount = money(qty * net_price * (1 - disc / 100))
+    net_amount = money(expected / (1 + ln["tax_rate"] / 100)) if hdr["prices_include_tax"] else expected
     return {
         "line_no": ln["line_no"], "sku": ln["sku"], "warehouse": wh, "qty": qty * factor,
         "uom": ln["uom"] or item["stock_uom"], "uom_factor": factor,
@@ -393,6 +390,27 @@ def _validate_line(ln: dict, hdr: dict, master: dict, delivery_date, errors: lis
         "delivery_date": ln["delivery_date"] or delivery_date,
         "is_stock_item": item["is_stock_item"], "is_manufactured": item["is_manufactured"],
     }
+
+
+def _line_amount(where: str, gross: Decimal, disc: Decimal, amount: Decimal | None, line_total,
+                 errors: list[str]) -> tuple[Decimal, Decimal]:
+    """(the line's amount, its discount %). A discount sent as an amount is taken as it is: the line is exactly
+    money(qty x price - amount) and a line_total sent with it must equal that to the cent (an amount turned into a
+    rounded % would move the total by cents, or by more on a large line). A % discount: within 0.01."""
+    if amount is not None:
+        if not 0 <= amount <= gross:
+            errors.append(f"{where}: discount amount {amount} is outside 0 - {money(gross)} (the line's gross)")
+        expected = money(gross - amount)
+        pct = min(max((amount / gross * 100).quantize(CENT, rounding=ROUND_HALF_UP), Decimal(0)), Decimal(100)) \
+            if gross else Decimal(0)
+        if line_total is not None and Decimal(line_total) != expected:
+            errors.append(f"{where}: line total {line_total} does not match quantity x price - discount = {expected}")
+        return expected, pct
+    expected = money(gross * (1 - disc / 100))
+    if line_total is not None and abs(Decimal(line_total) - expected) > CENT:
+        errors.append(f"{where}: line total {line_total} does not match quantity x price x (1 - discount) "
+                      f"= {expected}")
+    return expected, disc
 
 
 def _credit_hold(cur, hdr: dict, order: dict, exclude_so: str | None) -> str | None:
@@ -411,7 +429,7 @@ def _credit_hold(cur, hdr: dict, order: dict, exclude_so: str | None) -> str | N
     exposure = credit["open_ar"] + credit["open_orders"] + money(order["grand"] * order["rate"])
     if exclude_so:  # an amendment replaces the order's own open value
         cur.execute(
-            """SELECT coalesce(sum(round((qty - billed_qty) * unit_price * (1 - discount_pct / 100)
+            """SELECT coalesce(sum(round(net_amount * (qty - billed_qty) / qty
                                          * (1 + tax_rate / 100), 2)), 0) * max(o.exchange_rate) AS own
                FROM erp.sales_order_line JOIN erp.sales_order o USING (so_no)
                WHERE so_no = %s AND o.status <> 'On Hold'""",

@@ -178,8 +178,8 @@ INSERT INTO sim_touched SELECT sku FROM sim_ship;
 -- invoicing of shipped, not yet billed goods
 CREATE TEMP TABLE sim_bill ON COMMIT DROP AS
 SELECT o.so_no, o.customer_code, o.currency, o.exchange_rate, c.payment_terms_days,
-       sum(round((l.delivered_qty - l.billed_qty) * l.unit_price * (1 - l.discount_pct / 100), 2)) AS net,
-       sum(round(round((l.delivered_qty - l.billed_qty) * l.unit_price * (1 - l.discount_pct / 100), 2)
+       sum(round(l.net_amount * (l.delivered_qty - l.billed_qty) / l.qty, 2)) AS net,
+       sum(round(round(l.net_amount * (l.delivered_qty - l.billed_qty) / l.qty, 2)
                  * l.tax_rate / 100, 2)) AS tax
 FROM erp.sales_order o JOIN erp.sales_order_line l USING (so_no) JOIN erp.customer c USING (customer_code)
 WHERE l.delivered_qty > l.billed_qty AND o.status NOT IN ('Cancelled', 'Closed')

@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS bridge.stg_crm_orders_to_erp (
     credit_check      text,
     approved_by       text,
     due_date          date,
+    unreadable        text,            -- values that could not be read (text in a number field, NaN, a bad date)
     line_no           integer,
     product_crm_id    text,
     sku               text,            -- through bridge.id_map (Product_Code)
@@ -28,17 +29,26 @@ CREATE TABLE IF NOT EXISTS bridge.stg_crm_orders_to_erp (
     list_price        numeric,
     discount          numeric,         -- Zoho: an amount per line
     line_net          numeric,         -- qty x price - discount, as the CRM computed it
+    discount_ok       boolean,         -- 0 <= discount <= the line's gross amount
     total_ok          boolean,         -- the CRM's totals equal qty x price x (1 - discount) within 0.01
     tax_rate          numeric,
     payload_hash      text,            -- of what the ERP would receive: tells a true resend from a change
     gate_ok           boolean,
     decision          text,            -- credit check: Passed / Approved (sent) or Hold / Prepaid Only
-    amount_home       numeric(18, 2),
+    amount_home       numeric,
     PRIMARY KEY (batch_id, row_no)
 );
 -- installs from before the credit decision was kept here
 ALTER TABLE bridge.stg_crm_orders_to_erp ADD COLUMN IF NOT EXISTS decision text;
-ALTER TABLE bridge.stg_crm_orders_to_erp ADD COLUMN IF NOT EXISTS amount_home numeric(18, 2);
+ALTER TABLE bridge.stg_crm_orders_to_erp ADD COLUMN IF NOT EXISTS amount_home numeric;
+ALTER TABLE bridge.stg_crm_orders_to_erp ADD COLUMN IF NOT EXISTS unreadable text;
+ALTER TABLE bridge.stg_crm_orders_to_erp ADD COLUMN IF NOT EXISTS discount_ok boolean;
+DO $$ BEGIN  -- a huge foreign-currency order overflowed numeric(18, 2) and failed the whole batch's credit step
+    IF (SELECT numeric_precision FROM information_schema.columns WHERE table_schema = 'bridge'
+          AND table_name = 'stg_crm_orders_to_erp' AND column_name = 'amount_home') IS NOT NULL THEN
+        ALTER TABLE bridge.stg_crm_orders_to_erp ALTER COLUMN amount_home TYPE numeric;
+    END IF;
+END $$;
 
 -- Every document sent to the ERP's inbound tables. idempotency_key = module:crm id:action:payload hash, the
 -- same key the ERP inbound row carries (UNIQUE there): sending twice is a no-op on the ERP side.

@@ -19,13 +19,21 @@ CREATE TABLE IF NOT EXISTS bridge.stg_crm_forecast_to_erp (
     sku             text,
     known_sku       boolean,          -- linked in bridge.id_map and an active ERP item
     qty             numeric,
-    weighted_qty    numeric(18, 3),   -- qty x probability / 100
+    weighted_qty    numeric,          -- qty x probability / 100, to 0.001
     horizon_start   date,
     horizon_end     date,
     in_horizon      boolean,          -- period_start inside the horizon (a closing date is set and not past)
+    unreadable      text,             -- values that could not be read (text in Probability, a bad date)
     gate_ok         boolean,
     PRIMARY KEY (batch_id, row_no)
 );
+ALTER TABLE bridge.stg_crm_forecast_to_erp ADD COLUMN IF NOT EXISTS unreadable text;
+DO $$ BEGIN  -- a huge quantity overflowed numeric(18, 3) while staging and failed the whole forecast
+    IF (SELECT numeric_precision FROM information_schema.columns WHERE table_schema = 'bridge'
+          AND table_name = 'stg_crm_forecast_to_erp' AND column_name = 'weighted_qty') IS NOT NULL THEN
+        ALTER TABLE bridge.stg_crm_forecast_to_erp ALTER COLUMN weighted_qty TYPE numeric;
+    END IF;
+END $$;
 
 -- The forecast of a batch: product x region x month x demand type, as sent to the ERP.
 CREATE TABLE IF NOT EXISTS bridge.stg_crm_forecast_buckets (

@@ -49,7 +49,7 @@ def write_response(st: SandboxState, module: str, mode: str, body: dict, request
         if not isinstance(dup, list) or any(d not in mod.fields for d in dup):
             return error(400, "INVALID_DATA", "invalid duplicate_check_fields",
                          {"api_name": "duplicate_check_fields"})
-    results = st.writer.write(module, items, mode, dup, unmodified_since)
+    results = st.writer.write(module, items, mode, dup, unmodified_since, user=request.scope.get("zoho_user"))
     inserted = [r["details"]["id"] for r in results if r["status"] == "success" and
                 r["message"] == "record added"]
     updated = [r["details"]["id"] for r in results if r["status"] == "success" and
@@ -134,6 +134,34 @@ def external_id(st: SandboxState, module: str, value: str, request: Request) -> 
         return error(400, "INVALID_DATA", "the X-EXTERNAL header names an unknown field", {"header": "X-EXTERNAL"})
     ids = st.store.find_ids(module, field_name, value)
     return ids[0] if ids else None
+
+@router.get("/crm/v8/{module}/{record_id}/__timeline")
+async def timeline(module: str, record_id: str, request: Request, st: Sandbox):
+    """The record's history of field updates (who, when, old -> new), newest first by default."""
+    mod = module_or_error(module)
+    if isinstance(mod, JSONResponse):
+        return mod
+    if not record_id.isdigit() or st.store.get(module, int(record_id)) is None:
+        return error(400, "INVALID_DATA", "the related id given seems to be invalid", {"resource_path_index": 1})
+    q = request.query_params
+    if q.get("sort_by", "audited_time") != "audited_time" or q.get("sort_order", "desc") not in ("asc", "desc"):
+        return error(400, "INVALID_DATA", "invalid sort_by or sort_order", {"param_name": "sort_by"})
+    try:
+        per_page, page = min(int(q.get("per_page", 200)), 200), max(int(q.get("page", 1)), 1)
+    except ValueError:
+        return error(400, "INVALID_DATA", "per_page and page must be numbers", {"param_name": "per_page"})
+    st.charge(1)
+    rows = st.store.timeline(module, int(record_id), q.get("sort_order", "desc") == "desc", per_page + 1,
+                             (page - 1) * per_page)
+    entries = [{"id": str(rid), "audited_time": meta.now_iso(ts), "action": action, "source": "crm_api",
+                "type": "audit", "done_by": json.loads(done_by),
+                "record": {"id": record_id, "module": {"api_name": module, "id": None}},
+                "field_history": json.loads(history) if history else None}
+               for rid, ts, action, done_by, history in rows[:per_page]]
+    if not entries:
+        return Response(status_code=204)
+    return {"__timeline": entries, "info": {"per_page": per_page, "page": page, "count": len(entries),
+                                            "more_records": len(rows) > per_page}}
 
 @router.get("/crm/v8/{module}/{record_id}")
 async def get_record(module: str, record_id: str, request: Request, st: Sandbox):

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from include.sandbox.crm import meta
 from include.sandbox.crm.query import QueryError, compile_coql
 from include.sandbox.crm.state import ORG_ID, Sandbox, body_json, error, module_or_error, project, too_many
-from include.sandbox.crm.store import USER
+from include.sandbox.crm.store import USERS
 
 router = APIRouter()
 
@@ -76,11 +76,10 @@ async def related_lists(module: str = ""):
 @router.get("/crm/v8/users")
 async def users(st: Sandbox, type: str = "AllUsers"):
     st.charge(1)
-    return {"users": [{"id": USER["id"], "email": USER["email"], "full_name": USER["name"],
-                       "first_name": "Integration", "last_name": "User", "status": "active",
-                       "time_zone": "Asia/Shanghai", "role": {"name": "CEO", "id": "5843104000000026005"},
-                       "profile": {"name": "Administrator", "id": "5843104000000026011"}}],
-            "info": {"per_page": 200, "count": 1, "page": 1, "more_records": False}}
+    users = [{"id": u["id"], "email": u["email"], "full_name": u["name"], "status": "active",
+              "time_zone": "Asia/Shanghai", "role": {"name": u.get("role", "CEO")},
+              "profile": {"name": u.get("profile", "Administrator")}} for u in USERS]
+    return {"users": users, "info": {"per_page": 200, "count": len(users), "page": 1, "more_records": False}}
 
 @router.get("/crm/v8/org")
 async def org(st: Sandbox):

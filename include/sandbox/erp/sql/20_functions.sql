@@ -126,7 +126,7 @@ BEGIN
         GROUP BY 1
     ), orders AS (
         SELECT o.customer_code,
-               sum(round((l.qty - l.billed_qty) * l.unit_price * (1 - l.discount_pct / 100)
+               sum(round(l.net_amount * (l.qty - l.billed_qty) / l.qty
                          * (1 + l.tax_rate / 100) * o.exchange_rate, 2)) AS open_orders
         FROM erp.sales_order o JOIN erp.sales_order_line l USING (so_no)
         WHERE o.status IN ('To Deliver and Bill', 'To Deliver', 'To Bill') AND l.qty > l.billed_qty

@@ -137,7 +137,7 @@ CROSS JOIN LATERAL (
                     THEN qty - delivered_qty - reserved_qty ELSE 0 END) AS shortage_qty,
            round(100 * sum(delivered_qty) / sum(qty), 2) AS per_delivered,
            round(100 * sum(billed_qty) / sum(qty), 2) AS per_billed,
-           round(sum(delivered_qty * unit_price * (1 - discount_pct / 100) * (1 + tax_rate / 100)), 2)
+           round(sum(net_amount * delivered_qty / qty * (1 + tax_rate / 100)), 2)
                AS shipped_amount
     FROM erp.sales_order_line WHERE so_no = o.so_no
 ) l

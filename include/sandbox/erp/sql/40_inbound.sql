@@ -72,8 +72,10 @@ CREATE TABLE erp_inbound.sales_order_line_in (
     uom             text,                              -- default: the item's stock uom
     unit_price      numeric(18, 4),
     discount_pct    numeric(5, 2) NOT NULL DEFAULT 0,
+    discount_amount numeric(18, 2),                    -- the discount as an amount; when given it wins over the %
     tax_rate        numeric(5, 2),
-    line_total      numeric(18, 2),                    -- qty x price x (1 - discount), checked by the ERP
+    line_total      numeric(18, 2),                    -- checked by the ERP: qty x price - discount_amount exactly,
+                                                       -- or qty x price x (1 - discount_pct / 100) within 0.01
     warehouse       text,
     delivery_date   date,
     created_at      timestamptz NOT NULL DEFAULT now(),
