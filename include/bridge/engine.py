@@ -98,16 +98,53 @@ def previous_count(conn, flow: str, batch_id: str) -> int | None:
 
 
 # -------------------------------------------------------------------------------------------- staging
+class RecordError(Exception):
+    """A failure that one or more records caused; `record_keys` names them (the failure alert shows them)."""
+
+    def __init__(self, message: str, record_keys: list[str]):
+        super().__init__(message)
+        self.record_keys = record_keys
+
+
 def stage_rows(conn, table: str, batch_id: str, columns: list[str], rows: list) -> int:
     """The batch's rows into its staging table, numbered from 1 (row_no: what the gate names). A retried or
-    cleared run stages its batch afresh; one commit for the delete and the insert."""
+    cleared run stages its batch afresh; one commit for the delete and the insert. Rows that staging cannot hold
+    (the flows read values so that this does not happen) fail the step with RecordError naming them (the first
+    column: the record's key)."""
+    sql = f"INSERT INTO {table} (batch_id, row_no, {', '.join(columns)}) VALUES %s"
+    numbered = [(batch_id, n, *clean_text(tuple(r))) for n, r in enumerate(rows, 1)]
     with conn.cursor() as cur:
         cur.execute(f"DELETE FROM {table} WHERE batch_id = %s", (batch_id,))
-        psycopg2.extras.execute_values(cur, f"INSERT INTO {table} (batch_id, row_no, {', '.join(columns)}) VALUES %s",
-                                       [(batch_id, n, *clean_text(tuple(r))) for n, r in enumerate(rows, 1)],
-                                       page_size=2000)
+        try:
+            psycopg2.extras.execute_values(cur, sql, numbered, page_size=2000)
+        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+            conn.rollback()
+            bad = _rows_refused(conn, sql, numbered)
+            conn.rollback()
+            raise RecordError(f"{table}: {len(bad)} record(s) could not be staged ({str(exc).splitlines()[0]}): "
+                              f"{', '.join(map(str, bad[:20]))}", [str(k) for k in bad]) from None
     conn.commit()
     return len(rows)
+
+
+def _rows_refused(conn, sql: str, rows: list[tuple]) -> list:
+    """The keys (first staged column) of the rows an insert refuses, found by halving inside savepoints."""
+    if not rows:
+        return []
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT probe")
+        try:
+            psycopg2.extras.execute_values(cur, sql, rows, page_size=2000)
+            refused = None
+        except (psycopg2.DataError, psycopg2.IntegrityError):
+            refused = True
+        cur.execute("ROLLBACK TO SAVEPOINT probe")
+    if not refused:
+        return []
+    if len(rows) == 1:
+        return [rows[0][2]]
+    half = len(rows) // 2
+    return _rows_refused(conn, sql, rows[:half]) + _rows_refused(conn, sql, rows[half:])
 
 
 # ------------------------------------------------------------------------------------------- watermarks

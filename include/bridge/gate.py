@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+GX_URL_VARIABLE = "BRIDGE_GATE_DB_URL"
 
 
 @dataclass
@@ -192,12 +194,18 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
 
     # batch level, inside PostgreSQL
     cols = ", ".join(["row_no", *columns])
-    source = ctx.data_sources.add_postgres("staging", connection_string=sqlalchemy_url)
+    # the URL (with its password) reaches GX only through the environment: GX keeps the `${...}` reference in its
+    # datasource config (and so in anything it renders or logs), never the password itself
+    os.environ[GX_URL_VARIABLE] = sqlalchemy_url
+    source = ctx.data_sources.add_postgres("staging", connection_string="${" + GX_URL_VARIABLE + "}")
     asset = source.add_query_asset("batch", query=f"SELECT {cols} FROM {table} WHERE batch_id = '{batch_id}'")
     batch_suite = ctx.suites.add(gx.ExpectationSuite(name=f"{flow}.batch", expectations=by_level["batch"]))
     batch_run = ctx.validation_definitions.add(gx.ValidationDefinition(
         name=f"{flow}.batch", data=asset.add_batch_definition_whole_table("all"), suite=batch_suite))
-    outcome = batch_run.run(expectation_parameters=parameters or {})
+    try:
+        outcome = batch_run.run(expectation_parameters=parameters or {})
+    finally:
+        os.environ.pop(GX_URL_VARIABLE, None)
     for r in outcome.results:
         if not r.success:
             observed = r.result.get("observed_value")

@@ -370,6 +370,9 @@ def send(bridge, erp_write, orders: list[dict], cancels: list[tuple[str, str]], 
         engine.audit(bridge, FLOW, "erp", "sales_order", [
             AuditRow(o["crm_id"], None, {"idempotency_key": key, "action": action, **payload}, key)
             for key, o, action, payload in rows], run_id, batch_id)
+        # an order quarantined before (a bad line, an ERP rejection) and fixed since is not bad any more
+        engine.resolve_quarantine(bridge, FLOW, [o["crm_id"] for _k, o, action, _p in rows if action != "CANCEL"],
+                                  by=f"sent by {run_id}")
         bridge.commit()
     return len(docs)
 

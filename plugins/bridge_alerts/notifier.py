@@ -97,7 +97,9 @@ class BridgeFailureNotifier(BaseNotifier):
         alert = Alert(
             kind="task_failure", flow=ti.dag_id, run_id=ti.run_id, event_key=f"task_failure:{ti.task_id}",
             title=f"task {ti.task_id} failed (try {getattr(ti, 'try_number', '?')})",
-            lines=[f"{type(exception).__name__}: {str(exception)[:300]}"] if exception else [],
+            lines=([f"{type(exception).__name__}: {str(exception)[:300]}"] if exception else [])
+            + ([f"records: {', '.join(map(str, exception.record_keys[:20]))}"]
+               if getattr(exception, "record_keys", None) else []),
             link=getattr(ti, "log_url", None), link_label="Task log")
         bridge_conn = None
         if self.bridge_conn_id:

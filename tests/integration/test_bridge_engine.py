@@ -83,6 +83,28 @@ def test_data_docs_are_built_for_the_batch(staging, tmp_path):
     assert any("on_hand" in p.read_text() for p in pages)
 
 
+def test_the_gate_never_hands_the_database_password_to_great_expectations(staging, tmp_path):
+    """GX gets `${BRIDGE_GATE_DB_URL}`, resolved from the environment only while it validates: the password is in
+    none of the Data Docs it renders, nor left in the environment (trust auth here: the password is not checked)."""
+    import os
+
+    from include.bridge.gate import GX_URL_VARIABLE
+
+    conn, url = staging
+    secret = "gx-Secret-7781"
+    from sqlalchemy.engine import make_url
+
+    with_password = make_url(url).set(password=secret).render_as_string(hide_password=False)
+    stage(conn, "b-secret", 20, {3: {"on_hand": -1}})
+    result = run_gate(conn, with_password, flow=FLOW, table="bridge.stg_gate_test", batch_id="b-secret",
+                      columns=COLUMNS, parameters=PARAMS, docs_dir=str(tmp_path / "docs"))
+    assert set(result.bad_rows) == {3}
+    assert GX_URL_VARIABLE not in os.environ
+    for page in (tmp_path / "docs").rglob("*"):
+        if page.is_file():
+            assert secret not in page.read_text(errors="replace"), page
+
+
 def test_over_threshold_batch_may_not_load(staging):
     stage(staging[0], "b-bad", 200, {i: {"on_hand": -1} for i in range(0, 200, 10)})  # 10 % > 5 %
     result = gate(staging, "b-bad")
@@ -213,3 +235,21 @@ def test_the_failing_share_counts_what_is_quarantined_not_lines(staging):
     assert by_unit.may_load and set(by_unit.bad_rows) == set(bad_lines)
     assert (by_unit.units, by_unit.bad_units) == (101, 1) and by_unit.failing_share < 0.01
     assert any("1 of 101 sku values failed" in line for line in by_unit.summary())
+
+
+def test_a_row_staging_cannot_hold_fails_the_step_naming_its_record(bridge):
+    """The last line of defence behind the flows' value reading: the error (and so the failure alert) names the
+    record, not just "invalid input syntax" somewhere in 3,000 rows."""
+    from include.bridge.engine import RecordError, stage_rows
+
+    conn = bridge[1]
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS bridge.stg_record_test (batch_id text, row_no bigint, key text, "
+                    "qty numeric(6, 2))")
+    conn.commit()
+    rows = [[f"K{i}", i % 100] for i in range(3000)]
+    rows[1717] = ["K1717", "12.5x"]
+    with pytest.raises(RecordError, match="K1717") as caught:
+        stage_rows(conn, "bridge.stg_record_test", "b-rec", ["key", "qty"], rows)
+    assert caught.value.record_keys == ["K1717"]
+    assert stage_rows(conn, "bridge.stg_record_test", "b-rec", ["key", "qty"], rows[:1717]) == 1717

@@ -76,7 +76,7 @@ def staged(bridge):
                       (deal("F", prob=50, items=(("p1", 1), ("crm-only", 2))), None)):
         rows += flow.deal_rows(d, skus=SKUS, regions=REGIONS, quote_items=quotes or {}, window=WINDOW)
     rows.append(["ORDERS", "SO1", "SO1", "OPEN", Decimal(100), dt.date(2026, 11, 20), WINDOW[0], "North",
-                 "erp_order", 1, None, "MTR-000001", True, Decimal(8), Decimal("8.000"), *WINDOW, True])
+                 "erp_order", 1, None, "MTR-000001", True, Decimal(8), Decimal("8.000"), *WINDOW, True, None])
     engine.stage_rows(conn, flow.STAGING, batch, flow.COLUMNS, rows)
     info = conn.info
     url = f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{name}"

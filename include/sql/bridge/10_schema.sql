@@ -61,7 +61,7 @@ CREATE INDEX IF NOT EXISTS id_map_updated ON bridge.id_map (entity, updated_at);
 CREATE TABLE IF NOT EXISTS bridge.audit_log (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     flow           text NOT NULL,
-    target_system  text NOT NULL CHECK (target_system IN ('crm', 'erp')),
+    target_system  text NOT NULL CHECK (target_system IN ('crm', 'erp', 'bridge')),  -- bridge: links (id_map)
     entity         text NOT NULL,
     business_key   text NOT NULL,
     before         jsonb,
@@ -70,6 +70,13 @@ CREATE TABLE IF NOT EXISTS bridge.audit_log (
     batch_id       text,
     at             timestamptz NOT NULL DEFAULT now()
 );
+DO $$ BEGIN  -- installs from before link changes were audited ('bridge': a change of bridge.id_map)
+    IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'audit_log_target_system_check'
+                 AND pg_get_constraintdef(oid) NOT LIKE '%bridge%') THEN
+        ALTER TABLE bridge.audit_log DROP CONSTRAINT audit_log_target_system_check,
+            ADD CONSTRAINT audit_log_target_system_check CHECK (target_system IN ('crm', 'erp', 'bridge'));
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS audit_log_key ON bridge.audit_log (entity, business_key, at);
 CREATE INDEX IF NOT EXISTS audit_log_batch ON bridge.audit_log (batch_id);
 
