@@ -92,6 +92,7 @@ def deal_rows(deal: dict, *, skus: dict[str, str], regions: dict[str, str], quot
     lines = []
     for n, (product, quantity) in enumerate(items, 1):
         qty = values.number(quantity, f"line {n} Quantity", bad)
+        qty = Decimal(0) if qty is None and quantity in (None, "") else qty  # missing: the gate's qty > 0 says so
         weighted = (qty * Decimal(str(probability)) / 100).quantize(MILLI, ROUND_HALF_UP) \
             if qty is not None and probability is not None else None
         lines.append([n, product, skus.get(product), skus.get(product) is not None, qty, weighted])

@@ -28,6 +28,7 @@ import random
 import stat
 import threading
 import time
+import urllib.parse
 import zipfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -87,14 +88,43 @@ _TOKEN_CACHE: dict[str, tuple[str, float]] = {}
 _TOKEN_LOCK = threading.Lock()
 
 
+# Zoho's own domains (every data centre: .com, .eu, .in, .com.au, .com.cn, .jp, .sa, .ca, ...): the client's secrets
+# and tokens go to these over TLS, or to a sandbox on this machine, and nowhere else.
+ZOHO_DOMAINS = tuple(f"{name}.{tld}" for name in ("zoho", "zohoapis", "zohocloud")
+                     for tld in ("com", "eu", "in", "com.au", "com.cn", "jp", "sa", "ca", "uk"))
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def endpoint_problem(url: str, extra_hosts: tuple[str, ...] = ()) -> str | None:
+    """Why the client may not send credentials to `url` (None: it may). Fail closed: https to a Zoho host (or to a
+    host the connection explicitly allows, e.g. a company proxy), plain http only to a sandbox on loopback."""
+    parts = urllib.parse.urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host in LOOPBACK:
+        return None if parts.scheme in ("http", "https") else f"{url}: scheme {parts.scheme!r} is not http(s)"
+    if parts.scheme != "https":
+        return f"{url}: the CRM is reached over TLS only (https), not {parts.scheme or 'no scheme'}"
+    zoho = any(host == d or host.endswith("." + d) for d in ZOHO_DOMAINS)
+    if not (zoho or host in extra_hosts):
+        return (f"{url}: {host} is not a Zoho host; add it to the connection's extra allowed_hosts if it is yours "
+                "(a proxy): the client sends its secrets and tokens to Zoho only")
+    return None
+
+
 class ZohoCrmClient:
     def __init__(self, api_url: str, accounts_url: str, client_id: str, client_secret: str, refresh_token: str,
                  file_upload_url: str | None = None, org_id: str | None = None, timeout: float = 30.0,
                  max_retries: int = 6, backoff_base: float = 0.5, backoff_max: float = 30.0,
-                 session: requests.Session | None = None, token_cache_dir: str | None = None):
+                 session: requests.Session | None = None, token_cache_dir: str | None = None,
+                 allowed_hosts: tuple[str, ...] = ()):
         self.api_url = api_url.rstrip("/")
         self.accounts_url = accounts_url.rstrip("/")
         self.file_upload_url = (file_upload_url or api_url).rstrip("/")
+        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+        for url in (self.api_url, self.accounts_url, self.file_upload_url):
+            problem = endpoint_problem(url, self.allowed_hosts)
+            if problem:
+                raise ZohoAuthError(0, "UNTRUSTED_ENDPOINT", problem)
         self.org_id = org_id
         self.timeout, self.max_retries = timeout, max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
@@ -203,6 +233,9 @@ class ZohoCrmClient:
                 idempotent: bool = True, allow: tuple[int, ...] = ()) -> requests.Response:
         """One API call with auth, bounded retries and Zoho error decoding."""
         url = f"{base or self.api_url}{path}"
+        problem = endpoint_problem(url, self.allowed_hosts)
+        if problem:  # a URL handed in from elsewhere (a response) never gets the token
+            raise ZohoAuthError(0, "UNTRUSTED_ENDPOINT", problem, path=path)
         refreshed = False
         attempt = 0
         while True:
@@ -514,7 +547,8 @@ def client_from_connection(conn) -> ZohoCrmClient:
       a host without scheme gets https://;
     - login / password: OAuth client id / client secret (or extra client_id / client_secret);
     - extra: accounts_url, file_upload_url, refresh_token, org_id, timeout, max_retries, backoff_base,
-      backoff_max, token_cache_dir."""
+      backoff_max, token_cache_dir, allowed_hosts (hosts besides Zoho's that may get the credentials, e.g. a proxy;
+      https only; a sandbox on loopback needs none)."""
     extra = conn.extra_dejson or {}
     host = (conn.host or "").rstrip("/")
     if host and "://" not in host:
@@ -531,4 +565,4 @@ def client_from_connection(conn) -> ZohoCrmClient:
         refresh_token=extra["refresh_token"], org_id=str(extra["org_id"]) if extra.get("org_id") else None,
         timeout=float(extra.get("timeout", 30)), max_retries=int(extra.get("max_retries", 6)),
         backoff_base=float(extra.get("backoff_base", 0.5)), backoff_max=float(extra.get("backoff_max", 30)),
-        token_cache_dir=extra.get("token_cache_dir"))
+        token_cache_dir=extra.get("token_cache_dir"), allowed_hosts=tuple(extra.get("allowed_hosts") or ()))

@@ -1,0 +1,38 @@
+"""Fail closed: the Zoho client sends its client secret, refresh token and access tokens to Zoho's own hosts over
+TLS, or to a sandbox on this machine, and to nothing else (a typo in the connection's host, or a URL handed in
+from elsewhere, would otherwise get the credentials)."""
+
+import pytest
+
+from include.zoho.client import ZohoAuthError, ZohoCrmClient, endpoint_problem
+
+
+@pytest.mark.parametrize("url", ["https://www.zohoapis.com", "https://www.zohoapis.com.cn", "https://accounts.zoho.eu",
+                                 "https://content.zohoapis.in", "https://sandbox.zohoapis.com.au",
+                                 "http://127.0.0.1:8765", "http://localhost:9000", "https://crmsandbox.zoho.com"])
+def test_zoho_hosts_over_tls_and_the_local_sandbox_may_get_the_credentials(url):
+    assert endpoint_problem(url) is None
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://www.zohoapis.com", "TLS only"), ("https://zohoapis.com.attacker.example", "not a Zoho host"),
+    ("https://www.zohoapis-login.com", "not a Zoho host"), ("https://evil.example/zohoapis.com", "not a Zoho host"),
+    ("http://10.0.0.5:8765", "TLS only"), ("ftp://127.0.0.1", "not http"),
+])
+def test_anything_else_is_refused_with_the_reason(url, why):
+    assert why in endpoint_problem(url)
+
+
+def test_a_proxy_is_allowed_only_when_the_connection_names_it_and_only_over_tls():
+    assert endpoint_problem("https://crm-proxy.corp.example", ("crm-proxy.corp.example",)) is None
+    assert "TLS only" in endpoint_problem("http://crm-proxy.corp.example", ("crm-proxy.corp.example",))
+
+
+def test_the_client_refuses_an_untrusted_endpoint_before_sending_anything():
+    with pytest.raises(ZohoAuthError, match="not a Zoho host"):
+        ZohoCrmClient(api_url="https://www.zohoapis.com", accounts_url="https://accounts.zoho.com.evil.example",
+                      client_id="id", client_secret="secret", refresh_token="refresh")
+    client = ZohoCrmClient(api_url="http://127.0.0.1:1", accounts_url="http://127.0.0.1:1", client_id="id",
+                           client_secret="secret", refresh_token="refresh")
+    with pytest.raises(ZohoAuthError, match="not a Zoho host"):  # a URL from elsewhere never gets the token
+        client.request("GET", "/download", base="https://files.example")
