@@ -29,10 +29,15 @@ if ! grep -q '^ZOHO_CLIENT_ID=' "$SECRETS_FILE"; then  # OAuth client of the loc
     echo "ZOHO_REFRESH_TOKEN=1000.$(head -c 24 /dev/urandom | base64 | tr -dc 'a-f0-9').$(head -c 12 /dev/urandom | base64 | tr -dc 'a-f0-9')"
   } >> "$SECRETS_FILE"
 fi
+if ! grep -q '^ERP_ROLE_SUFFIX=' "$SECRETS_FILE"; then  # this checkout's own ERP sandbox roles (server-wide)
+  echo "ERP_ROLE_SUFFIX=$(head -c 12 /dev/urandom | base64 | tr -dc 'a-z0-9' | head -c 6)" >> "$SECRETS_FILE"
+fi
 set -a
 # shellcheck disable=SC1090
 . "$SECRETS_FILE"
 set +a
+export ERP_READ_ROLE="${ERP_READ_ROLE:-erp_reader_${ERP_ROLE_SUFFIX}}"
+export ERP_WRITE_ROLE="${ERP_WRITE_ROLE:-erp_writer_${ERP_ROLE_SUFFIX}}"
 
 # Airflow on the embedded default: SQLite metadata DB and logs under .local/airflow.
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$LOCAL_DIR/airflow}"
@@ -47,8 +52,8 @@ export CRM_SANDBOX_PORT="${CRM_SANDBOX_PORT:-8765}"
 export CRM_SANDBOX_URL="${CRM_SANDBOX_URL:-http://${CRM_SANDBOX_HOST}:${CRM_SANDBOX_PORT}}"
 
 # Airflow connections of the local setup (a real deployment defines these in its secrets backend).
-export AIRFLOW_CONN_ERP_READ="${AIRFLOW_CONN_ERP_READ:-postgresql://erp_reader:${ERP_READ_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
-export AIRFLOW_CONN_ERP_WRITE="${AIRFLOW_CONN_ERP_WRITE:-postgresql://erp_writer:${ERP_WRITE_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
+export AIRFLOW_CONN_ERP_READ="${AIRFLOW_CONN_ERP_READ:-postgresql://${ERP_READ_ROLE}:${ERP_READ_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
+export AIRFLOW_CONN_ERP_WRITE="${AIRFLOW_CONN_ERP_WRITE:-postgresql://${ERP_WRITE_ROLE}:${ERP_WRITE_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
 # (an if, not ${VAR:-default}: the JSON default has braces, and a set variable would keep its trailing "}}")
 if [ -z "${AIRFLOW_CONN_ZOHO_CRM:-}" ]; then
   export AIRFLOW_CONN_ZOHO_CRM="{\"conn_type\": \"zoho_crm\", \"host\": \"${CRM_SANDBOX_URL}\", \"login\": \"${ZOHO_CLIENT_ID}\", \"password\": \"${ZOHO_CLIENT_SECRET}\", \"extra\": {\"accounts_url\": \"${CRM_SANDBOX_URL}\", \"file_upload_url\": \"${CRM_SANDBOX_URL}\", \"org_id\": \"60012345678\", \"refresh_token\": \"${ZOHO_REFRESH_TOKEN}\"}}"

@@ -20,6 +20,11 @@ os.environ.setdefault("PGPORT", "5432")
 os.environ.setdefault("PGUSER", "postgres")
 os.environ.setdefault("ERP_READ_PASSWORD", secrets.token_urlsafe(12))
 os.environ.setdefault("ERP_WRITE_PASSWORD", secrets.token_urlsafe(12))
+# (without scripts/env.sh: roles of this test session's own, never another checkout's)
+os.environ.setdefault("ERP_READ_ROLE", f"erp_reader_{os.getpid()}")
+os.environ.setdefault("ERP_WRITE_ROLE", f"erp_writer_{os.getpid()}")
+
+from include.sandbox.erp import db as erp_db  # noqa: E402 - reads the role names set above
 
 START_DATE = dt.date(2026, 6, 15)  # fixed business date: tests do not depend on the calendar
 
@@ -48,8 +53,12 @@ class ErpSandbox:
         return cls(template=_seeded_erp_template())
 
     def connect_as(self, role: str):
-        password = os.environ["ERP_READ_PASSWORD" if role == "erp_reader" else "ERP_WRITE_PASSWORD"]
-        return psycopg2.connect(dbname=self.dbname, user=role, password=password)
+        """As the reader ("erp_reader") or the writer ("erp_writer"): this checkout's roles (ERP_READ_ROLE / ...)."""
+        from include.sandbox.erp.db import READ_ROLE, WRITE_ROLE
+
+        reader = role == "erp_reader"
+        return psycopg2.connect(dbname=self.dbname, user=READ_ROLE if reader else WRITE_ROLE,
+                                password=os.environ["ERP_READ_PASSWORD" if reader else "ERP_WRITE_PASSWORD"])
 
     def query(self, sql: str, params=None) -> list[dict]:
         with self.admin.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -195,9 +204,10 @@ def airflow_env_for(home, erp, bridge, crm, **overrides: str) -> dict:
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
         "AIRFLOW_VAR_BRIDGE_CREDIT_APPROVERS": json.dumps([CREDIT_CONTROLLER]),
         "BRIDGE_DATA_DOCS_DIR": str(home / "data_docs"), "BRIDGE_REPORTS_DIR": str(home / "reports"),
-        "AIRFLOW_CONN_ERP_READ": f"postgresql://erp_reader:{os.environ['ERP_READ_PASSWORD']}@"
+        "AIRFLOW_CONN_ERP_READ": f"postgresql://{erp_db.READ_ROLE}:{os.environ['ERP_READ_PASSWORD']}@"
                                  f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}",
-        "AIRFLOW_CONN_ERP_WRITE": f"postgresql://erp_writer:{os.environ['ERP_WRITE_PASSWORD']}@"
+        "AIRFLOW_CONN_ERP_WRITE": f"postgresql://{erp_db.WRITE_ROLE}:"
+                                  f"{os.environ['ERP_WRITE_PASSWORD']}@"
                                   f"{os.environ['PGHOST']}:{os.environ['PGPORT']}/{erp.dbname}",
         "AIRFLOW_CONN_BRIDGE_DB": f"postgresql://{os.environ['PGUSER']}@{os.environ['PGHOST']}:"
                                   f"{os.environ['PGPORT']}/{bridge[0]}",

@@ -14,6 +14,7 @@ duplicated notification changes when an order moves, never whether it moves or h
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -147,7 +148,6 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import os
 
-    import psycopg2
     import uvicorn
 
     parser = argparse.ArgumentParser(prog="python -m include.bridge.crm_events",
@@ -164,7 +164,41 @@ def main(argv: list[str] | None = None) -> None:
     if not token:
         raise SystemExit("CRM_NOTIFY_TOKEN is not set: the receiver cannot tell our notifications from others")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    uvicorn.run(app(lambda: psycopg2.connect(dsn), token), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app(Pool(dsn), token), host=args.host, port=args.port, log_level="warning")
+
+
+class Pool:
+    """A few pooled connections (it runs as the receiver role: INSERT into bridge.crm_event only), with timeouts:
+    a slow or lost database makes a notification fail fast (Zoho retries it), never piles up requests."""
+
+    def __init__(self, dsn: str, size: int = 4):
+        import psycopg2.pool
+
+        self.pool = psycopg2.pool.ThreadedConnectionPool(
+            0, size, dsn, connect_timeout=5, application_name="crm-erp-bridge:crm-events",
+            options="-c statement_timeout=5000 -c idle_in_transaction_session_timeout=10000")
+
+    def __call__(self):
+        return PooledConnection(self.pool)
+
+
+class PooledConnection:
+    """One connection borrowed from the pool; close() gives it back (a broken one is discarded)."""
+
+    def __init__(self, pool):
+        self.pool, self.conn = pool, pool.getconn()
+
+    def cursor(self, *args, **kw):
+        return self.conn.cursor(*args, **kw)
+
+    def commit(self):
+        self.conn.commit()
+
+    def close(self):
+        if not self.conn.closed:
+            with contextlib.suppress(Exception):  # a broken connection is discarded below
+                self.conn.rollback()  # nothing half-done goes back into the pool
+        self.pool.putconn(self.conn, close=bool(self.conn.closed))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,175 @@
-"""The integration state DB (conn `bridge_db`): schema install (connections: include.bridge.runtime)."""
+"""The integration state DB (conn `bridge_db`): its schema, versioned, and its roles.
+
+The schema is include/sql/bridge/*.sql (every statement idempotent); its version is a hash of those files, kept
+in bridge.schema_version. `ensure_schema` is what a run calls: one cheap read when the schema is current; otherwise
+it installs under an advisory lock, so runs that start together never run the DDL at the same time (two runs
+altering the same tables deadlocked) and the second finds the work done. A deployment installs it once, as the
+owner, before the scheduler starts:
+
+    python -m include.bridge.db migrate            # schema (as the owner of schema bridge)
+    python -m include.bridge.db migrate --roles    # ... and the roles below (needs CREATEROLE)
+
+Roles (least privilege): the owner (migrations) creates and alters; `bridge_app` (the flows: connection
+`bridge_db`) reads and writes rows but changes no table; `bridge_receiver` (the CRM notification receiver) may
+only INSERT notifications into bridge.crm_event. Passwords come from BRIDGE_APP_PASSWORD / BRIDGE_RECEIVER_PASSWORD.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql" / "bridge"
+APP_ROLE = os.environ.get("BRIDGE_APP_ROLE", "bridge_app")
+RECEIVER_ROLE = os.environ.get("BRIDGE_RECEIVER_ROLE", "bridge_receiver")
+LOCK = "bridge.schema"
 
 
-def install_schema(conn) -> None:
-    """Create or complete schema `bridge` (every statement is idempotent)."""
+class SchemaNotCurrent(RuntimeError):
+    """The bridge schema is older than the code and this connection may not migrate it."""
+
+
+def schema_files() -> list[Path]:
+    return sorted(SQL_DIR.glob("*.sql"))
+
+
+def schema_version() -> str:
+    """The version of the schema this code expects: a hash of its DDL files."""
+    digest = hashlib.sha256()
+    for path in schema_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def installed_version(conn) -> str | None:
     with conn.cursor() as cur:
-        for path in sorted(SQL_DIR.glob("*.sql")):
-            cur.execute(path.read_text(encoding="utf-8"))
-    conn.commit()
+        cur.execute("SELECT to_regclass('bridge.schema_version') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            conn.rollback()
+            return None
+        cur.execute("SELECT version FROM bridge.schema_version WHERE id = 1")
+        row = cur.fetchone()
+    conn.rollback()
+    return row[0] if row else None
 
+
+def install_schema(conn) -> bool:
+    """Install or complete schema `bridge` unless it is current; True when it ran the DDL. Under an advisory lock:
+    concurrent installs take turns and the later ones find the version current."""
+    wanted = schema_version()
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK,))
+        cur.execute("SELECT to_regclass('bridge.schema_version') IS NOT NULL")
+        if cur.fetchone()[0]:
+            cur.execute("SELECT version FROM bridge.schema_version WHERE id = 1")
+            row = cur.fetchone()
+            if row and row[0] == wanted:
+                conn.commit()
+                return False
+        for path in schema_files():
+            cur.execute(path.read_text(encoding="utf-8"))
+        cur.execute("""CREATE TABLE IF NOT EXISTS bridge.schema_version (
+                           id integer PRIMARY KEY CHECK (id = 1), version text NOT NULL,
+                           installed_at timestamptz NOT NULL DEFAULT now())""")
+        cur.execute("""INSERT INTO bridge.schema_version (id, version) VALUES (1, %s)
+                       ON CONFLICT (id) DO UPDATE SET version = excluded.version, installed_at = now()""", (wanted,))
+        grant_roles(cur)
+    conn.commit()
+    return True
+
+
+def ensure_schema(conn) -> None:
+    """What a run calls: nothing when the schema is current (one read); else install it, or — for a connection that
+    may not (the app role) — refuse with what to run."""
+    import psycopg2
+
+    if installed_version(conn) == schema_version():
+        return
+    try:
+        install_schema(conn)
+    except psycopg2.errors.InsufficientPrivilege:
+        conn.rollback()
+        raise SchemaNotCurrent(f"the bridge schema is at version {installed_version(conn)}, this code needs "
+                               f"{schema_version()}: run `python -m include.bridge.db migrate` as its owner") from None
+
+
+def grant_roles(cur, app_role: str = APP_ROLE, receiver_role: str = RECEIVER_ROLE) -> None:
+    """Grants for the roles that exist (the owner keeps everything else)."""
+    from psycopg2 import sql
+
+    cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", ([app_role, receiver_role],))
+    present = {r[0] for r in cur.fetchall()}
+    if app_role in present:
+        app = sql.Identifier(app_role)
+        for statement in ("GRANT USAGE ON SCHEMA bridge TO {}",
+                          "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA bridge TO {}",
+                          "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA bridge TO {}"):
+            cur.execute(sql.SQL(statement).format(app))
+    if receiver_role in present:  # a stranger who breaks the receiver can add notifications, nothing else
+        receiver = sql.Identifier(receiver_role)
+        cur.execute(sql.SQL("GRANT USAGE ON SCHEMA bridge TO {}").format(receiver))
+        cur.execute(sql.SQL("GRANT INSERT (channel_id, module, operation, record_ids) ON bridge.crm_event TO {}")
+                    .format(receiver))
+        cur.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA bridge TO {}").format(receiver))
+
+
+def create_roles(conn, app_role: str = APP_ROLE, receiver_role: str = RECEIVER_ROLE,
+                 passwords: dict[str, str] | None = None) -> list[str]:
+    """The app and receiver roles (LOGIN; passwords from `passwords` or BRIDGE_APP_PASSWORD /
+    BRIDGE_RECEIVER_PASSWORD), CONNECT on the bridge DB, then their grants. Needs CREATEROLE. A role that exists
+    keeps its password unless one is given. Roles are server-wide: created in database postgres under a lock there
+    (an advisory lock only excludes sessions of one database)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    passwords = passwords or {app_role: os.environ.get("BRIDGE_APP_PASSWORD", ""),
+                              receiver_role: os.environ.get("BRIDGE_RECEIVER_PASSWORD", "")}
+    info = conn.info
+    server = psycopg2.connect(host=info.host, port=info.port, user=info.user, password=info.password or None,
+                              dbname="postgres")
+    try:
+        with server.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('bridge.roles'))")
+            for role in (app_role, receiver_role):
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                if not cur.fetchone():
+                    cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+                if passwords.get(role):
+                    cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role),
+                                                                            sql.Literal(passwords[role])))
+        server.commit()
+    finally:
+        server.close()
+    with conn.cursor() as cur:
+        for role in (app_role, receiver_role):
+            cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(info.dbname),
+                                                                            sql.Identifier(role)))
+        grant_roles(cur, app_role, receiver_role)
+    conn.commit()
+    return [app_role, receiver_role]
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    import psycopg2
+
+    parser = argparse.ArgumentParser(prog="python -m include.bridge.db", description="The bridge DB's schema")
+    sub = parser.add_subparsers(dest="command", required=True)
+    migrate = sub.add_parser("migrate", help="install or complete schema bridge (libpq settings: PG* / BRIDGE_DB)")
+    migrate.add_argument("--roles", action="store_true", help="also create the app and receiver roles")
+    args = parser.parse_args(argv)
+    dsn = os.environ.get("BRIDGE_DB_DSN", f"dbname={os.environ.get('BRIDGE_DB', 'bridge')}")
+    conn = psycopg2.connect(dsn)
+    try:
+        ran = install_schema(conn)
+        print(f"bridge schema {schema_version()}: {'installed' if ran else 'already current'}")
+        if args.roles:
+            print("roles:", ", ".join(create_roles(conn)))
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()

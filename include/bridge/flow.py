@@ -168,7 +168,7 @@ class Flow:
             raise rollout.PilotNotApplicable(f"{self.name} cannot be piloted by {', '.join(unusable)}"
                                              + (f": {self.pilot_hint}" if self.pilot_hint else ""))
         bridge = systems.bridge()
-        db.install_schema(bridge)
+        db.ensure_schema(bridge)  # one read when current; runs started together never race on DDL
         batch_id = engine.start_run(bridge, self.name, run_id, mode=plan.mode)
         rollout.clear_preview(bridge, batch_id)
         return Run(self.name, run_id, batch_id, plan, backfill=backfill)

@@ -31,7 +31,7 @@ def rollout_for(flow: str, params: dict | None, run_id: str):
         with Systems() as systems:
             from include.bridge import db
 
-            db.install_schema(systems.bridge())
+            db.ensure_schema(systems.bridge())
             engine.skip_run(systems.bridge(), flow, run_id, "switched off in the Airflow Variable bridge_rollout")
         raise AirflowSkipException(f"{flow} is switched off (Variable bridge_rollout: enabled false)")
     return plan

@@ -87,7 +87,8 @@ def run_size(skus: int, erp_name: str, bridge_name: str):
             crm.reset(customers=50, skus=skus, seed_value=42)
             crm.configure(credits_per_day=10**9)
             crm_seed = time.monotonic() - t
-            erp_conn = psycopg2.connect(dbname=erp_name, user="erp_reader", password=os.environ["ERP_READ_PASSWORD"])
+            erp_conn = psycopg2.connect(dbname=erp_name, user=erp_db.READ_ROLE,
+                                        password=os.environ["ERP_READ_PASSWORD"])
             info = bridge.info
             url = f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{bridge_name}"
             systems = Systems.from_connections(bridge, url, erp=erp_conn, crm=crm.client(max_retries=10))

@@ -22,12 +22,39 @@ RECEIVER_LOG: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def receiver(bridge, tmp_path_factory):
+def roles(bridge):
+    """The bridge's app and receiver roles, named for this test session (roles are server-wide)."""
+    import psycopg2
+
+    from include.bridge import db
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {"app": f"bridge_app_{suffix}", "receiver": f"bridge_receiver_{suffix}"}
+    passwords = {name: uuid.uuid4().hex for name in names.values()}
+    db.create_roles(bridge[1], names["app"], names["receiver"], passwords)
+    yield {kind: (name, passwords[name]) for kind, name in names.items()}
+    for name in names.values():
+        with bridge[1].cursor() as cur:
+            cur.execute(f'DROP OWNED BY "{name}"')
+        bridge[1].commit()
+    server = psycopg2.connect(dbname="postgres")
+    server.autocommit = True
+    with server.cursor() as cur:
+        for name in names.values():
+            cur.execute(f'DROP ROLE IF EXISTS "{name}"')
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def receiver(bridge, roles, tmp_path_factory):
+    """The real receiver, as the receiver role (INSERT into bridge.crm_event, nothing else)."""
     port = free_port()
     log = open(tmp_path_factory.mktemp("receiver") / "receiver.log", "w")  # noqa: SIM115
     RECEIVER_LOG.append(log.name)
+    user, password = roles["receiver"]
+    dsn = f"dbname={bridge[0]} user={user} password={password} host={os.environ['PGHOST']} port={os.environ['PGPORT']}"
     proc = subprocess.Popen([sys.executable, "-m", "include.bridge.crm_events", "serve", "--port", str(port)],
-                            env={**os.environ, "BRIDGE_DB_DSN": f"dbname={bridge[0]}",
+                            env={**os.environ, "BRIDGE_DB_DSN": dsn,
                                  "CRM_NOTIFY_TOKEN": TOKEN}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -125,3 +152,56 @@ def test_a_good_notification_is_kept(receiver, bridge):
     before = len(unclaimed(bridge))
     answer = requests.post(f"{receiver}/zoho/notifications", json=GOOD | {"token": TOKEN}, timeout=10)
     assert answer.json() == {"status": "kept", "records": 1} and len(unclaimed(bridge)) == before + 1
+
+
+def test_the_receiver_role_may_only_add_notifications_and_the_app_role_changes_no_table(bridge, roles):
+    """Least privilege: what a stranger who broke into the receiver could do is add notifications; the flows' role
+    reads and writes rows but installs no schema: a run against an old schema says what to run instead."""
+    import psycopg2
+
+    from include.bridge import db
+
+    def connect(kind):
+        user, password = roles[kind]
+        return psycopg2.connect(dbname=bridge[0], user=user, password=password, host=os.environ["PGHOST"],
+                                port=os.environ["PGPORT"])
+
+    def refused(conn, sql):
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+            return False
+        except psycopg2.errors.InsufficientPrivilege:
+            return True
+        finally:
+            conn.rollback()
+
+    receiver = connect("receiver")
+    with receiver.cursor() as cur:
+        cur.execute("INSERT INTO bridge.crm_event (channel_id, module, operation, record_ids) "
+                    "VALUES ('1', 'Sales_Orders', 'edit', ARRAY['1'])")
+    receiver.rollback()
+    for sql in ("SELECT * FROM bridge.crm_event", "SELECT * FROM bridge.order_outbox",
+                "INSERT INTO bridge.crm_event (channel_id, module, record_ids, claimed_at) "
+                "VALUES ('1', 'Sales_Orders', ARRAY['1'], now())", "DELETE FROM bridge.crm_event",
+                "UPDATE bridge.run_ledger SET status = 'success'"):
+        assert refused(receiver, sql), sql
+    receiver.close()
+
+    app = connect("app")
+    with app.cursor() as cur:
+        cur.execute("SELECT count(*) FROM bridge.run_ledger")
+    app.rollback()
+    assert refused(app, "ALTER TABLE bridge.run_ledger ADD COLUMN x int")
+    assert refused(app, "CREATE TABLE bridge.mine (x int)")
+    db.ensure_schema(app)  # current: one read, nothing to do
+    with bridge[1].cursor() as cur:
+        cur.execute("UPDATE bridge.schema_version SET version = 'old'")
+    bridge[1].commit()
+    try:
+        with pytest.raises(db.SchemaNotCurrent, match="python -m include.bridge.db migrate"):
+            db.ensure_schema(app)
+    finally:
+        db.install_schema(bridge[1])
+        app.close()
+    assert db.installed_version(bridge[1]) == db.schema_version()

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from include.sandbox.erp import db as erp_db
 from include.sandbox.erp import simulator
 from tests.conftest import airflow_env_for, bridge_rows, kill_dag_run_when, run_dag
 
@@ -196,7 +197,7 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
     assert all(o.ok for o in crm_client.update("Products", edits))
     fields = list(flow.mapping()["fields"])
     held = {i: {f: crm_client.get_record("Products", i).get(f) for f in fields} for i in edited}
-    erp_conn = psycopg2.connect(dbname=erp.dbname, user="erp_reader", password=os.environ["ERP_READ_PASSWORD"])
+    erp_conn = psycopg2.connect(dbname=erp.dbname, user=erp_db.READ_ROLE, password=os.environ["ERP_READ_PASSWORD"])
     url = f"postgresql+psycopg2://{bridge[1].info.user}@{bridge[1].info.host}:{bridge[1].info.port}/{bridge[0]}"
     systems = Systems.from_connections(bridge[1], url, erp=erp_conn, crm=crm_client)
     run = flow.MIRROR.extract(systems, "manual__bulk", backfill=(dt.datetime(2000, 1, 1, tzinfo=dt.UTC),

@@ -131,7 +131,7 @@ def test_two_runs_at_once_a_backfill_and_a_storm_with_a_lost_erp_connection(env,
 
     # the ERP connection is lost: the run fails and sends nothing; then a CRM storm while it catches up
     confirm(client, 4)
-    broken = env | {"AIRFLOW_CONN_ERP_WRITE": "postgresql://erp_writer:x@127.0.0.1:1/nowhere"}
+    broken = env | {"AIRFLOW_CONN_ERP_WRITE": "postgresql://nobody:x@127.0.0.1:1/nowhere"}
     assert orders(broken) == "failed"
     crm_demo.configure(error_rate=0.5, burst_429=3, fault_seed=5)
     try:

@@ -14,8 +14,10 @@ import psycopg2
 from psycopg2 import sql
 
 SQL_DIR = Path(__file__).with_name("sql")
-READ_ROLE = "erp_reader"    # erp_read connection: SELECT on erp_api views only
-WRITE_ROLE = "erp_writer"   # erp_write connection: INSERT/SELECT on erp_inbound tables only
+# The integration roles. Roles are server-wide: each checkout names its own (scripts/env.sh adds a suffix kept in
+# .local/secrets.env), so building one sandbox never changes the password of a role another checkout logs in with.
+READ_ROLE = os.environ.get("ERP_READ_ROLE", "erp_reader")    # erp_read connection: SELECT on erp_api views only
+WRITE_ROLE = os.environ.get("ERP_WRITE_ROLE", "erp_writer")  # erp_write: INSERT (own columns)/SELECT on erp_inbound
 # columns of the inbound tables that only the ERP writes: its answer to a document, and bookkeeping
 ERP_ANSWER_COLUMNS = ("id", "status", "error_message", "erp_doc_no", "erp_status", "hold_reason", "shortage_qty",
                       "result_message", "retry_count", "next_retry_at", "created_at", "processed_at")
