@@ -49,6 +49,33 @@ def test_docker_compose_parses_and_names_every_service():
         assert "${" + var in text, f"README names {var} but docker-compose.yaml does not use it"
 
 
+def test_docker_compose_requires_its_secrets_binds_to_loopback_and_gives_each_service_its_own():
+    """Deployment defaults fail closed: no default password, key or token anywhere; nothing published beyond this
+    host; the superuser password only in the init job; the Airflow services log in as the least-privileged roles."""
+    text = (ROOT / "docker-compose.yaml").read_text()
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    secrets = {"AIRFLOW_DB_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "ERP_DB_ADMIN_PASSWORD",
+               "ERP_OWNER_PASSWORD", "ERP_READ_PASSWORD", "ERP_WRITE_PASSWORD", "BRIDGE_DB_PASSWORD",
+               "BRIDGE_APP_PASSWORD", "BRIDGE_RECEIVER_PASSWORD", "CRM_NOTIFY_TOKEN", "ZOHO_CLIENT_ID",
+               "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "_AIRFLOW_WWW_USER_PASSWORD"}
+    used = dict(re.findall(r"\$\{([A-Z_]+)(:[?-][^}]*)?\}", text))
+    for var in secrets:
+        assert var in used and used[var].startswith(":?"), f"{var} must be required (${{{var}:?...}})"
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    holders = [n for n, svc in services.items() if "ERP_DB_ADMIN_PASSWORD" in yaml.safe_dump(svc.get("environment"))]
+    assert holders == ["erp-db", "erp-sandbox-init"], holders  # the server itself, and the one init job
+    env = services["airflow-worker"]["environment"]
+    assert "PGPASSWORD" not in env and "bridge_app:" in env["AIRFLOW_CONN_BRIDGE_DB"]
+    assert "user=bridge_receiver" in services["crm-events"]["environment"]["BRIDGE_DB_DSN"]
+    assert set(services["crm-sandbox"]["environment"]) == {"PYTHONPATH", "ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET",
+                                                           "ZOHO_REFRESH_TOKEN"}
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    assert all(f"`{var}`" in docs for var in secrets), "docs/configuration.md lists every required secret"
+
+
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
