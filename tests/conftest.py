@@ -353,7 +353,7 @@ LONGEST_FIRST = ["test_stage2_write_back", "test_operations", "test_celery_sched
 TIERS = {"unit": {"test_architecture", "test_flow_contract", "test_dag_integrity", "test_project_files",
                   "test_matching", "test_order_rows", "test_uscc_and_demo_company"},
          "airflow": {"test_stage1_flows", "test_stage2_write_back", "test_stage3_forecast", "test_erp_stock_to_crm",
-                     "test_operations", "test_alerts", "test_crm_events"},
+                     "test_operations", "test_alerts", "test_crm_events", "test_hostile_input"},
          "stack": {"test_celery_scheduler", "test_airflow_ui"}}
 
 

@@ -164,7 +164,7 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
             if dt.datetime.fromisoformat(rec["Modified_Time"]) > until or rec["id"] in mirrored:
                 continue  # the next run's window, or an ERP order's copy
             what = status_of(module, rec)
-            if pilot is not None and customers.get((rec.get("Account_Name") or {}).get("id")) not in pilot:
+            if pilot is not None and customers.get(values.ref(rec.get("Account_Name"))) not in pilot:
                 continue  # outside the pilot: left for the run that covers it (the watermark waits)
             if what == "cancel":
                 cancels.append((module, rec["id"]))

@@ -58,6 +58,11 @@ class CrmSandboxProcess:
     def configure(self, **settings) -> dict:
         return self.admin("PUT", "config", json=settings)
 
+    def plant(self, module: str, record_id: str, fields: dict | None = None, rows: dict | None = None) -> dict:
+        """Raw values into a record, past the API's field checks (hostile-input tests; /__sandbox/plant)."""
+        return self.admin("POST", "plant", json={"module": module, "id": record_id, "fields": fields or {},
+                                                 "rows": rows or {}})
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

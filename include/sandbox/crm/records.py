@@ -180,8 +180,8 @@ class RecordWriter:
             return
         sub_total = tax = 0.0
         for row in record[items_field]:
-            total = round(float(row.get("Quantity") or 0) * float(row.get("List_Price") or 0), 2)
-            net = round(total - float(row.get("Discount") or 0), 2)
+            total = round(_num(row.get("Quantity")) * _num(row.get("List_Price")), 2)
+            net = round(total - _num(row.get("Discount")), 2)
             line_tax = 0.0
             for t in row.get("Line_Tax") or []:
                 if isinstance(t, dict) and isinstance(t.get("percentage"), int | float):
@@ -192,8 +192,16 @@ class RecordWriter:
             tax += line_tax
         record["Sub_Total"], record["Tax"] = round(sub_total, 2), round(tax, 2)
         if module != "Invoices" or record.get("Grand_Total") is None:
-            record["Grand_Total"] = round(sub_total - float(record.get("Discount") or 0) + tax
-                                          + float(record.get("Adjustment") or 0), 2)
+            record["Grand_Total"] = round(sub_total - _num(record.get("Discount")) + tax
+                                          + _num(record.get("Adjustment")), 2)
+
+
+def _num(value) -> float:
+    """A number for the totals; a planted non-number (/__sandbox/plant) counts as 0 instead of failing the write."""
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _shown(value):

@@ -50,6 +50,32 @@ async def reset(request: Request, st: Sandbox):
                                    skus=int(body.get("skus", 1000)), seed=int(body.get("seed_value", 42)))
     return {"status": "reset", "records": counts}
 
+@router.post("/__sandbox/plant")
+async def plant(request: Request, st: Sandbox):
+    """Hostile-input tests: merge raw values into a record without the field checks the API applies (text in a
+    number field, a date that does not exist, a lookup that is not one) — what another integration, a data import
+    or a CRM quirk could leave behind. Body: {module, id, fields: {...}, rows: {subform: [{...}, ...]}} (rows are
+    merged into the subform's rows by position). The record's Modified_Time moves, as on any edit."""
+    body = await body_json(request)
+    if isinstance(body, JSONResponse):
+        return body
+    module, rid = body.get("module"), str(body.get("id") or "")
+    record = st.store.get(module, int(rid)) if module in meta.modules() and rid.isdigit() else None
+    if record is None:
+        return error(400, "INVALID_DATA", "no such record", {"module": module, "id": rid})
+    record.update(body.get("fields") or {})
+    for name, rows in (body.get("rows") or {}).items():
+        current = record.get(name) or []
+        for n, row in enumerate(rows):
+            if n < len(current):
+                current[n] = {**current[n], **row}
+        record[name] = current
+    ts = st.writer._stamp()
+    record["Modified_Time"] = meta.now_iso(ts)
+    with st.store.transaction():
+        st.store.put(module, record, st.store.created_ts(int(rid)), ts)
+    return {"status": "planted", "id": rid}
+
 @router.post("/__sandbox/tokens/expire")
 async def expire_tokens(st: Sandbox):
     with st.store.transaction():
