@@ -92,8 +92,8 @@ def test_bad_orders_are_quarantined_and_the_good_ones_of_the_same_run_go(env, er
     crm_demo.plant("Sales_Orders", odd, rows={"Ordered_Items": [{"Sequence_Number": "1.5"}]})
     nul = new_order(client, catalog, "PO 4711\x00 with a NUL", [(1, 10.0, 0)])
     bad = {
-        new_order(client, catalog, "text quantity", [(1, 10.0, 0)]): ("Quantity 'abc' is not a number",
-                                                                      {"rows": {"Ordered_Items": [{"Quantity": "abc"}]}}),
+        new_order(client, catalog, "text quantity", [(1, 10.0, 0)]): (
+            "Quantity 'abc' is not a number", {"rows": {"Ordered_Items": [{"Quantity": "abc"}]}}),
         new_order(client, catalog, "bad date", [(1, 10.0, 0)]): ("Due_Date '2026-13-45' is not a date",
                                                                  {"fields": {"Due_Date": "2026-13-45"}}),
         new_order(client, catalog, "not a lookup", [(1, 10.0, 0)]): ("not linked to an ERP customer",
