@@ -81,18 +81,15 @@ class RecordWriter:
         who = {"name": user["name"], "id": user["id"], "email": user["email"]}
         if existing:
             record = existing
-            history = [{"api_name": name, "field_label": mod.fields[name].api_name.replace("_", " "),
-                        "data_type": mod.fields[name].type,
-                        "_value": {"new": _shown(value), "old": _shown(record.get(name))}}
-                       for name, value in values.items()
-                       if mod.fields[name].type != "subform" and record.get(name) != value]
+            # compact (name, new, old); the timeline route expands it to Zoho's field_history shape
+            history = [(name, value, record.get(name)) for name, value in values.items()
+                       if record.get(name) != value and mod.fields[name].type != "subform"]
             for name, value in values.items():
                 f = mod.fields[name]
                 record[name] = self._merge_subform(record.get(name), value) if f.type == "subform" else value
             created_ts = self.store.created_ts(int(record["id"]))
             if history:
-                self.store.audit(mod.api_name, int(record["id"]), ts, "updated", {"name": who["name"],
-                                                                                  "id": who["id"]}, history)
+                self.store.audit(mod.api_name, int(record["id"]), ts, "updated", who["id"], history)
         else:
             record = {"id": str(self.store.new_id()), "Created_Time": stamp, "Created_By": who, "Owner": who}
             record.update(values)
@@ -202,17 +199,6 @@ def _num(value) -> float:
         return float(value or 0)
     except (TypeError, ValueError):
         return 0.0
-
-
-def _shown(value):
-    """A field value as the timeline shows it (Zoho: text; a lookup by its name)."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return value.get("name") or value.get("id")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value) if not isinstance(value, list) else ", ".join(map(str, value))
 
 
 def overall_status(mode: str, results: list[dict]) -> int:

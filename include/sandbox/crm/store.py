@@ -160,10 +160,11 @@ class Store:
     def query(self, sql: str, params: list) -> list[tuple]:
         return self.db.execute(sql, params).fetchall()
 
-    def audit(self, module: str, rid: int, ts: float, action: str, user: dict, history: list[dict] | None) -> None:
-        """One entry of the record's timeline (GET /crm/v8/{module}/{id}/__timeline)."""
+    def audit(self, module: str, rid: int, ts: float, action: str, user_id: str, history: list | None) -> None:
+        """One entry of the record's timeline (GET /crm/v8/{module}/{id}/__timeline): who (a user id), and the
+        fields changed as compact (field, new, old) triples."""
         self.db.execute("INSERT INTO timeline (record_id, module, audited_ts, action, done_by, field_history) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", (rid, module, ts, action, json.dumps(user, ensure_ascii=False),
+                        "VALUES (?, ?, ?, ?, ?, ?)", (rid, module, ts, action, user_id,
                                                       json.dumps(history, ensure_ascii=False) if history else None))
 
     def timeline(self, module: str, rid: int, descending: bool, limit: int, offset: int) -> list[tuple]:

@@ -29,6 +29,7 @@ from include.sandbox.crm.state import (
     project,
     too_many,
 )
+from include.sandbox.crm.store import USERS
 
 router = APIRouter()
 
@@ -154,14 +155,35 @@ async def timeline(module: str, record_id: str, request: Request, st: Sandbox):
     rows = st.store.timeline(module, int(record_id), q.get("sort_order", "desc") == "desc", per_page + 1,
                              (page - 1) * per_page)
     entries = [{"id": str(rid), "audited_time": meta.now_iso(ts), "action": action, "source": "crm_api",
-                "type": "audit", "done_by": json.loads(done_by),
+                "type": "audit", "done_by": {"id": done_by, "name": USER_NAMES.get(done_by, "")},
                 "record": {"id": record_id, "module": {"api_name": module, "id": None}},
-                "field_history": json.loads(history) if history else None}
+                "field_history": field_history(mod, history)}
                for rid, ts, action, done_by, history in rows[:per_page]]
     if not entries:
         return Response(status_code=204)
     return {"__timeline": entries, "info": {"per_page": per_page, "page": page, "count": len(entries),
                                             "more_records": len(rows) > per_page}}
+
+USER_NAMES = {u["id"]: u["name"] for u in USERS}
+
+
+def field_history(mod: meta.Module, stored: str | None) -> list[dict] | None:
+    """The store's compact (field, new, old) list in Zoho's field_history shape (values as text)."""
+    if not stored:
+        return None
+    return [{"api_name": name, "field_label": name.replace("_", " "), "data_type": mod.fields[name].type,
+             "_value": {"new": shown(new), "old": shown(old)}} for name, new, old in json.loads(stored)]
+
+
+def shown(value):
+    """A field value as the timeline shows it (Zoho: text; a lookup by its name)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get("name") or value.get("id")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 @router.get("/crm/v8/{module}/{record_id}")
 async def get_record(module: str, record_id: str, request: Request, st: Sandbox):
