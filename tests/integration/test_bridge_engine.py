@@ -253,3 +253,25 @@ def test_a_row_staging_cannot_hold_fails_the_step_naming_its_record(bridge):
         stage_rows(conn, "bridge.stg_record_test", "b-rec", ["key", "qty"], rows)
     assert caught.value.record_keys == ["K1717"]
     assert stage_rows(conn, "bridge.stg_record_test", "b-rec", ["key", "qty"], rows[:1717]) == 1717
+
+
+def test_the_reconciliation_report_shows_crm_text_as_text_not_markup(bridge, tmp_path, monkeypatch):
+    """Output escaping, HTML: names and values typed in the CRM reach the operators' report as text."""
+    import json
+
+    from include.flows.reconcile_crm_erp import write_report
+
+    monkeypatch.setenv("BRIDGE_REPORTS_DIR", str(tmp_path))
+    conn = bridge[1]
+    hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    with conn.cursor() as cur:
+        cur.execute("""INSERT INTO bridge.reconciliation_difference (batch_id, row_no, run_date, kind, entity,
+                           business_key, crm_id, crm_value, erp_value, system_of_record, corrected_by, detail)
+                       VALUES ('b-html', 1, current_date, 'duplicate_customer_crm', 'customer', %s, '1', %s, NULL,
+                               'crm', 'master_data_match review list', %s)""",
+                    (hostile, json.dumps({"Account_Name": hostile}), hostile))
+    conn.commit()
+    page = write_report(conn, "b-html", dt.date.today(), {"duplicate_customer_crm": 1}, {"accounts": 1}, 25)
+    text = page.read_text()
+    assert "<script>" not in text and "<img" not in text
+    assert "&lt;script&gt;" in text
