@@ -19,7 +19,7 @@ import time
 
 import psycopg2.extras
 
-from include.bridge import engine, rollout
+from include.bridge import engine, rollout, values
 from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
 from include.bridge.gate import GateResult, column_of
@@ -73,9 +73,10 @@ def profile_rows(accounts: list[dict]) -> list[tuple]:
     """One staged row (COLUMNS order) per account; the hash covers what the ERP would receive."""
     rows = []
     for a in accounts:
-        uscc = normalize_uscc(a.get("Unified_Social_Credit_Code")) or None
-        profile = [a.get("Account_Name"), uscc, a.get("Currency") or "CNY", a.get("Sales_Region"),
-                   a.get("Billing_City"), a.get("Phone"), a.get("Billing_Street")]
+        text = {k: values.text(a.get(k)) for k in FIELDS}  # a planted non-text is missing, never a crash
+        uscc = normalize_uscc(text["Unified_Social_Credit_Code"]) or None
+        profile = [text["Account_Name"], uscc, text["Currency"] or "CNY", text["Sales_Region"],
+                   text["Billing_City"], text["Phone"], text["Billing_Street"]]
         phash = hashlib.sha1(json.dumps(profile, ensure_ascii=False).encode()).hexdigest()[:16]
         rows.append((a["id"], profile[0], uscc, uscc is None or is_valid_uscc(uscc), *profile[2:], phash))
     return rows

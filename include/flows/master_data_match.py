@@ -16,7 +16,7 @@ import os
 
 import psycopg2.extras
 
-from include.bridge import config, engine, idmap
+from include.bridge import config, engine, idmap, values
 from include.bridge.alerts import Alert
 from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow
@@ -38,8 +38,9 @@ def review_csv_path() -> str:
 
 def read_accounts(crm) -> list[Account]:
     fields = ["Account_Name", "Account_Number", "Unified_Social_Credit_Code", "Billing_City"]
-    return [Account(r["id"], r.get("Account_Name") or "", r.get("Account_Number"), r.get("Unified_Social_Credit_Code"),
-                    r.get("Billing_City")) for r in crm.iter_coql("Accounts", fields)]
+    return [Account(r["id"], values.text(r.get("Account_Name")) or "", values.text(r.get("Account_Number")),
+                    values.text(r.get("Unified_Social_Credit_Code")), values.text(r.get("Billing_City")))
+            for r in crm.iter_coql("Accounts", fields)]
 
 
 def read_customers(erp) -> list[Customer]:
