@@ -275,3 +275,36 @@ def test_the_reconciliation_report_shows_crm_text_as_text_not_markup(bridge, tmp
     text = page.read_text()
     assert "<script>" not in text and "<img" not in text
     assert "&lt;script&gt;" in text
+
+
+def test_twenty_runs_starting_together_install_the_schema_once_without_deadlock():
+    """Every run used to install the schema in its extract, and two doing the ALTERs at once deadlocked; now the
+    version is read first and the install takes an advisory lock: 20 at once on an empty DB, one installs."""
+    import threading
+
+    from include.bridge import db
+    from tests.conftest import drop_database, new_database
+
+    name = new_database("bridge_race")
+    results, errors = [], []
+
+    def start():
+        conn = psycopg2.connect(dbname=name)
+        try:
+            db.ensure_schema(conn)
+            results.append(db.installed_version(conn))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=start) for _ in range(20)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        assert results == [db.schema_version()] * 20
+    finally:
+        drop_database(name)
