@@ -266,3 +266,37 @@ def skip_run(conn, flow: str, run_id: str, reason: str) -> str:
     batch_id = start_run(conn, flow, run_id)
     finish_run(conn, batch_id, "skipped", reason)
     return batch_id
+
+
+# --------------------------------------------------------------------------------------- outbox recovery
+INBOUND_TABLES = {"sales_order": "erp_inbound.sales_order_in", "customer": "erp_inbound.customer_in"}
+
+
+def recover_handed_over(bridge, erp_write, flow: str, entity: str, run_id: str, batch_id: str) -> int:
+    """Outbox keys whose hand-over was never recorded (the task died, or the bridge DB was lost, between the ERP
+    insert and the bookkeeping after it): the target's truth decides. A key the ERP's inbound table holds was
+    handed over — it is marked sent (and audited) so the next run only writes the ERP's answer back and never
+    judges that document again (a credit check against figures that already include it would hold it). A key the
+    ERP does not hold stays unsent: the document is decided and sent again under the same key."""
+    with bridge.cursor() as cur:
+        cur.execute("SELECT idempotency_key, crm_id, action, payload FROM bridge.order_outbox "
+                    "WHERE sent_at IS NULL AND entity = %s", (entity,))
+        pending = {r[0]: r for r in cur.fetchall()}
+    bridge.rollback()
+    if not pending:
+        return 0
+    with erp_write.cursor() as cur:
+        cur.execute(f"SELECT idempotency_key FROM {INBOUND_TABLES[entity]} WHERE idempotency_key = ANY (%s)",
+                    (list(pending),))
+        found = [r[0] for r in cur.fetchall()]
+    erp_write.rollback()
+    if found:
+        with bridge.cursor() as cur:
+            cur.execute("UPDATE bridge.order_outbox SET sent_at = now() WHERE idempotency_key = ANY (%s) "
+                        "AND sent_at IS NULL", (found,))
+        audit(bridge, flow, "erp", entity, [
+            AuditRow(pending[k][1], None, {"idempotency_key": k, "action": pending[k][2], **pending[k][3],
+                                           "recovered": "found in the ERP's inbound table"}, k) for k in found],
+            run_id, batch_id)
+        bridge.commit()
+    return len(found)

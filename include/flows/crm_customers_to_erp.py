@@ -209,6 +209,8 @@ class CustomersToErp(Flow):
         run = self.open(systems, run_id, plan)
         bridge, crm, writer = systems.bridge(), systems.crm(), run.writer(systems.bridge())
         with self.step(systems, run, "extract") as counts:
+            if writer.live:  # an account the ERP already received is never sent or judged again
+                engine.recover_handed_over(bridge, systems.erp_write(), FLOW, "customer", run_id, run.batch_id)
             accounts = [a for a in ready_accounts(bridge, crm)
                         if not run.rollout.regions or a.get("Sales_Region") in run.rollout.regions]
             create, linked, waiting = link_existing(bridge, systems.erp(), accounts, record=writer.live)

@@ -617,6 +617,9 @@ class OrdersToErp(Flow):
         if replay_quarantine and engine.open_quarantine(bridge, FLOW):
             since = None  # re-read every order: a fixed one passes now
         with self.step(systems, run, "extract") as counts:
+            if run.writer(bridge).live:  # the ERP's inbound keys first: a document handed over is never re-judged
+                run.counts["recovered"] = engine.recover_handed_over(bridge, systems.erp_write(), FLOW, "sales_order",
+                                                                     run_id, run.batch_id)
             found = extract(bridge, systems.crm(), systems.erp(), run.batch_id, since, until, pilot)
             counts["rows_extracted"] = found["rows"]
         run.since, run.until = since.isoformat() if since else None, until.isoformat()

@@ -10,7 +10,7 @@ import pytest
 
 from include.sandbox.erp import importer, simulator
 from tests import dagruns
-from tests.conftest import CREDIT_CONTROLLER, airflow_env_for, kill_dag_run_when, run_dag
+from tests.conftest import CREDIT_CONTROLLER, airflow_env_for, bridge_rows, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 ORDERS = "crm_orders_to_erp"
@@ -327,3 +327,34 @@ def _linked_account(bridge) -> str:
 def _url(bridge):
     info = bridge[1].info
     return f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{bridge[0]}"
+
+
+def test_an_order_the_erp_holds_but_the_bridge_did_not_record_is_not_judged_again(env, erp, bridge, client):
+    """The ERP insert committed, the bridge's sent_at did not (the task died in between, the bridge DB was lost):
+    the next normal run starts from the ERP's inbound keys, marks it handed over, never credit-checks it again, and
+    writes its ERP number back."""
+    products = {r["Product_Code"]: r["id"] for r in client.iter_coql("Products", ["Product_Code"])}
+    sku = sorted(k for k in products if k.startswith("SNS-"))[2]
+    crm_id = client.insert("Sales_Orders", [{
+        "Subject": "handed over, not recorded", "Status": "Confirmed", "Account_Name": {"id": _linked_account(bridge)},
+        "Currency": "CNY", "Is_Prepaid": True,
+        "Ordered_Items": [{"Product_Name": {"id": products[sku]}, "Quantity": 2, "List_Price": 50.0,
+                           "Line_Tax": [{"name": "VAT", "percentage": 13}]}]}])[0].id
+    assert orders(env) == "success"
+    [(key,)] = bridge_rows(bridge, "SELECT idempotency_key FROM bridge.order_outbox WHERE crm_id = %s "
+                                   "AND action = 'CREATE'", (crm_id,))
+    assert erp.scalar("SELECT count(*) FROM erp_inbound.sales_order_in WHERE idempotency_key = %s", (key,)) == 1
+    bridge_rows(bridge, "UPDATE bridge.order_outbox SET sent_at = NULL, written_back_at = NULL "
+                        "WHERE idempotency_key = %s", (key,))  # the bookkeeping that was lost
+    importer.process_inbound(erp.admin)
+    assert orders(env) == "success"
+    assert bridge_rows(bridge, "SELECT sent_at IS NOT NULL, written_back_at IS NOT NULL FROM bridge.order_outbox "
+                               "WHERE idempotency_key = %s", (key,)) == [(True, True)]
+    latest = bridge_rows(bridge, "SELECT batch_id FROM bridge.run_ledger WHERE flow = %s ORDER BY started_at DESC "
+                                 "LIMIT 1", (ORDERS,))[0][0]
+    assert not bridge_rows(bridge, "SELECT 1 FROM bridge.stg_crm_orders_to_erp WHERE batch_id = %s AND crm_id = %s",
+                           (latest, crm_id))  # not staged, not credit-checked again
+    assert len(erp_orders(erp)[crm_id]) == 1
+    assert client.get_record("Sales_Orders", crm_id)["ERP_Order_No"] == erp_orders(erp)[crm_id][0]
+    assert bridge_rows(bridge, "SELECT count(*) FROM bridge.audit_log WHERE record_id = %s "
+                               "AND after ? 'recovered'", (key,)) == [(1,)]
