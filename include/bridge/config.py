@@ -4,7 +4,8 @@ of the wrong type would otherwise be ignored and silently change what is synced;
 the file and the key.
 
 A schema is plain data: a type (or a tuple of types) a value must be; `{key: schema}` for a mapping with exactly
-those keys (wrap one in Opt to make it optional); Each(schema) for a list; Map(schema) for a mapping of any keys.
+those keys (wrap one in Opt to make it optional); Each(schema) for a list; Map(schema) for a mapping of any keys;
+Either(...) for one of several shapes; ANY for a value the schema does not look into.
 """
 
 from __future__ import annotations
@@ -33,9 +34,20 @@ class Map:
     schema: Any
 
 
+@dataclass(frozen=True)
+class Either:
+    """One of several schemas, chosen by the value's shape (a mapping is checked against the mapping schema)."""
+    schemas: tuple
+
+
+ANY = object  # a value whose content the schema leaves to the code that uses it
+
+
 def _kind(schema) -> str:
+    if isinstance(schema, Either):
+        return " or ".join(_kind(s) for s in schema.schemas)
     if isinstance(schema, Each):
-        return f"a list of {_kind(schema.schema)}"
+        return f"a list ({_kind(schema.schema)} each)"
     if isinstance(schema, Map | dict):
         return "a mapping"
     types = schema if isinstance(schema, tuple) else (schema,)
@@ -46,6 +58,17 @@ def _kind(schema) -> str:
 def check(where: str, value, schema, path: str = "") -> None:
     """Raise ValueError naming `where` (the file) and the key's path when `value` does not fit `schema`."""
     label = path or "the top level"
+    if schema is ANY:
+        return
+    if isinstance(schema, Either):
+        shaped = [sub for sub in schema.schemas if isinstance(sub, dict | Map) == isinstance(value, dict)]
+        for sub in shaped:
+            try:
+                return check(where, value, sub, path)
+            except ValueError:
+                if isinstance(value, dict):  # the mapping's own error names its key
+                    raise
+        raise ValueError(f"{where}: {label} must be {_kind(schema)}, not {value!r}")
     if isinstance(schema, dict):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: {label} must be a mapping, not {type(value).__name__}")

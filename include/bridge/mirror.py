@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psycopg2.extras
 
-from include.bridge import engine, rollout
+from include.bridge import config, engine, rollout
 from include.bridge.flow import Flow, PreviewRow, Run
 from include.bridge.gate import GateResult, run_gate
 
@@ -90,54 +90,34 @@ class Mirror:
         return self.target["find_by"] == "id"
 
 
-# Every key a mirror mapping may have, per section: a misspelled key (`filtre:`) would otherwise be ignored and
-# silently change what is synced, so anything else is an error naming the file and the key.
-MAPPING_KEYS = {
-    "": {"flow", "source", "target", "fields", "settings", "stamp_field"},
-    "source": {"view", "query", "key", "columns", "filter", "changed_column", "order", "aggregate", "row_label",
-               "not_gated", "link", "pilot", "deletions", "snapshot"},
-    "source.link": {"entity", "column", "from", "unlinked"},
-    "source.pilot": {"kind", "column"},
-    "source.deletions": {"view", "doc_type"},
-    "target": {"module", "entity", "find_by"},
-    "settings": {"bulk_threshold", "load_chunks", "lookback_minutes", "noun", "overwrite_crm_edits",
-                 "product_map_full_refresh_hours", "alert_below_safety_stock", "alert_slips", "max_alerts_per_run",
-                 "near_limit_share", "overdue_block_days", "ship_days_after_finish", "weeks_shown"},
-    "field": {"column", "sql", "type", "default", "lookup", "map"},
+# Every key a mirror mapping may have: a misspelled key (`filtre:`) would otherwise be ignored and silently change
+# what is synced, so anything else is an error naming the file and the key (include/bridge/config.py).
+def _optional(*keys: str) -> dict:
+    return {k: config.Opt(config.ANY) for k in keys}
+
+
+MIRROR_SCHEMA = {
+    "flow": config.Opt(str), "stamp_field": config.Opt(config.ANY),
+    "source": _optional("view", "query", "key", "filter", "changed_column", "order", "aggregate", "row_label",
+                        "not_gated", "snapshot") | {
+        "columns": config.Each(str),
+        "link": config.Opt(_optional("entity", "column", "from", "unlinked")),
+        "pilot": config.Opt(_optional("kind", "column")),
+        "deletions": config.Opt(_optional("view", "doc_type"))},
+    "target": _optional("module", "entity", "find_by"),
+    "fields": config.Map(config.Either((str, _optional("column", "sql", "type", "default", "lookup", "map")))),
+    "settings": _optional("bulk_threshold", "load_chunks", "lookback_minutes", "noun", "overwrite_crm_edits",
+                          "product_map_full_refresh_hours", "alert_below_safety_stock", "alert_slips",
+                          "max_alerts_per_run", "near_limit_share", "overdue_block_days", "ship_days_after_finish",
+                          "weeks_shown"),
 }
 
 
 def check_mapping(name: str, spec) -> None:
     """Strict: known keys only, the sections that must be there, the right kinds of values."""
-    where = f"mapping {name}.yaml"
-    if not isinstance(spec, dict):
-        raise ValueError(f"{where}: not a YAML mapping")
-
-    def known(section: str, value, label: str) -> None:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: {label} must be a mapping of keys, not {type(value).__name__}")
-        unknown = sorted(set(value) - MAPPING_KEYS[section])
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown} in {label}; known: {sorted(MAPPING_KEYS[section])}")
-
-    known("", spec, "the top level")
-    missing = [k for k in ("source", "target", "fields", "settings") if k not in spec]
-    if missing:
-        raise ValueError(f"{where} lacks {missing}")
-    for section in ("source", "target", "settings"):
-        known(section, spec[section], section)
-    for sub in ("link", "pilot", "deletions"):
-        if spec["source"].get(sub) is not None:
-            known(f"source.{sub}", spec["source"][sub], f"source.{sub}")
-    if not isinstance(spec["source"].get("columns"), list):
-        raise ValueError(f"{where}: source.columns must be a list of column names")
-    if not isinstance(spec["fields"], dict) or not spec["fields"]:
-        raise ValueError(f"{where}: fields must map CRM field names to their source")
-    for field, source in spec["fields"].items():
-        if isinstance(source, dict):
-            known("field", source, f"fields.{field}")
-        elif not isinstance(source, str):
-            raise ValueError(f"{where}: fields.{field} must be a column name or a mapping, not {source!r}")
+    config.check(f"mapping {name}.yaml", spec, MIRROR_SCHEMA)
+    if not spec["fields"]:
+        raise ValueError(f"mapping {name}.yaml: fields must map CRM field names to their source")
 
 
 def mirror_mappings() -> list[str]:
