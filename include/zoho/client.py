@@ -95,12 +95,14 @@ ZOHO_DOMAINS = tuple(f"{name}.{tld}" for name in ("zoho", "zohoapis", "zohocloud
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
-def endpoint_problem(url: str, extra_hosts: tuple[str, ...] = ()) -> str | None:
+def endpoint_problem(url: str, extra_hosts: tuple[str, ...] = (), sandbox_hosts: tuple[str, ...] = ()
+                     ) -> str | None:
     """Why the client may not send credentials to `url` (None: it may). Fail closed: https to a Zoho host (or to a
-    host the connection explicitly allows, e.g. a company proxy), plain http only to a sandbox on loopback."""
+    host the connection explicitly allows, e.g. a company proxy); plain http only to the project's CRM sandbox, on
+    loopback or on a host the connection names as one (`sandbox_hosts`: docker-compose's crm-sandbox)."""
     parts = urllib.parse.urlsplit(url)
     host = (parts.hostname or "").lower()
-    if host in LOOPBACK:
+    if host in LOOPBACK or host in sandbox_hosts:
         return None if parts.scheme in ("http", "https") else f"{url}: scheme {parts.scheme!r} is not http(s)"
     if parts.scheme != "https":
         return f"{url}: the CRM is reached over TLS only (https), not {parts.scheme or 'no scheme'}"
@@ -116,13 +118,14 @@ class ZohoCrmClient:
                  file_upload_url: str | None = None, org_id: str | None = None, timeout: float = 30.0,
                  max_retries: int = 6, backoff_base: float = 0.5, backoff_max: float = 30.0,
                  session: requests.Session | None = None, token_cache_dir: str | None = None,
-                 allowed_hosts: tuple[str, ...] = ()):
+                 allowed_hosts: tuple[str, ...] = (), sandbox_hosts: tuple[str, ...] = ()):
         self.api_url = api_url.rstrip("/")
         self.accounts_url = accounts_url.rstrip("/")
         self.file_upload_url = (file_upload_url or api_url).rstrip("/")
         self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
+        self.sandbox_hosts = tuple(h.lower() for h in sandbox_hosts)
         for url in (self.api_url, self.accounts_url, self.file_upload_url):
-            problem = endpoint_problem(url, self.allowed_hosts)
+            problem = endpoint_problem(url, self.allowed_hosts, self.sandbox_hosts)
             if problem:
                 raise ZohoAuthError(0, "UNTRUSTED_ENDPOINT", problem)
         self.org_id = org_id
@@ -233,7 +236,7 @@ class ZohoCrmClient:
                 idempotent: bool = True, allow: tuple[int, ...] = ()) -> requests.Response:
         """One API call with auth, bounded retries and Zoho error decoding."""
         url = f"{base or self.api_url}{path}"
-        problem = endpoint_problem(url, self.allowed_hosts)
+        problem = endpoint_problem(url, self.allowed_hosts, self.sandbox_hosts)
         if problem:  # a URL handed in from elsewhere (a response) never gets the token
             raise ZohoAuthError(0, "UNTRUSTED_ENDPOINT", problem, path=path)
         refreshed = False
@@ -548,7 +551,8 @@ def client_from_connection(conn) -> ZohoCrmClient:
     - login / password: OAuth client id / client secret (or extra client_id / client_secret);
     - extra: accounts_url, file_upload_url, refresh_token, org_id, timeout, max_retries, backoff_base,
       backoff_max, token_cache_dir, allowed_hosts (hosts besides Zoho's that may get the credentials, e.g. a proxy;
-      https only; a sandbox on loopback needs none)."""
+      https only), sandbox_hosts (hosts of the project's CRM sandbox that may be reached over plain http; one on
+      loopback needs no entry)."""
     extra = conn.extra_dejson or {}
     host = (conn.host or "").rstrip("/")
     if host and "://" not in host:
@@ -565,4 +569,5 @@ def client_from_connection(conn) -> ZohoCrmClient:
         refresh_token=extra["refresh_token"], org_id=str(extra["org_id"]) if extra.get("org_id") else None,
         timeout=float(extra.get("timeout", 30)), max_retries=int(extra.get("max_retries", 6)),
         backoff_base=float(extra.get("backoff_base", 0.5)), backoff_max=float(extra.get("backoff_max", 30)),
-        token_cache_dir=extra.get("token_cache_dir"), allowed_hosts=tuple(extra.get("allowed_hosts") or ()))
+        token_cache_dir=extra.get("token_cache_dir"), allowed_hosts=tuple(extra.get("allowed_hosts") or ()),
+        sandbox_hosts=tuple(extra.get("sandbox_hosts") or ()))

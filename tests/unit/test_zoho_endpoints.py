@@ -28,6 +28,20 @@ def test_a_proxy_is_allowed_only_when_the_connection_names_it_and_only_over_tls(
     assert "TLS only" in endpoint_problem("http://crm-proxy.corp.example", ("crm-proxy.corp.example",))
 
 
+def test_plain_http_only_to_a_host_named_as_the_crm_sandbox():
+    """docker-compose's zoho_crm connection reaches the sandbox container over http: it must name it."""
+    import json
+
+    import yaml
+
+    from tests.test_project_files import ROOT
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+    extra = json.loads(compose["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_ZOHO_CRM"])["extra"]
+    assert endpoint_problem("http://crm-sandbox:8765", sandbox_hosts=tuple(extra["sandbox_hosts"])) is None
+    assert "TLS only" in endpoint_problem("http://crm-sandbox:8765")
+
+
 def test_the_client_refuses_an_untrusted_endpoint_before_sending_anything():
     with pytest.raises(ZohoAuthError, match="not a Zoho host"):
         ZohoCrmClient(api_url="https://www.zohoapis.com", accounts_url="https://accounts.zoho.com.evil.example",
