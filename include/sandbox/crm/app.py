@@ -89,7 +89,7 @@ class ZohoGate:
         needed = scope_for(scope["path"])
         if not any(s.startswith(needed) for s in row[0][0].split(",")):
             return error(401, "OAUTH_SCOPE_MISMATCH", "invalid oauth scope to access this URL")
-        scope["zoho_user"] = self.state.user_of(row[0][2])  # who this request acts as (routes: acting_user)
+        scope["zoho_user"] = self.state.user_of(row[0][2])  # who this request acts as (the routes read it)
         return None
 
 

@@ -74,11 +74,14 @@ async def related_lists(module: str = ""):
     return {"related_lists": []}
 
 @router.get("/crm/v8/users")
-async def users(st: Sandbox, type: str = "AllUsers"):
+async def users(request: Request, st: Sandbox, type: str = "AllUsers"):
+    """The org's users; type=CurrentUser: the user whose token this is."""
     st.charge(1)
+    me = (request.scope.get("zoho_user") or USERS[0])["id"]
     users = [{"id": u["id"], "email": u["email"], "full_name": u["name"], "status": "active",
               "time_zone": "Asia/Shanghai", "role": {"name": u.get("role", "CEO")},
-              "profile": {"name": u.get("profile", "Administrator")}} for u in USERS]
+              "profile": {"name": u.get("profile", "Administrator")}}
+             for u in USERS if type != "CurrentUser" or u["id"] == me]
     return {"users": users, "info": {"per_page": 200, "count": len(users), "page": 1, "more_records": False}}
 
 @router.get("/crm/v8/org")
