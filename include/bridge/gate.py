@@ -197,14 +197,14 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
     # the URL (with its password) reaches GX only through the environment: GX keeps the `${...}` reference in its
     # datasource config (and so in anything it renders or logs), never the password itself
     os.environ[GX_URL_VARIABLE] = sqlalchemy_url
-    source = ctx.data_sources.add_postgres("staging", connection_string="${" + GX_URL_VARIABLE + "}")
-    asset = source.add_query_asset("batch", query=f"SELECT {cols} FROM {table} WHERE batch_id = '{batch_id}'")
-    batch_suite = ctx.suites.add(gx.ExpectationSuite(name=f"{flow}.batch", expectations=by_level["batch"]))
-    batch_run = ctx.validation_definitions.add(gx.ValidationDefinition(
-        name=f"{flow}.batch", data=asset.add_batch_definition_whole_table("all"), suite=batch_suite))
     try:
+        source = ctx.data_sources.add_postgres("staging", connection_string="${" + GX_URL_VARIABLE + "}")
+        asset = source.add_query_asset("batch", query=f"SELECT {cols} FROM {table} WHERE batch_id = '{batch_id}'")
+        batch_suite = ctx.suites.add(gx.ExpectationSuite(name=f"{flow}.batch", expectations=by_level["batch"]))
+        batch_run = ctx.validation_definitions.add(gx.ValidationDefinition(
+            name=f"{flow}.batch", data=asset.add_batch_definition_whole_table("all"), suite=batch_suite))
         outcome = batch_run.run(expectation_parameters=parameters or {})
-    finally:
+    finally:  # also when GX fails: the URL does not outlive the validation in this process's environment
         os.environ.pop(GX_URL_VARIABLE, None)
     for r in outcome.results:
         if not r.success:

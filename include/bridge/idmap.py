@@ -15,7 +15,6 @@ import psycopg2.extras
 from include.bridge import engine
 
 PRODUCT_LINKS = "crm_product_map"  # watermark name
-AUDIT_COLUMNS = "flow, target_system, entity, business_key, before, after, run_id, batch_id, record_id"
 
 
 def normalize_sku(code) -> str | None:
@@ -70,7 +69,7 @@ def refresh_product_links(bridge, crm, full: bool = False, full_refresh_hours: f
         removed = _drop_stale_product_links(cur) if full else []
         conflicts = _product_code_conflicts(cur, run_id, full)
         # every product link added or removed leaves an audit row: a link decides where stock and orders go
-        cur.execute(f"""
+        cur.execute("""
             WITH added AS (
                 INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule)
                 SELECT c.entity, c.erp_key, c.crm_id, c.match_rule FROM product_codes c
@@ -80,17 +79,15 @@ def refresh_product_links(bridge, crm, full: bool = False, full_refresh_hours: f
                   AND c.match_rule <> 'lookalike'
                 ON CONFLICT (entity, erp_key) DO NOTHING
                 RETURNING erp_key, crm_id, match_rule)
-            INSERT INTO bridge.audit_log ({AUDIT_COLUMNS})
+            INSERT INTO bridge.audit_log (flow, target_system, entity, business_key, before, after, run_id, batch_id,
+                                          record_id)
             SELECT 'master_data_match', 'bridge', 'product_link', erp_key, NULL,
                    jsonb_build_object('crm_id', crm_id, 'match_rule', match_rule), %(run)s, %(run)s, crm_id
             FROM added""", {"run": run_id})
-        added = cur.rowcount
-        psycopg2.extras.execute_values(cur, f"""
-            INSERT INTO bridge.audit_log ({AUDIT_COLUMNS})
-            SELECT 'master_data_match', 'bridge', 'product_link', erp_key,
-                   jsonb_build_object('crm_id', crm_id, 'match_rule', match_rule), NULL, run_id, run_id, crm_id
-            FROM (VALUES %s) AS r (erp_key, crm_id, match_rule, run_id)""",
-            [(*r, run_id) for r in removed], page_size=5000)
+        added = cur.rowcount  # (in SQL: a first sync links a million products)
+        engine.audit(bridge, "master_data_match", "bridge", "product_link",
+                     [engine.AuditRow(k, {"crm_id": c, "match_rule": r}, None, c) for k, c, r in removed], run_id,
+                     run_id)
         if full:
             engine.advance_watermark(bridge, PRODUCT_LINKS, started, "product-map", source="full")
     if newest:
@@ -157,12 +154,6 @@ def _product_code_conflicts(cur, run_id: str, full: bool) -> list[dict]:
               f"not linked: {f['why']}; link it by hand (bridge.id_map, match_rule manual) if it is that SKU", run_id)
              for f in new])
     return new
-
-
-def link_products(systems, full: bool, full_refresh_hours: float) -> dict:
-    """The product-link refresh of a flow that writes to products, as ledger counts."""
-    result = refresh_product_links(systems.bridge(), systems.crm(), full=full, full_refresh_hours=full_refresh_hours)
-    return {"products_linked": result["products_read"], "product_link_conflicts": len(result["conflicts"])}
 
 
 def conflict_alert(flow: str, run_id: str, conflicts: int):

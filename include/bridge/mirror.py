@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psycopg2.extras
 
-from include.bridge import config, engine, rollout
+from include.bridge import config, engine, idmap, rollout
 from include.bridge.flow import Flow, PreviewRow, Run
 from include.bridge.gate import GateResult, run_gate
 
@@ -800,3 +800,17 @@ def erp_values(systems, sql: str) -> list:
     return values
 
 
+class ProductMirror(MirrorFlow):
+    """A mirror that writes to CRM Products: it links products by code first (bridge.idmap, links never move by
+    themselves) and alerts once per run about codes it found ambiguous."""
+
+    def before_extract(self, systems, replay_quarantine: bool) -> dict:
+        result = idmap.refresh_product_links(systems.bridge(), systems.crm(), full=replay_quarantine,
+                                             full_refresh_hours=self.spec.settings["product_map_full_refresh_hours"])
+        return {"products_linked": result["products_read"], "product_link_conflicts": len(result["conflicts"])}
+
+    def after_finish(self, systems, run: Run, counts: dict, send_alert) -> dict:
+        alert = idmap.conflict_alert(self.name, run.run_id, run.counts.get("product_link_conflicts", 0))
+        if alert and send_alert:
+            send_alert(alert)
+        return {}

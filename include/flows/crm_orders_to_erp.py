@@ -106,7 +106,7 @@ def staged_rows(module: str, rec: dict, customers: dict[str, str], skus: dict[st
         return order_rows(module, rec, customers, skus)
     except Exception as exc:  # noqa: BLE001 - one unreadable record must not stop the batch
         row: list = [None] * (len(COLUMNS) - 1) + [f"unreadable-{type(exc).__name__}"]
-        row[COLUMNS.index("crm_id")], row[COLUMNS.index("source_module")] = str(rec.get("id") or "") or None, module
+        row[COLUMNS.index("crm_id")], row[COLUMNS.index("source_module")] = values.text(rec.get("id")) or None, module
         row[COLUMNS.index("unreadable")] = f"the order could not be read ({type(exc).__name__})"
         return [row]
 

@@ -7,24 +7,14 @@ expectations/erp_prices_to_crm.json (unknown SKU, negative price, tax rate the E
 
 from __future__ import annotations
 
-from include.bridge import idmap, mirror
+from include.bridge import mirror
 
 FLOW = "erp_prices_to_crm"
 
 
-class PricesMirror(mirror.MirrorFlow):
-    def before_extract(self, systems, replay_quarantine: bool) -> dict:
-        return idmap.link_products(systems, replay_quarantine, self.spec.settings["product_map_full_refresh_hours"])
-
+class PricesMirror(mirror.ProductMirror):
     def parameters(self, systems) -> dict:
         return {"tax_rates": [float(r) for r in mirror.erp_values(systems, "SELECT rate FROM erp_api.tax_rates")]}
-
-
-    def after_finish(self, systems, run, counts: dict, send_alert) -> dict:
-        alert = idmap.conflict_alert(FLOW, run.run_id, run.counts.get("product_link_conflicts", 0))
-        if alert and send_alert:
-            send_alert(alert)
-        return {}
 
 
 MIRROR = PricesMirror(FLOW)

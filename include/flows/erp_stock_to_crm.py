@@ -9,7 +9,7 @@ safety stock in this run raise one business alert.
 
 from __future__ import annotations
 
-from include.bridge import idmap, mirror
+from include.bridge import mirror
 from include.bridge.alerts import Alert
 
 FLOW = "erp_stock_to_crm"
@@ -42,10 +42,7 @@ def safety_alert(run_id: str, skus: list[str]) -> Alert | None:
                  title=f"{len(skus)} products fell below safety stock", lines=[shown])
 
 
-class StockMirror(mirror.MirrorFlow):
-    def before_extract(self, systems, replay_quarantine: bool) -> dict:
-        return idmap.link_products(systems, replay_quarantine, self.spec.settings["product_map_full_refresh_hours"])
-
+class StockMirror(mirror.ProductMirror):
     def parameters(self, systems) -> dict:
         return {"warehouses": mirror.erp_values(systems, "SELECT code FROM erp_api.warehouses WHERE is_active")}
 
@@ -54,11 +51,10 @@ class StockMirror(mirror.MirrorFlow):
 
     def after_finish(self, systems, run, counts: dict, send_alert) -> dict:
         below = counts.get("fell_below_safety", [])
-        for alert in (safety_alert(run.run_id, below),
-                      idmap.conflict_alert(FLOW, run.run_id, run.counts.get("product_link_conflicts", 0))):
-            if alert and send_alert:
-                send_alert(alert)
-        return {"below_safety": len(below)}
+        alert = safety_alert(run.run_id, below)
+        if alert and send_alert:
+            send_alert(alert)
+        return super().after_finish(systems, run, counts, send_alert) | {"below_safety": len(below)}
 
 
 MIRROR = StockMirror(FLOW)

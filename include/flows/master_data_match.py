@@ -23,7 +23,6 @@ from include.bridge.flow import Flow
 from include.bridge.matching import Account, Customer, match_customers
 
 FLOW = "master_data_match"
-AUTO_RULES = ["erp_code", "uscc", "name"]
 
 
 def settings() -> dict:
