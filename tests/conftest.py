@@ -227,6 +227,15 @@ def airflow_env_for(home, erp, bridge, crm, **overrides: str) -> dict:
     return env
 
 
+def linked_airflow_env(home, erp, bridge, crm, **overrides: str) -> dict:
+    """airflow_env_for, with the master data linked and the credit figures in the CRM (what the CRM -> ERP flows
+    start from): master_data_match and erp_credit_to_crm have run."""
+    env = airflow_env_for(home, erp, bridge, crm, **overrides)
+    for dag_id in ("master_data_match", "erp_credit_to_crm"):
+        assert run_dag(env, dag_id) == "success"
+    return env
+
+
 def migrate_airflow_db(env: dict) -> None:
     """`airflow db migrate` and the zoho_crm pool, as a deployment's setup does."""
     import subprocess

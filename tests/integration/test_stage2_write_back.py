@@ -10,7 +10,7 @@ import pytest
 
 from include.sandbox.erp import importer, simulator
 from tests import dagruns
-from tests.conftest import CREDIT_CONTROLLER, airflow_env_for, bridge_rows, kill_dag_run_when, run_dag
+from tests.conftest import CREDIT_CONTROLLER, bridge_rows, kill_dag_run_when, linked_airflow_env, run_dag
 
 pytestmark = pytest.mark.slow
 ORDERS = "crm_orders_to_erp"
@@ -23,10 +23,7 @@ def client(crm_demo):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, erp, bridge, crm_demo):
-    env = airflow_env_for(tmp_path_factory.mktemp("airflow"), erp, bridge, crm_demo)
-    for dag_id in ("master_data_match", "erp_credit_to_crm"):
-        assert run_dag(env, dag_id) == "success"
-    return env
+    return linked_airflow_env(tmp_path_factory.mktemp("airflow"), erp, bridge, crm_demo)
 
 
 def orders(env, **conf) -> str:

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from include.sandbox.erp import importer, simulator
-from tests.conftest import airflow_env_for, bridge_rows, kill_dag_run_when, run_dag
+from tests.conftest import bridge_rows, kill_dag_run_when, linked_airflow_env, run_dag
 
 pytestmark = pytest.mark.slow
 FORECAST, PRODUCTION = "crm_forecast_to_erp", "erp_production_to_crm"
@@ -24,10 +24,8 @@ def client(crm_demo):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, erp, bridge, crm_demo, webhook):
-    env = airflow_env_for(tmp_path_factory.mktemp("airflow"), erp, bridge, crm_demo) | webhook.env() | {
-        "AIRFLOW_VAR_CRM_OWNER_IM_IDS": json.dumps({"integration@demo-company.cn": OWNER_IM_ID})}
-    for dag_id in ("master_data_match", "erp_credit_to_crm"):
-        assert run_dag(env, dag_id) == "success"
+    env = linked_airflow_env(tmp_path_factory.mktemp("airflow"), erp, bridge, crm_demo, **webhook.env(),
+                             AIRFLOW_VAR_CRM_OWNER_IM_IDS=json.dumps({"integration@demo-company.cn": OWNER_IM_ID}))
     assert run_dag(env, "crm_orders_to_erp", wait_for_erp_seconds=0) == "success"
     importer.process_inbound(erp.admin)
     return env
