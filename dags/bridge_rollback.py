@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from bridge_alerts.notifier import BridgeFailureNotifier
-
-ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
+from bridge_flows.defaults import task_defaults
 
 
 @dag(
@@ -32,7 +30,7 @@ ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_
     params={"batch_id": Param(None, type=["null", "string"], description="bridge.run_ledger batch id of the run"),
             "flow": Param(None, type=["null", "string"], description="or: the flow ..."),
             "run_id": Param(None, type=["null", "string"], description="... and the Airflow run id to undo")},
-    default_args={"owner": "operations", "retries": 0, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+    default_args=task_defaults("operations", 0),
 )
 def bridge_rollback():
     @task

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
-from bridge_alerts.notifier import BridgeFailureNotifier
+from bridge_flows.defaults import task_defaults
 from bridge_flows.rollout import ROLLOUT_PARAMS
-
-ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
 
 
 @dag(
@@ -29,7 +27,7 @@ ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_
     doc_md=__doc__,
     params={"wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer"),
             **ROLLOUT_PARAMS},
-    default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+    default_args=task_defaults("integration", 2),
 )
 def crm_customers_to_erp():
     @task(outlets=[Asset("bridge://crm_customers_to_erp")])

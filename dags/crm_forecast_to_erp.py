@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from bridge_alerts.notifier import BridgeFailureNotifier
+from bridge_flows.defaults import task_defaults
 from bridge_flows.rollout import ROLLOUT_PARAMS
 
-ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
 TZ = "Asia/Shanghai"
 
 
@@ -37,7 +36,7 @@ TZ = "Asia/Shanghai"
             "wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer"),
             "send_chunk_rows": Param(5000, type="integer", minimum=1, description="forecast rows per ERP commit"),
             **ROLLOUT_PARAMS},
-    default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+    default_args=task_defaults("integration", 2),
 )
 def crm_forecast_to_erp():
     @task

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, Param, dag, task
-from bridge_alerts.notifier import BridgeFailureNotifier
 from bridge_flows.crm_events import CrmChangeEventTrigger
+from bridge_flows.defaults import task_defaults
 from bridge_flows.rollout import ROLLOUT_PARAMS
-
-ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
-
 
 # CRM change notifications (crm_watch_renewal subscribes them) wake the flow within seconds; the 5-minute
 # schedule stays as the safety net, so nothing depends on a notification arriving.
@@ -45,18 +42,20 @@ CRM_ORDER_EVENTS = Asset("bridge://crm_order_events", watchers=[
     params={"replay_quarantine": Param(False, type="boolean", description="re-read every order (after fixes)"),
             "wait_for_erp_seconds": Param(30, type="integer", minimum=0, description="wait for the ERP's answer"),
             **ROLLOUT_PARAMS},
-    default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+    default_args=task_defaults("integration", 2),
 )
 def crm_orders_to_erp():
     @task
-    def extract(params: dict | None = None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
+    def extract(params: dict | None = None, dag_run=None, dag=None, data_interval_start=None,
+                data_interval_end=None) -> dict:
         from bridge_flows.rollout import rollout_for
+        from bridge_flows.runs import covered_interval
 
         from include.bridge.runtime import Systems
         from include.flows.crm_orders_to_erp import ORDERS
 
         plan = rollout_for(ORDERS.name, params, dag_run.run_id)
-        backfill = (data_interval_start, data_interval_end) if dag_run.run_type == "backfill" else None
+        backfill = covered_interval(dag_run, dag, data_interval_start, data_interval_end)
         with Systems() as systems:
             return ORDERS.extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]), plan).to_xcom()
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag, task
-from bridge_alerts.notifier import BridgeFailureNotifier
-
-ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
+from bridge_flows.defaults import task_defaults
 
 
 @dag(
@@ -27,7 +25,7 @@ ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_
     max_active_runs=1,
     tags=["stage-2", "crm-to-erp"],
     doc_md=__doc__,
-    default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+    default_args=task_defaults("integration", 2),
 )
 def crm_watch_renewal():
     @task

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, task
+from bridge_flows.defaults import task_defaults
 
 
 @dag(
@@ -25,7 +26,7 @@ from airflow.sdk import Param, dag, task
     params={"days": Param(1, type="integer", minimum=1, maximum=365, description="business days to simulate"),
             "mo_slip_rate": Param(None, type=["null", "number"], minimum=0, maximum=1,
                                   description="share of production orders due that slip (default: the ERP's)")},
-    default_args={"owner": "erp-sandbox", "retries": 0},
+    default_args=task_defaults("erp-sandbox", 0, alerts=False),
 )
 def erp_sandbox_business_day():
     @task

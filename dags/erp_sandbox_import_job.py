@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag, task
+from bridge_flows.defaults import task_defaults
 
 
 @dag(
@@ -24,7 +25,7 @@ from airflow.sdk import dag, task
     max_active_runs=1,
     tags=["sandbox", "erp"],
     doc_md=__doc__,
-    default_args={"owner": "erp-sandbox", "retries": 2, "retry_delay": pendulum.duration(seconds=20)},
+    default_args=task_defaults("erp-sandbox", 2, alerts=False),
 )
 def erp_sandbox_import_job():
     @task

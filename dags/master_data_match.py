@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Asset, dag, task
-from bridge_alerts.notifier import BridgeFailureNotifier
-
-ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
+from bridge_flows.defaults import task_defaults
 
 
 @dag(
@@ -26,7 +24,7 @@ ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_
     max_active_runs=1,
     tags=["stage-1", "master-data"],
     doc_md=__doc__,
-    default_args={"owner": "integration", "retries": 2, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+    default_args=task_defaults("integration", 2),
 )
 def master_data_match():
     @task(outlets=[Asset("bridge://master_data_match")])

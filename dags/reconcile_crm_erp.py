@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
-from bridge_alerts.notifier import BridgeFailureNotifier
+from bridge_flows.defaults import task_defaults
 
-ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
 TZ = "Asia/Shanghai"
 
 
@@ -33,7 +32,7 @@ TZ = "Asia/Shanghai"
                                          description="orders changed more recently are not counted missing"),
             "alert_threshold": Param(None, type=["null", "integer"], minimum=0,
                                      description="alert above this many differences (default: the mapping's)")},
-    default_args={"owner": "operations", "retries": 1, "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+    default_args=task_defaults("operations", 1),
 )
 def reconcile_crm_erp():
     @task

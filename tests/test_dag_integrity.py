@@ -12,7 +12,7 @@ DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 # what a DAG file may import at top level: parsing must stay fast and free of I/O
 ALLOWED_TOP_IMPORTS = {"__future__", "pendulum", "datetime", "airflow.sdk", "bridge_alerts.notifier",
                        "bridge_flows.mirror_dag",
-                       "bridge_flows.crm_events", "bridge_flows.rollout"}
+                       "bridge_flows.crm_events", "bridge_flows.rollout", "bridge_flows.defaults"}
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +46,20 @@ def test_dag_files_have_no_heavy_top_level_imports(path):
         if isinstance(node, ast.Import | ast.ImportFrom):
             module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
             assert module in ALLOWED_TOP_IMPORTS, f"{path.name}: top-level import of {module}"
+
+
+def test_every_task_retries_after_the_one_configured_delay(dagbag, monkeypatch):
+    """One setting ([core] default_task_retry_delay) for every task, mapped ones included, also in the copy of the
+    DAG the scheduler works from (serialized and read back): left implicit, a mapped task's delay could fall back to
+    the scheduler's built-in 300 s."""
+    import datetime as dt
+
+    from airflow.serialization.serialized_objects import DagSerialization
+    from bridge_flows.defaults import retry_delay
+
+    wanted = retry_delay()
+    assert wanted == dt.timedelta(seconds=int(os.environ.get("AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY", "300")))
+    for dag_id, dag in dagbag.dags.items():
+        scheduler_copy = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+        for task in [*dag.tasks, *scheduler_copy.tasks]:
+            assert task.retry_delay == wanted, f"{dag_id}.{task.task_id} retries after {task.retry_delay}"

@@ -42,19 +42,66 @@ def batch_id_for(flow: str, run_id: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- run ledger
-def start_run(conn, flow: str, run_id: str, mode: str = "live") -> str:
-    """Open (or reopen, on retry) the ledger row of this run; returns its batch id. mode: live, dry_run, pilot."""
+def start_run(conn, flow: str, run_id: str, mode: str = "live", backfill: bool = False) -> str:
+    """Open (or reopen, on retry or clear) the ledger row of this run; returns its batch id. mode: live, dry_run,
+    pilot. A reopened row is a new attempt: the one it ends is first kept in bridge.run_attempt with the status it
+    had (a failure's history is never overwritten)."""
     batch_id = batch_id_for(flow, run_id)
     with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (batch_id,))  # two tasks reopening at once
         cur.execute(
-            """INSERT INTO bridge.run_ledger (batch_id, flow, airflow_run_id, mode) VALUES (%s, %s, %s, %s)
+            """INSERT INTO bridge.run_attempt (batch_id, attempt, flow, airflow_run_id, status, mode, rows_extracted,
+                   rows_loaded, rows_quarantined, rows_failed, step_seconds, message, interval_start, interval_end,
+                   backfill, started_at, finished_at, ended_by)
+               SELECT batch_id, attempt, flow, airflow_run_id, status, mode, rows_extracted, rows_loaded,
+                      rows_quarantined, rows_failed, step_seconds, message, interval_start, interval_end, backfill,
+                      started_at, finished_at,
+                      CASE WHEN status = 'running' THEN 'a new attempt started while it was running'
+                           ELSE 'ended ' || status END
+               FROM bridge.run_ledger WHERE batch_id = %s
+               ON CONFLICT (batch_id, attempt) DO NOTHING""", (batch_id,))
+        cur.execute(
+            """INSERT INTO bridge.run_ledger (batch_id, flow, airflow_run_id, mode, backfill)
+               VALUES (%s, %s, %s, %s, %s)
                ON CONFLICT (batch_id) DO UPDATE SET status = 'running', started_at = now(), finished_at = NULL,
                    message = NULL, rows_extracted = 0, rows_passed = 0, rows_loaded = 0, rows_quarantined = 0,
-                   rows_failed = 0, step_seconds = '{}', mode = excluded.mode""",
-            (batch_id, flow, run_id, mode),
+                   rows_failed = 0, step_seconds = '{}', mode = excluded.mode, backfill = excluded.backfill,
+                   interval_start = NULL, interval_end = NULL, attempt = bridge.run_ledger.attempt + 1""",
+            (batch_id, flow, run_id, mode, backfill),
         )
     conn.commit()
     return batch_id
+
+
+def record_interval(conn, batch_id: str, since: dt.datetime | None, until: dt.datetime | None) -> None:
+    """What the run read: changes after `since` up to `until` (a backfill: its interval plus the lookback)."""
+    with conn.cursor() as cur:
+        cur.execute("UPDATE bridge.run_ledger SET interval_start = %s, interval_end = %s WHERE batch_id = %s",
+                    (since, until, batch_id))
+    conn.commit()
+
+
+def sweep_abandoned(conn, flow: str, is_running, keep_run_id: str | None = None) -> list[str]:
+    """Ledger rows of `flow` still `running` whose Airflow run is no longer running (killed, marked failed, deleted):
+    closed as `failed` with why. `is_running(run_id)` answers from Airflow: True, False, or None when it cannot tell
+    (then the row is left as it is: a sweep never closes a run it is not sure about)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT batch_id, airflow_run_id FROM bridge.run_ledger WHERE flow = %s AND status = 'running' "
+                    "AND airflow_run_id IS DISTINCT FROM %s", (flow, keep_run_id))
+        open_rows = cur.fetchall()
+    conn.rollback()
+    closed = []
+    for batch_id, run_id in open_rows:
+        state = is_running(run_id)
+        if state is False:
+            with conn.cursor() as cur:
+                cur.execute("""UPDATE bridge.run_ledger SET status = 'failed', finished_at = now(),
+                                   message = 'closed by the sweep: its Airflow run ' || %s || ' is no longer running '
+                                             || '(killed or ended without closing this row)'
+                               WHERE batch_id = %s AND status = 'running'""", (run_id or "(none)", batch_id))
+            closed.append(batch_id)
+    conn.commit()
+    return closed
 
 
 def record_step(conn, batch_id: str, step: str, seconds: float, **counts: int) -> None:

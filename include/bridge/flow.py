@@ -169,9 +169,16 @@ class Flow:
                                              + (f": {self.pilot_hint}" if self.pilot_hint else ""))
         bridge = systems.bridge()
         db.ensure_schema(bridge)  # one read when current; runs started together never race on DDL
-        batch_id = engine.start_run(bridge, self.name, run_id, mode=plan.mode)
+        batch_id = engine.start_run(bridge, self.name, run_id, mode=plan.mode, backfill=backfill)
         rollout.clear_preview(bridge, batch_id)
         return Run(self.name, run_id, batch_id, plan, backfill=backfill)
+
+    def covers(self, systems, run: Run, since, until) -> None:
+        """The interval the run reads (changes after `since` up to `until`), kept on the run and in its ledger row:
+        what a backfill covered can be checked afterwards."""
+        run.since = since.isoformat() if since is not None else None
+        run.until = until.isoformat() if until is not None else None
+        engine.record_interval(systems.bridge(), run.batch_id, since, until)
 
     @contextmanager
     def step(self, systems, run: Run, name: str) -> Iterator[dict[str, int]]:

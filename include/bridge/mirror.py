@@ -696,7 +696,7 @@ class MirrorFlow(Flow):
             linked = newly_linked(m, bridge) if not backfill else []
             counts["rows_extracted"] = extract(m, erp, bridge, run.batch_id, since, until,
                                                replay + [k for k, _, _ in drifted], linked, pilot)
-        run.since, run.until = since.isoformat(), until.isoformat()
+        self.covers(systems, run, since, until)
         run.counts |= {"rows": counts["rows_extracted"], "replayed_keys": len(replay), "crm_edits": len(drifted),
                        "newly_linked": len(linked)}
         return run

@@ -622,7 +622,7 @@ class OrdersToErp(Flow):
                                                                      run_id, run.batch_id)
             found = extract(bridge, systems.crm(), systems.erp(), run.batch_id, since, until, pilot)
             counts["rows_extracted"] = found["rows"]
-        run.since, run.until = since.isoformat() if since else None, until.isoformat()
+        self.covers(systems, run, since, until)
         run.counts["orders_read"] = found["orders_read"]
         run.facts["cancels"] = found["cancels"]
         return run

@@ -11,12 +11,9 @@ from collections.abc import Sequence
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param, TaskGroup, task
-from bridge_alerts.notifier import BridgeFailureNotifier
 
+from bridge_flows.defaults import task_defaults
 from bridge_flows.rollout import ROLLOUT_PARAMS
-
-# alerts: e-mail to the Airflow Variable bridge_alert_email (if set) and the im_webhook connection (if set)
-ALERTS = {"email_to": "{{ var.value.get('bridge_alert_email', '') }}", "im_conn_ids": ["im_webhook"]}
 
 
 def mirror_dag(dag_id: str, *, schedule, doc_md: str, tags: Sequence[str], outlets: Sequence[Asset] = (),
@@ -33,9 +30,7 @@ def mirror_dag(dag_id: str, *, schedule, doc_md: str, tags: Sequence[str], outle
         params={"replay_quarantine": Param(False, type="boolean", description="re-submit this flow's quarantined "
                                                                                "records (after a fix at the source)"),
                 **ROLLOUT_PARAMS},
-        # retry delay: Airflow's [core] default_task_retry_delay (300 s unless configured)
-        default_args={"owner": "integration", "retries": retries,
-                      "on_failure_callback": BridgeFailureNotifier(**ALERTS)},
+        default_args=task_defaults("integration", retries),
     ) as dag:
         if not parts:
             mirror_tasks(dag_id, outlets)
@@ -54,12 +49,14 @@ def mirror_tasks(flow: str, outlets: Sequence[Asset]) -> None:
     """extract -> validate (gate + plan) -> load (one mapped task per chunk, in the zoho_crm pool) -> finish."""
 
     @task(trigger_rule="none_failed")  # a part switched off (skipped) does not stop the next part
-    def extract(params: dict | None = None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
+    def extract(params: dict | None = None, dag_run=None, dag=None, data_interval_start=None,
+                data_interval_end=None) -> dict:
         from bridge_flows.rollout import rollout_for
+        from bridge_flows.runs import covered_interval
         from include.bridge.runtime import Systems
 
         plan = rollout_for(flow, params, dag_run.run_id)
-        backfill = (data_interval_start, data_interval_end) if dag_run.run_type == "backfill" else None
+        backfill = covered_interval(dag_run, dag, data_interval_start, data_interval_end)
         with Systems() as systems:
             return _flow(flow).extract(systems, dag_run.run_id, backfill, bool(params["replay_quarantine"]),
                                        plan=plan).to_xcom()

@@ -19,12 +19,16 @@ ROLLOUT_PARAMS = {
 
 
 def rollout_for(flow: str, params: dict | None, run_id: str):
-    """The run's rollout (Variable bridge_rollout + params); raises AirflowSkipException when the flow is off."""
+    """The run's rollout (Variable bridge_rollout + params); raises AirflowSkipException when the flow is off.
+    First the ledger rows earlier runs of the flow left `running` are swept (bridge_flows/runs.py)."""
     from airflow.exceptions import AirflowSkipException
     from airflow.sdk import Variable
 
+    from bridge_flows.runs import sweep_ledger
     from include.bridge import engine, rollout
     from include.bridge.runtime import Systems
+
+    sweep_ledger(flow, run_id)
 
     plan = rollout.resolve(flow, params, Variable.get("bridge_rollout", default=None))
     if not plan.enabled:
