@@ -292,6 +292,24 @@ def crm_values(crm, module: str, ids: list[str], fields: list[str]) -> dict[str,
     return out
 
 
+def kept_before_images(bridge, batch_id: str, module: str, now_held: dict[str, dict]) -> dict[str, dict]:
+    """The before-images of a batch's writes: what its first attempt found in the CRM, field by field, else what the
+    CRM holds now (`now_held`, CRM id -> values), which is kept from here on. Committed before the write they are
+    for: a retry or a clear of the batch (same batch id) after a write landed audits against the value before it,
+    never against what its own earlier attempt wrote."""
+    if not now_held:
+        return {}
+    with bridge.cursor() as cur:
+        rows = psycopg2.extras.execute_values(cur, """
+            INSERT INTO bridge.before_image AS b (batch_id, record_id, before) VALUES %s
+            ON CONFLICT (batch_id, record_id) DO UPDATE SET before = excluded.before || b.before
+            RETURNING record_id, before""",
+            [(batch_id, f"{module}:{crm_id}", jsonb(values)) for crm_id, values in now_held.items()],
+            page_size=5000, fetch=True)
+    bridge.commit()
+    return {record_id.split(":", 1)[1]: before for record_id, before in rows}
+
+
 def audited_update(bridge, crm, flow: str, entity: str, module: str, records: list[dict], run_id: str,
                    batch_id: str) -> list:
     """Update CRM records by id and audit every write that succeeded, with the values the written fields had
@@ -299,7 +317,7 @@ def audited_update(bridge, crm, flow: str, entity: str, module: str, records: li
     if not records:
         return []
     fields = sorted({k for r in records for k in r if k != "id"})
-    before = crm_values(crm, module, [r["id"] for r in records], fields)
+    before = kept_before_images(bridge, batch_id, module, crm_values(crm, module, [r["id"] for r in records], fields))
     outcomes = crm.update(module, records)
     audit(bridge, flow, "crm", entity, [AuditRow(r["id"], before.get(str(r["id"])),
                                                  {k: v for k, v in r.items() if k != "id"}, f"{module}:{r['id']}")

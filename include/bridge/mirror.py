@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg2.extras
 
@@ -192,7 +193,7 @@ def newly_linked(m: Mirror, bridge) -> list[str]:
 
 def extract(m: Mirror, erp, bridge, batch_id: str, since: dt.datetime, until: dt.datetime,
             extra_keys: list[str] | None = None, linked_keys: list[str] | None = None,
-            pilot: list[str] | None = None) -> int:
+            pilot: list[str] | None = None) -> Staged:
     """Stream every row of each changed (or replayed / drifted / newly linked) key from the ERP view; a pilot run
     only the rows of its subset (`pilot`: values of the mapping's pilot column)."""
     cols = ", ".join(m.columns)
@@ -224,9 +225,17 @@ def extract(m: Mirror, erp, bridge, batch_id: str, since: dt.datetime, until: dt
     read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []
 
+    read_at: list[dt.datetime] = []
+    erp.rollback()  # the export below starts its own transaction
+
     def export() -> None:  # ERP -> pipe, while the bridge reads the other end: bounded memory at any size
         try:
             with os.fdopen(write_fd, "wb") as sink, erp.cursor() as cur:
+                # one snapshot for the whole read, and its time: the version of every value staged (loads never
+                # write a value older than one already written, see claim_versions)
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur.execute("SELECT now()")
+                read_at.append(cur.fetchone()[0])
                 cur.copy_expert(f"COPY ({select}) TO STDOUT", sink)
         except BaseException as exc:  # reported after the import side finished
             failure.append(exc)
@@ -249,7 +258,12 @@ def extract(m: Mirror, erp, bridge, batch_id: str, since: dt.datetime, until: dt
         bcur.execute(f"SELECT count(*) FROM {m.staging} WHERE batch_id = %s", (batch_id,))
         n = bcur.fetchone()[0]
     bridge.commit()
-    return n
+    return Staged(n, read_at[0])
+
+
+class Staged(NamedTuple):
+    rows: int
+    read_at: dt.datetime   # the ERP snapshot the rows were read from: the source version of their values
 
 
 def crm_drift(m: Mirror, bridge, crm, apply: bool = True) -> list[tuple[str, str, dict]]:
@@ -349,8 +363,10 @@ def synced_source(dry_run: bool) -> str:
                WHERE s.flow = %(flow)s)"""
 
 
-def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False) -> dict:
-    """Compute CRM values per key and queue only those that differ from what the CRM holds."""
+def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False, version: dt.datetime | None = None) -> dict:
+    """Compute CRM values per key and queue only those that differ from what the CRM holds, and that no newer
+    version of has been written (`version`: when the batch's values were read from the ERP; a backfill or an old
+    batch never queues what a later run already wrote)."""
     chunks = int(m.settings["load_chunks"])
     plain = {n: f for n, f in m.spec["fields"].items() if not f.get("lookup")}
     lookups = {n: f["lookup"] for n, f in m.spec["fields"].items() if f.get("lookup")}
@@ -373,18 +389,27 @@ def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False) -> dict:
     target_join = ("JOIN" if m.by_id else "LEFT JOIN") + \
         f" bridge.id_map m ON m.entity = '{m.link['entity'] if m.by_id else own}' AND m.erp_key = p.key"
     with bridge.cursor() as cur:
+        # a re-planned batch (a clear) keeps the before-images its first attempt found: a write that landed before
+        # the clear must not become its own before-image
+        cur.execute("""CREATE TEMP TABLE kept_before ON COMMIT DROP AS SELECT business_key, before
+                       FROM bridge.load_queue WHERE batch_id = %(batch)s AND before IS NOT NULL""", {"batch": batch_id})
         cur.execute("DELETE FROM bridge.load_queue WHERE batch_id = %(batch)s", {"batch": batch_id})
         cur.execute(f"""
             WITH per_key AS ({per_key}),
             planned AS (SELECT p.key, m.crm_id, {values} AS values FROM per_key p {target_join} {' '.join(joins)})
-            INSERT INTO bridge.load_queue (flow, batch_id, business_key, chunk_no, crm_id, values, values_hash)
+            INSERT INTO bridge.load_queue (flow, batch_id, business_key, chunk_no, crm_id, values, values_hash,
+                                           source_version)
             SELECT %(flow)s, %(batch)s, p.key, abs(hashtext(p.key)) %% %(chunks)s, p.crm_id, p.values,
-                   md5(p.values::text)
+                   md5(p.values::text), %(version)s
             FROM planned p
             LEFT JOIN {synced_source(dry_run)} s ON s.flow = %(flow)s AND s.business_key = p.key
-            WHERE s.values_hash IS DISTINCT FROM md5(p.values::text) OR s.crm_id IS DISTINCT FROM p.crm_id""",
-                    {"batch": batch_id, "flow": m.flow, "chunks": chunks})
+            LEFT JOIN bridge.key_version v ON v.flow = %(flow)s AND v.business_key = p.key
+            WHERE (s.values_hash IS DISTINCT FROM md5(p.values::text) OR s.crm_id IS DISTINCT FROM p.crm_id)
+              AND (v.version IS NULL OR %(version)s::timestamptz IS NULL OR v.version <= %(version)s)""",
+                    {"batch": batch_id, "flow": m.flow, "chunks": chunks, "version": version})
         queued = cur.rowcount
+        cur.execute("""UPDATE bridge.load_queue q SET before = k.before FROM kept_before k
+                       WHERE q.batch_id = %(batch)s AND q.business_key = k.business_key""", {"batch": batch_id})
     bridge.commit()
     bulk = queued > int(m.settings["bulk_threshold"])
     return {"queued": queued, "chunks": [0] if bulk else list(range(chunks)), "bulk": bulk}
@@ -425,10 +450,39 @@ def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool 
             return {"loaded": loaded, "failed": failed}
         if m.by_id and not bulk:
             keep_before_images(m, bridge, crm, batch_id, pending)
-        outcomes = write_page(m, crm, pending, bulk)
+        last = pending[-1]["business_key"]
+        pending = claim_versions(m, bridge, batch_id, pending)  # row locks held until record_outcomes commits
+        outcomes = write_page(m, crm, pending, bulk) if pending else []
         record_outcomes(m, bridge, batch_id, outcomes)
         ok = sum(o[1] for o in outcomes)
-        loaded, failed, last = loaded + ok, failed + len(outcomes) - ok, pending[-1]["business_key"]
+        loaded, failed = loaded + ok, failed + len(outcomes) - ok
+
+
+def claim_versions(m: Mirror, bridge, batch_id: str, pending: list[dict]) -> list[dict]:
+    """The pending records whose version is not older than the version last written of their key, claimed (the
+    claim is the write's row lock: a concurrent load of the same keys waits until this page's outcomes commit, then
+    finds the newer version); the others are marked superseded and not written. Keys are claimed in order, so two
+    loads of overlapping pages never deadlock. Uncommitted on return: the caller's commit after the write releases
+    the locks, and a failed write rolls the claims back."""
+    with bridge.cursor() as cur:
+        cur.execute("""
+            WITH claimed AS (
+                INSERT INTO bridge.key_version AS v (flow, business_key, version, batch_id)
+                SELECT q.flow, q.business_key, coalesce(q.source_version, '-infinity'), q.batch_id
+                FROM bridge.load_queue q WHERE q.batch_id = %s AND q.business_key = ANY (%s)
+                ORDER BY q.business_key
+                ON CONFLICT (flow, business_key) DO UPDATE SET version = excluded.version, batch_id = excluded.batch_id
+                WHERE v.version <= excluded.version
+                RETURNING v.business_key)
+            SELECT business_key FROM claimed""", (batch_id, [r["business_key"] for r in pending]))
+        claimed = {r[0] for r in cur.fetchall()}
+        superseded = [r["business_key"] for r in pending if r["business_key"] not in claimed]
+        if superseded:
+            cur.execute("UPDATE bridge.load_queue SET status = 'superseded', error = 'a newer version was written "
+                        "by another run' WHERE batch_id = %s AND business_key = ANY (%s)", (batch_id, superseded))
+            log.info("%s: %d record(s) of batch %s not written: a newer version was written by another run",
+                     m.flow, len(superseded), batch_id)
+    return [r for r in pending if r["business_key"] in claimed]
 
 
 # a queued record of the batch this flow writes for the first time, whose before-image is not kept yet
@@ -448,7 +502,8 @@ def keep_before_images(m: Mirror, bridge, crm, batch_id: str, pending: list[dict
     bridge.rollback()
     if not first:
         return
-    held = engine.crm_values(crm, m.target["module"], [crm_id for _, crm_id in first], list(m.spec["fields"]))
+    held = engine.kept_before_images(bridge, batch_id, m.target["module"], engine.crm_values(
+        crm, m.target["module"], [crm_id for _, crm_id in first], list(m.spec["fields"])))
     with bridge.cursor() as cur:
         psycopg2.extras.execute_values(cur, """
             UPDATE bridge.load_queue q SET before = v.before::jsonb
@@ -563,12 +618,16 @@ def finish(m: Mirror, bridge, batch_id: str, run_id: str, until: dt.datetime | N
                        LEFT JOIN bridge.synced_state s ON s.flow = q.flow AND s.business_key = q.business_key
                        WHERE q.batch_id = %s AND q.status = 'loaded'""",
                     (m.target["entity"], run_id, m.target["module"], batch_id))
-        cur.execute("""INSERT INTO bridge.synced_state (flow, business_key, crm_id, values, values_hash, batch_id)
-                       SELECT flow, business_key, crm_id, values, values_hash, batch_id FROM bridge.load_queue
-                       WHERE batch_id = %s AND status = 'loaded'
+        # the synced state never goes back either: a batch that finishes late leaves a newer version in place
+        cur.execute("""INSERT INTO bridge.synced_state AS s (flow, business_key, crm_id, values, values_hash, batch_id,
+                                                            source_version)
+                       SELECT flow, business_key, crm_id, values, values_hash, batch_id, source_version
+                       FROM bridge.load_queue WHERE batch_id = %s AND status = 'loaded'
                        ON CONFLICT (flow, business_key) DO UPDATE SET crm_id = excluded.crm_id,
                            values = excluded.values, values_hash = excluded.values_hash,
-                           batch_id = excluded.batch_id, synced_at = now()""", (batch_id,))
+                           batch_id = excluded.batch_id, synced_at = now(), source_version = excluded.source_version
+                       WHERE s.source_version IS NULL OR excluded.source_version IS NULL
+                          OR s.source_version <= excluded.source_version""", (batch_id,))
         cur.execute("""SELECT business_key, values, error FROM bridge.load_queue
                        WHERE batch_id = %s AND status = 'failed'""", (batch_id,))
         rejected = cur.fetchall()
@@ -581,6 +640,7 @@ def finish(m: Mirror, bridge, batch_id: str, run_id: str, until: dt.datetime | N
         replayed = engine.resolve_quarantine(bridge, m.flow, passed, "replayed", run_id)
         cur.execute("""SELECT count(*) FILTER (WHERE status = 'loaded') AS loaded,
                               count(*) FILTER (WHERE status = 'failed') AS failed,
+                              count(*) FILTER (WHERE status = 'superseded') AS superseded,
                               count(*) FILTER (WHERE status = 'pending') AS pending
                        FROM bridge.load_queue WHERE batch_id = %s""", (batch_id,))
         counts = dict(cur.fetchone())
@@ -694,8 +754,10 @@ class MirrorFlow(Flow):
                 writer.preview([PreviewRow("crm", m.target["entity"], key, f"{m.target['module']}:{crm_id}",
                                            "crm_edit", values, None) for key, crm_id, values in drifted])
             linked = newly_linked(m, bridge) if not backfill else []
-            counts["rows_extracted"] = extract(m, erp, bridge, run.batch_id, since, until,
-                                               replay + [k for k, _, _ in drifted], linked, pilot)
+            staged = extract(m, erp, bridge, run.batch_id, since, until, replay + [k for k, _, _ in drifted], linked,
+                             pilot)
+            counts["rows_extracted"] = staged.rows
+        run.facts["source_version"] = staged.read_at.isoformat()
         self.covers(systems, run, since, until)
         run.counts |= {"rows": counts["rows_extracted"], "replayed_keys": len(replay), "crm_edits": len(drifted),
                        "newly_linked": len(linked)}
@@ -717,7 +779,9 @@ class MirrorFlow(Flow):
         run.gate = "passed"
         run.counts |= {"quarantined": len(result.bad_rows), "not_linked": self.not_linked(bridge, run)}
         with self.step(systems, run, "plan"):
-            planned = plan_load(m, bridge, run.batch_id, run.rollout.dry_run)
+            version = run.facts.get("source_version")
+            planned = plan_load(m, bridge, run.batch_id, run.rollout.dry_run,
+                                dt.datetime.fromisoformat(version) if version else None)
             if run.rollout.dry_run:  # what the load would write, with the before-image the bridge knows
                 run.writer(bridge).preview(self.load_preview(bridge, run))
                 planned["chunks"] = []  # no load task runs
@@ -784,6 +848,8 @@ class MirrorFlow(Flow):
         deleted = f", {counts['deleted']} deleted" if counts.get("deleted") else ""
         deleted += f", {run.counts['not_linked']} rows skipped (no linked CRM record)" \
             if run.counts.get("not_linked") else ""
+        deleted += f", {counts['superseded']} not written (a newer version was written by another run)" \
+            if counts.get("superseded") else ""
         ledger = self.close(systems, run, status, f"{counts['loaded']} {noun} written{deleted}, {counts['failed']} "
                                                   "rejected by the CRM")
         result = {"status": ledger["status"], "loaded": counts["loaded"], "failed": counts["failed"],
