@@ -126,8 +126,7 @@ SCHEMAS: dict[str, dict] = {
     },
     "reconcile_crm_erp": {
         "flow": str,
-        "checks": Map({"entity": str, "system_of_record": str, "corrected_by": str, "crm_module": Opt(str),
-                       "fields": Opt(Map(str))}),
+        "checks": Map({"entity": str, "system_of_record": str, "corrected_by": str, "mirror": Opt(str)}),
         "settings": {"tolerance": NUMBER, "order_grace_minutes": NUMBER, "alert_threshold": int, "trend_days": int,
                      "rows_per_kind_in_report": int, "open_order_statuses": TEXTS},
     },

@@ -305,13 +305,15 @@ def set_synced_values(cur, flow: str, business_key: str, values: dict) -> None:
                    WHERE flow = %s AND business_key = %s""", (text, text, flow, business_key))
 
 
-def same(a, b) -> bool:
-    """CRM value vs the value last pushed: numbers by value, everything else by text."""
+def same(a, b, tolerance: float = 1e-6) -> bool:
+    """CRM value vs the value last pushed: numbers by value, lookups by record id, everything else by text."""
     if isinstance(a, int | float) or isinstance(b, int | float):
         try:
-            return abs(float(a) - float(b)) < 1e-6
+            return abs(float(a) - float(b)) <= tolerance
         except (TypeError, ValueError):
             return False
+    if isinstance(a, dict) and isinstance(b, dict) and "id" in a and "id" in b:
+        return str(a["id"]) == str(b["id"])
     return (a or None) == (b or None)
 
 
@@ -368,26 +370,6 @@ def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False, version: 
     version of has been written (`version`: when the batch's values were read from the ERP; a backfill or an old
     batch never queues what a later run already wrote)."""
     chunks = int(m.settings["load_chunks"])
-    plain = {n: f for n, f in m.spec["fields"].items() if not f.get("lookup")}
-    lookups = {n: f["lookup"] for n, f in m.spec["fields"].items() if f.get("lookup")}
-    values_sql = ", ".join(f"'{name}', {field_sql(spec, m.settings)}" for name, spec in plain.items()) \
-        .replace("%", "%%")  # the statement below takes parameters: a literal % in a mapping must be doubled
-    ok = "gate_ok" + ("" if m.quarantine_unlinked or not m.link else f" AND {m.link['column']}")
-    if m.source.get("aggregate"):  # many staged rows per key (stock: one per warehouse)
-        per_key = f"SELECT {m.key} AS key, jsonb_build_object({values_sql}) AS values FROM {m.staging} " \
-                  f"WHERE batch_id = %(batch)s AND {ok} GROUP BY {m.key}"
-    else:
-        per_key = f"SELECT DISTINCT ON ({m.key}) {m.key} AS key, jsonb_build_object({values_sql}) AS values, * " \
-                  f"FROM {m.staging} WHERE batch_id = %(batch)s AND {ok} ORDER BY {m.key}, row_no"
-    joins, extra = [], []
-    for n, (name, lk) in enumerate(lookups.items()):  # CRM lookup fields: {"id": <linked CRM record>}
-        joins.append(f"LEFT JOIN bridge.id_map l{n} ON l{n}.entity = '{lk['entity']}' AND l{n}.erp_key = p.{lk['key']}")
-        extra.append(f"CASE WHEN l{n}.crm_id IS NULL THEN '{{}}'::jsonb "  # not linked (yet): field left out
-                     f"ELSE jsonb_build_object('{name}', jsonb_build_object('id', l{n}.crm_id)) END")
-    values = " || ".join(["p.values", *extra])
-    own = m.target["entity"]
-    target_join = ("JOIN" if m.by_id else "LEFT JOIN") + \
-        f" bridge.id_map m ON m.entity = '{m.link['entity'] if m.by_id else own}' AND m.erp_key = p.key"
     with bridge.cursor() as cur:
         # a re-planned batch (a clear) keeps the before-images its first attempt found: a write that landed before
         # the clear must not become its own before-image
@@ -395,8 +377,7 @@ def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False, version: 
                        FROM bridge.load_queue WHERE batch_id = %(batch)s AND before IS NOT NULL""", {"batch": batch_id})
         cur.execute("DELETE FROM bridge.load_queue WHERE batch_id = %(batch)s", {"batch": batch_id})
         cur.execute(f"""
-            WITH per_key AS ({per_key}),
-            planned AS (SELECT p.key, m.crm_id, {values} AS values FROM per_key p {target_join} {' '.join(joins)})
+            WITH {planned_sql(m)}
             INSERT INTO bridge.load_queue (flow, batch_id, business_key, chunk_no, crm_id, values, values_hash,
                                            source_version)
             SELECT %(flow)s, %(batch)s, p.key, abs(hashtext(p.key)) %% %(chunks)s, p.crm_id, p.values,
@@ -413,6 +394,35 @@ def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False, version: 
     bridge.commit()
     bulk = queued > int(m.settings["bulk_threshold"])
     return {"queued": queued, "chunks": [0] if bulk else list(range(chunks)), "bulk": bulk}
+
+
+def planned_sql(m: Mirror, passed_only: bool = True) -> str:
+    """The CTEs `per_key` and `planned` (key, crm_id, values) over the batch %(batch)s of the mirror's staging
+    table: the CRM values its mapping computes per key, for the CRM record linked to it (by_id) or found by its
+    ERP number. `passed_only`: the rows the gate passed (what a load writes); all rows for reconciliation."""
+    plain = {n: f for n, f in m.spec["fields"].items() if not f.get("lookup")}
+    lookups = {n: f["lookup"] for n, f in m.spec["fields"].items() if f.get("lookup")}
+    values_sql = ", ".join(f"'{name}', {field_sql(spec, m.settings)}" for name, spec in plain.items()) \
+        .replace("%", "%%")  # the statement takes parameters: a literal % in a mapping must be doubled
+    ok = ("gate_ok" if passed_only else "true") + \
+        ("" if m.quarantine_unlinked or not m.link else f" AND {m.link['column']}")
+    if m.source.get("aggregate"):  # many staged rows per key (stock: one per warehouse)
+        per_key = f"SELECT {m.key} AS key, jsonb_build_object({values_sql}) AS values FROM {m.staging} " \
+                  f"WHERE batch_id = %(batch)s AND {ok} GROUP BY {m.key}"
+    else:
+        per_key = f"SELECT DISTINCT ON ({m.key}) {m.key} AS key, jsonb_build_object({values_sql}) AS values, * " \
+                  f"FROM {m.staging} WHERE batch_id = %(batch)s AND {ok} ORDER BY {m.key}, row_no"
+    joins, extra = [], []
+    for n, (name, lk) in enumerate(lookups.items()):  # CRM lookup fields: {"id": <linked CRM record>}
+        joins.append(f"LEFT JOIN bridge.id_map l{n} ON l{n}.entity = '{lk['entity']}' AND l{n}.erp_key = p.{lk['key']}")
+        extra.append(f"CASE WHEN l{n}.crm_id IS NULL THEN '{{}}'::jsonb "  # not linked (yet): field left out
+                     f"ELSE jsonb_build_object('{name}', jsonb_build_object('id', l{n}.crm_id)) END")
+    values = " || ".join(["p.values", *extra])
+    own = m.target["entity"]
+    target_join = ("JOIN" if m.by_id else "LEFT JOIN") + \
+        f" bridge.id_map m ON m.entity = '{m.link['entity'] if m.by_id else own}' AND m.erp_key = p.key"
+    return f"""per_key AS ({per_key}),
+            planned AS (SELECT p.key, m.crm_id, {values} AS values FROM per_key p {target_join} {' '.join(joins)})"""
 
 
 def field_sql(spec: dict, settings: dict) -> str:

@@ -1,11 +1,13 @@
 """Flow reconcile_crm_erp: compare the CRM and the ERP and report every difference (operations, daily).
 
-extract   a snapshot of both sides into the bridge DB: CRM Products, Accounts and Sales_Orders (the fields the
-          flows own), ERP stock per SKU, credit per customer, sales orders and customers (erp_read)
-stage     the comparison, set-based SQL over the snapshots and bridge.id_map (include/mappings/reconcile_crm_erp.yaml):
-          stock and credit figures of linked records, order status (CRM shipped vs ERP deliveries), orders in one
-          system missing from the other, duplicate customers on either side — each difference with its system of
-          record and the flow that should correct it; nothing is fixed silently
+extract   a snapshot of both sides into the bridge DB: CRM Products, Accounts and Sales_Orders (every field the
+          flows write), ERP sales orders and customers (erp_read)
+stage     the comparison (include/mappings/reconcile_crm_erp.yaml): for each mirror check, every field its mapping
+          writes, as the mapping computes it from the ERP now, against what the linked CRM record holds (the mirror's
+          own extract and SQL, so reconciliation and load can never disagree on a value); set-based SQL over the
+          snapshots and bridge.id_map for order status (CRM shipped vs ERP deliveries), orders in one system missing
+          from the other, duplicate customers on either side — each difference with its system of record and the
+          flow that should correct it; nothing is fixed silently
 validate  the GX gate on the differences (expectations/reconcile_crm_erp.json): known kinds, a key, a system of record
 load      bridge.reconciliation_difference and bridge.reconciliation_run (counts per kind)
 record    an HTML report with charts (differences by kind, the trend over recent days) and the table of differences,
@@ -22,18 +24,19 @@ from pathlib import Path
 
 import psycopg2.extras
 
-from include.bridge import config
+from include.bridge import config, mirror
 from include.bridge.alerts import Alert
 from include.bridge.flow import Flow, Run
-from include.bridge.mirror import reports_dir
+from include.bridge.mirror import Mirror, reports_dir
 
 FLOW = "reconcile_crm_erp"
 COLUMNS = ["run_date", "kind", "entity", "business_key", "crm_id", "system_of_record", "corrected_by", "detail"]
-KIND_LABEL = {"stock_mismatch": "stock figures", "credit_mismatch": "credit figures",
+KIND_LABEL = {"stock_mismatch": "stock figures", "credit_mismatch": "credit figures", "price_mismatch": "prices",
               "order_status_mismatch": "order status", "order_missing_in_erp": "order missing in the ERP",
               "order_missing_in_crm": "order missing in the CRM", "duplicate_customer_crm": "duplicate customers (CRM)",
               "duplicate_customer_erp": "duplicate customers (ERP)"}
-SHORT_LABEL = {"stock_mismatch": "stock", "credit_mismatch": "credit", "order_status_mismatch": "status",
+SHORT_LABEL = {"stock_mismatch": "stock", "credit_mismatch": "credit", "price_mismatch": "price",
+               "order_status_mismatch": "status",
                "order_missing_in_erp": "not in ERP", "order_missing_in_crm": "not in CRM",
                "duplicate_customer_crm": "dup. CRM", "duplicate_customer_erp": "dup. ERP"}
 
@@ -58,16 +61,22 @@ def name_key(norm, name: str | None, city: str | None) -> str | None:
     return f"{key.core}|{key.city or norm.city(city) or ''}"
 
 
+def mirror_checks() -> dict[str, Mirror]:
+    """kind -> the mirror whose every written field the check compares."""
+    return {kind: mirror.load(check["mirror"]) for kind, check in spec()["checks"].items() if check.get("mirror")}
+
+
 def snapshot_crm(bridge, crm, batch_id: str) -> dict:
-    """CRM records with the fields the flows own, one jsonb row each (bounded pages, execute_values)."""
-    checks = spec()["checks"]
+    """CRM records with the fields the flows write, one jsonb row each (bounded pages, execute_values)."""
     norm = _normalizer()
-    modules = {
-        "Products": ["Product_Code", *checks["stock_mismatch"]["fields"]],
-        "Accounts": ["Account_Name", "Account_Number", "Unified_Social_Credit_Code", "Billing_City",
-                     *checks["credit_mismatch"]["fields"]],
+    modules: dict[str, list[str]] = {
+        "Products": ["Product_Code"],
+        "Accounts": ["Account_Name", "Account_Number", "Unified_Social_Credit_Code", "Billing_City"],
         "Sales_Orders": ["Subject", "Status", "ERP_Order_No", "Fulfilment_Status", "Modified_Time"],
     }
+    for m in mirror_checks().values():
+        fields = modules.setdefault(m.target["module"], [])
+        fields += [f for f in m.spec["fields"] if f not in fields]
     counts = {}
     with bridge.cursor() as cur:
         cur.execute("DELETE FROM bridge.recon_crm WHERE batch_id = %s", (batch_id,))
@@ -87,13 +96,6 @@ def snapshot_crm(bridge, crm, batch_id: str) -> dict:
 
 
 ERP_SNAPSHOTS = {
-    "stock": """SELECT sku, jsonb_build_object('on_hand', sum(on_hand), 'reserved', sum(reserved),
-                                               'available', sum(available))
-                FROM erp_api.stock_availability GROUP BY sku""",
-    "credit": """SELECT customer_code, jsonb_build_object('credit_limit', credit_limit, 'credit_used', credit_used,
-                                                         'credit_available', credit_available,
-                                                         'overdue_amount', overdue_amount)
-                 FROM erp_api.customer_credit""",
     "order": """SELECT erp_order_no, jsonb_build_object('source_system', source_system, 'external_ref', external_ref,
                                                        'customer_code', customer_code, 'status', status,
                                                        'per_delivered', per_delivered, 'updated_at', updated_at)
@@ -127,19 +129,44 @@ def snapshot_erp(bridge, erp, batch_id: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- stage
-def _mismatch_sql(check: str, link_entity: str, erp_entity: str) -> str:
-    fields = spec()["checks"][check]["fields"]
-    differs = " OR ".join(f"abs(coalesce((c.values ->> '{crm}')::numeric, -1e15) - (e.values ->> '{erp}')::numeric)"
-                          f" > %(tol)s" for crm, erp in fields.items())
-    crm_obj = ", ".join(f"'{crm}', c.values -> '{crm}'" for crm in fields)
-    erp_obj = ", ".join(f"'{erp}', e.values -> '{erp}'" for erp in fields.values())
-    return f"""
-        SELECT '{check}', m.erp_key, m.crm_id, jsonb_build_object({crm_obj}), jsonb_build_object({erp_obj}), NULL
-        FROM bridge.id_map m
-        JOIN bridge.recon_crm c ON c.batch_id = %(batch)s AND c.module = '{spec()["checks"][check]["crm_module"]}'
-                               AND c.crm_id = m.crm_id
-        JOIN bridge.recon_erp e ON e.batch_id = %(batch)s AND e.entity = '{erp_entity}' AND e.key = m.erp_key
-        WHERE m.entity = '{link_entity}' AND ({differs})"""
+EPOCH, FUTURE = dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+
+
+def mirror_differences(bridge, erp, batch_id: str, kind: str, m: Mirror, tolerance: float) -> tuple[int, list]:
+    """Every field the mirror writes, as its mapping computes it from the ERP now (its own extract, staged under a
+    batch of this run and removed after), against what the linked CRM record holds: (keys compared, differences).
+    Streamed: bounded memory at any size."""
+    staged_batch = f"{batch_id}:{m.flow}"
+    mirror.extract(m, erp, bridge, staged_batch, EPOCH, FUTURE)
+    compared, found = 0, []
+    with bridge.cursor(name=f"recon_{kind}") as cur:
+        cur.itersize = 5000
+        cur.execute(f"""WITH {mirror.planned_sql(m, passed_only=False)}
+                        SELECT p.key, p.crm_id, p.values, c.values FROM planned p
+                        JOIN bridge.recon_crm c ON c.batch_id = %(recon)s AND c.module = %(module)s
+                                               AND c.crm_id = p.crm_id
+                        ORDER BY p.key""", {"batch": staged_batch, "recon": batch_id, "module": m.target["module"]})
+        for key, crm_id, want, held in cur:
+            compared += 1
+            differ = [f for f, v in want.items() if not mirror.same(held.get(f), v, tolerance)]
+            if differ:
+                found.append((kind, key, crm_id, {f: held.get(f) for f in differ}, {f: want[f] for f in differ},
+                              "; ".join(f"{f}: CRM {_shown(held.get(f))}, ERP {_shown(want[f])}" for f in differ)))
+    bridge.rollback()
+    with bridge.cursor() as cur:
+        cur.execute(f"DELETE FROM {m.staging} WHERE batch_id = %s", (staged_batch,))
+    bridge.commit()
+    return compared, found
+
+
+def _shown(value) -> str:
+    if value is None or value == "":
+        return "(empty)"
+    if isinstance(value, dict) and "id" in value:
+        return str(value.get("name") or value["id"])
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 COMPARISONS = {
@@ -257,16 +284,18 @@ def duplicates(bridge, batch_id: str) -> list[tuple]:
     return out
 
 
-def compare(bridge, batch_id: str, run_date: dt.date, grace_minutes: int | None = None) -> int:
-    """All differences of the batch into bridge.reconciliation_difference (replacing a retry's)."""
+def compare(bridge, erp, batch_id: str, run_date: dt.date, grace_minutes: int | None = None) -> tuple[int, dict]:
+    """All differences of the batch into bridge.reconciliation_difference (replacing a retry's); (differences,
+    records compared per mirror check)."""
     settings, checks = spec()["settings"], spec()["checks"]
     params = {"batch": batch_id, "tol": settings["tolerance"], "open": settings["open_order_statuses"],
               "grace": int(settings["order_grace_minutes"] if grace_minutes is None else grace_minutes)}
-    queries = [_mismatch_sql("stock_mismatch", "product", "stock"), _mismatch_sql("credit_mismatch", "customer",
-                                                                                   "credit"), *COMPARISONS.values()]
-    found = []
+    found, compared = [], {}
+    for kind, m in mirror_checks().items():
+        compared[kind], differences = mirror_differences(bridge, erp, batch_id, kind, m, float(settings["tolerance"]))
+        found.extend(differences)
     with bridge.cursor() as cur:
-        for sql in queries:
+        for sql in COMPARISONS.values():
             cur.execute(sql, params)
             found.extend(cur.fetchall())
     bridge.rollback()
@@ -281,7 +310,7 @@ def compare(bridge, batch_id: str, run_date: dt.date, grace_minutes: int | None 
         psycopg2.extras.execute_values(cur, "INSERT INTO bridge.reconciliation_difference VALUES %s", rows,
                                        page_size=2000)
     bridge.commit()
-    return len(rows)
+    return len(rows), compared
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -302,7 +331,7 @@ def bar_chart(items: list[tuple[str, int]], title: str, width: int = 560) -> str
 
 def trend_chart(days: list[tuple[dt.date, dict]], width: int = 560, height: int = 200) -> str:
     """Stacked columns per run date: the differences of each kind over recent days."""
-    colors = ["#3b82f6", "#ef4444", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#6b7280"]
+    colors = ["#3b82f6", "#ef4444", "#14b8a6", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#6b7280"]
     kinds = list(KIND_LABEL)
     top = max([sum(c.values()) for _, c in days] + [1])
     col = min(40, max(8, (width - 60) // max(len(days), 1) - 6))
@@ -393,7 +422,8 @@ class Reconciliation(Flow):
         """Stage the differences, gate them, record the run and the report; one alert above the threshold."""
         bridge, run_date = systems.bridge(), dt.date.fromisoformat(run.facts["run_date"])
         with self.step(systems, run, "compare") as ledger:
-            found = compare(bridge, run.batch_id, run_date, grace_minutes)
+            found, fields_compared = compare(bridge, systems.erp(), run.batch_id, run_date, grace_minutes)
+            run.facts["compared"] |= {f"{KIND_LABEL[k]} (every mapped field)": n for k, n in fields_compared.items()}
             self.gate(systems, run, table="bridge.reconciliation_difference", columns=COLUMNS, send_alert=send_alert,
                       parameters={"kinds": list(KIND_LABEL)}, title="{rows} differences failed their gate")
             counts = self.counts_by_kind(bridge, run.batch_id)

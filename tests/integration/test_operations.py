@@ -26,8 +26,8 @@ def env(tmp_path_factory, erp, bridge, crm_demo, webhook):
     assert run_dag(env, "erp_credit_to_crm") == "success"
     assert run_dag(env, "crm_orders_to_erp", wait_for_erp_seconds=0) == "success"
     importer.process_inbound(erp.admin)
-    for dag_id in ("crm_orders_to_erp", "erp_stock_to_crm", "erp_credit_to_crm", "erp_history_to_crm",
-                   "erp_fulfilment_to_crm"):
+    for dag_id in ("crm_orders_to_erp", "erp_stock_to_crm", "erp_credit_to_crm", "erp_prices_to_crm",
+                   "erp_history_to_crm", "erp_fulfilment_to_crm"):
         assert run_dag(env, dag_id, **({"wait_for_erp_seconds": 0} if dag_id == "crm_orders_to_erp" else {})) \
             == "success", dag_id
     return env
@@ -67,7 +67,12 @@ def test_reconciliation_finds_one_planted_difference_of_each_kind_and_nothing_on
     linked = dict(q(bridge, "SELECT erp_key, crm_id FROM bridge.id_map WHERE entity = 'product' ORDER BY 1 LIMIT 1"))
     [(sku, product)] = linked.items()
     row = client.get_record("Products", product)
-    client.update("Products", [{"id": product, "Available_Qty": (row["Available_Qty"] or 0) + 5}])
+    # a field the quantity-only comparison never looked at: every field the stock mirror writes is compared now
+    client.update("Products", [{"id": product, "Projected_14d": (row["Projected_14d"] or 0) + 5}])
+    [(priced_sku, priced)] = q(bridge, "SELECT erp_key, crm_id FROM bridge.id_map WHERE entity = 'product' "
+                                       "AND crm_id <> %s ORDER BY 1 LIMIT 1", (product,))
+    client.update("Products", [{"id": priced, "Unit_Price": (client.get_record("Products", priced)["Unit_Price"]
+                                                             or 0) + 1}])
     [(code, account)] = q(bridge, "SELECT erp_key, crm_id FROM bridge.id_map WHERE entity = 'customer' ORDER BY 1 "
                                   "LIMIT 1")
     client.update("Accounts", [{"id": account, "Credit_Limit": (client.get_record("Accounts", account)
@@ -91,10 +96,12 @@ def test_reconciliation_finds_one_planted_difference_of_each_kind_and_nothing_on
 
     found = reconcile(env, bridge, alert_threshold=100)
     assert {k: len(v) for k, v in found.items()} == {
-        "stock_mismatch": 1, "credit_mismatch": 1, "order_status_mismatch": 1, "order_missing_in_erp": 1,
+        "stock_mismatch": 1, "credit_mismatch": 1, "price_mismatch": 1, "order_status_mismatch": 1,
+        "order_missing_in_erp": 1,
         "order_missing_in_crm": 1, "duplicate_customer_crm": 1, "duplicate_customer_erp": 1}, found
     assert found["stock_mismatch"][0][:3] == (sku, product, "erp")
     assert found["credit_mismatch"][0][:3] == (code, account, "erp")
+    assert found["price_mismatch"][0][:4] == (priced_sku, priced, "erp", "erp_prices_to_crm")
     assert found["order_status_mismatch"][0][:2] == (shipped_in_crm, copies[shipped_in_crm])
     assert found["order_missing_in_erp"][0][:3] == (new_order.id, new_order.id, "crm")
     assert found["order_missing_in_erp"][0][3] == "crm_orders_to_erp"
@@ -102,6 +109,7 @@ def test_reconciliation_finds_one_planted_difference_of_each_kind_and_nothing_on
     details = dict(q(bridge, """SELECT kind, detail FROM bridge.reconciliation_difference WHERE batch_id = (
                                 SELECT batch_id FROM bridge.reconciliation_run ORDER BY created_at DESC LIMIT 1)"""))
     assert found["duplicate_customer_crm"][0][2] == "crm" and twin.id in details["duplicate_customer_crm"]
+    assert details["stock_mismatch"].startswith("Projected_14d: CRM ") and "ERP" in details["stock_mismatch"]
     assert found["duplicate_customer_erp"][0][2] == "erp" and "C99999" in details["duplicate_customer_erp"]
     # every difference says who corrects it; the report has the charts and the rows
     [(path, counts, alerted)] = q(bridge, "SELECT report_path, counts, alerted FROM bridge.reconciliation_run "
@@ -109,13 +117,13 @@ def test_reconciliation_finds_one_planted_difference_of_each_kind_and_nothing_on
     with open(path, encoding="utf-8") as report:
         text = report.read()
     assert text.count("<svg") == 2 and "erp_stock_to_crm" in text and new_order.id in text
-    assert sum(counts.values()) == 7 and not alerted
+    assert sum(counts.values()) == 8 and not alerted
     assert not webhook.texts("differences between the CRM and the ERP")
     # above the threshold: one alert (and the run records it)
     reconcile(env, bridge, alert_threshold=3)
     assert q(bridge, "SELECT alerted FROM bridge.reconciliation_run ORDER BY created_at DESC LIMIT 1") == [(True,)]
     [alert] = webhook.texts("differences between the CRM and the ERP")
-    assert "7 differences" in alert and "stock figures: 1" in alert
+    assert "8 differences" in alert and "stock figures: 1" in alert
     # undo the planted ones for the next tests
     erp.query("DELETE FROM erp.customer WHERE customer_code = 'C99999'")
     client.delete("Sales_Orders", [new_order.id])
