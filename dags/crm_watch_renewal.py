@@ -30,8 +30,8 @@ from bridge_flows.defaults import task_defaults
 def crm_watch_renewal():
     @task
     def renew() -> dict:
-        from airflow.exceptions import AirflowSkipException
         from airflow.sdk import BaseHook, Variable
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from include.bridge.crm_events import subscribe
         from include.bridge.runtime import Systems

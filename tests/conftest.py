@@ -363,7 +363,8 @@ TIERS = {"unit": {"test_architecture", "test_flow_contract", "test_dag_integrity
                   "test_matching", "test_order_rows", "test_uscc_and_demo_company", "test_values_and_approvals",
                   "test_zoho_endpoints"},
          "airflow": {"test_stage1_flows", "test_stage2_write_back", "test_stage3_forecast", "test_erp_stock_to_crm",
-                     "test_operations", "test_alerts", "test_crm_events", "test_hostile_input"},
+                     "test_operations", "test_alerts", "test_crm_events", "test_hostile_input",
+                     "test_faults_through_airflow"},
          "stack": {"test_celery_scheduler", "test_airflow_ui"}}
 
 

@@ -21,8 +21,8 @@ ROLLOUT_PARAMS = {
 def rollout_for(flow: str, params: dict | None, run_id: str):
     """The run's rollout (Variable bridge_rollout + params); raises AirflowSkipException when the flow is off.
     First the ledger rows earlier runs of the flow left `running` are swept (bridge_flows/runs.py)."""
-    from airflow.exceptions import AirflowSkipException
     from airflow.sdk import Variable
+    from airflow.sdk.exceptions import AirflowSkipException
 
     from bridge_flows.runs import sweep_ledger
     from include.bridge import engine, rollout
