@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from include.sandbox.crm.process import free_port
-from tests.conftest import ROOT, airflow_env_for, drop_database, new_database
+from tests.conftest import ROOT, airflow_env_for, bridge_rows, drop_database, new_database
 
 pytestmark = pytest.mark.slow
 STAGE_1 = ["erp_stock_to_crm", "erp_credit_to_crm", "erp_prices_to_crm", "erp_history_to_crm"]
@@ -98,7 +98,7 @@ def stack(tmp_path_factory, erp, bridge, crm_demo, redis_url, metadata_db):
             pass
         assert time.monotonic() < deadline, "the api-server did not answer"
         time.sleep(1)
-    yield {"env": env, "home": home, "db": metadata_db, "procs": procs}
+    yield {"env": env, "home": home, "db": metadata_db, "procs": procs, "bridge": bridge}
     for p in procs.values():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
@@ -166,5 +166,19 @@ def test_a_backfill_created_from_the_cli_runs_through_the_scheduler(stack):
     out = airflow(stack, "backfill", "create", "--dag-id", "erp_credit_to_crm", "--from-date", start.isoformat(),
                   "--to-date", end.isoformat(), "--reprocess-behavior", "none")
     assert "erp_credit_to_crm" in out
+    airflow(stack, "dags", "trigger", "erp_credit_to_crm")  # a normal run beside the backfill
     runs = wait_for_runs(stack, ["erp_credit_to_crm"], "backfill", count=2)
     assert runs and {s for *_, s in runs} == {"success"}, runs
+    wait_for_runs(stack, ["erp_credit_to_crm"], "manual", count=2)
+    # each backfill run read its whole schedule slot (the cron's runs have zero-width data intervals): from the
+    # previous tick, minus the lookback, to its own tick; together they cover the range without a gap
+    lookback = dt.timedelta(minutes=10)
+    covered = sorted(bridge_rows(stack["bridge"], """
+        SELECT l.interval_start, l.interval_end FROM bridge.run_ledger l
+        WHERE l.flow = 'erp_credit_to_crm' AND l.backfill AND l.airflow_run_id = ANY (%s)""", ([r[1] for r in runs],)))
+    assert len(covered) == len(runs) >= 2
+    for (_, end_1), (start_2, end_2) in zip(covered, covered[1:], strict=False):
+        assert start_2 + lookback == end_1 and end_2 - end_1 == dt.timedelta(minutes=30), covered
+    assert covered[0][1] - covered[0][0] == dt.timedelta(minutes=30) + lookback
+    assert bridge_rows(stack["bridge"], "SELECT flow, airflow_run_id FROM bridge.run_ledger "
+                                        "WHERE status = 'running'") == []
