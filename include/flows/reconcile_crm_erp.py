@@ -32,10 +32,15 @@ from include.bridge.mirror import Mirror, reports_dir
 FLOW = "reconcile_crm_erp"
 COLUMNS = ["run_date", "kind", "entity", "business_key", "crm_id", "system_of_record", "corrected_by", "detail"]
 KIND_LABEL = {"stock_mismatch": "stock figures", "credit_mismatch": "credit figures", "price_mismatch": "prices",
+              "order_copy_mismatch": "ERP order copies", "invoice_mismatch": "invoices",
+              "fulfilment_mismatch": "fulfilment status", "production_mismatch": "ship dates from production",
+              "capacity_mismatch": "capacity warnings",
               "order_status_mismatch": "order status", "order_missing_in_erp": "order missing in the ERP",
               "order_missing_in_crm": "order missing in the CRM", "duplicate_customer_crm": "duplicate customers (CRM)",
               "duplicate_customer_erp": "duplicate customers (ERP)"}
 SHORT_LABEL = {"stock_mismatch": "stock", "credit_mismatch": "credit", "price_mismatch": "price",
+               "order_copy_mismatch": "copies", "invoice_mismatch": "invoices", "fulfilment_mismatch": "fulfilment",
+               "production_mismatch": "ship dates", "capacity_mismatch": "capacity",
                "order_status_mismatch": "status",
                "order_missing_in_erp": "not in ERP", "order_missing_in_crm": "not in CRM",
                "duplicate_customer_crm": "dup. CRM", "duplicate_customer_erp": "dup. ERP"}
@@ -69,7 +74,7 @@ def mirror_checks() -> dict[str, Mirror]:
 def snapshot_crm(bridge, crm, batch_id: str) -> dict:
     """CRM records with the fields the flows write, one jsonb row each (bounded pages, execute_values)."""
     norm = _normalizer()
-    modules: dict[str, list[str]] = {
+    modules: dict[str, list[str]] = {  # (what the checks below read besides the mirrors' fields)
         "Products": ["Product_Code"],
         "Accounts": ["Account_Name", "Account_Number", "Unified_Social_Credit_Code", "Billing_City"],
         "Sales_Orders": ["Subject", "Status", "ERP_Order_No", "Fulfilment_Status", "Modified_Time"],
@@ -331,7 +336,9 @@ def bar_chart(items: list[tuple[str, int]], title: str, width: int = 560) -> str
 
 def trend_chart(days: list[tuple[dt.date, dict]], width: int = 560, height: int = 200) -> str:
     """Stacked columns per run date: the differences of each kind over recent days."""
-    colors = ["#3b82f6", "#ef4444", "#14b8a6", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#6b7280"]
+    palette = ["#3b82f6", "#ef4444", "#14b8a6", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#6b7280", "#0ea5e9",
+               "#84cc16", "#a855f7", "#f97316", "#64748b"]
+    colors = [palette[k % len(palette)] for k in range(len(KIND_LABEL))]
     kinds = list(KIND_LABEL)
     top = max([sum(c.values()) for _, c in days] + [1])
     col = min(40, max(8, (width - 60) // max(len(days), 1) - 6))
@@ -346,10 +353,12 @@ def trend_chart(days: list[tuple[dt.date, dict]], width: int = 560, height: int 
                              f'<title>{day} {KIND_LABEL[kind]}: {counts[kind]}</title></rect>')
         parts.append(f'<text x="{x}" y="{height - 14}" font-size="10">{day:%m-%d}</text>')
         parts.append(f'<text x="{x}" y="{base - 3}" font-size="10">{sum(counts.values())}</text>')
-    legend = "".join(f'<rect x="{40 + k * 74}" y="{height - 8}" width="8" height="8" fill="{colors[k]}"/>'
-                     f'<text x="{50 + k * 74}" y="{height}" font-size="9">{SHORT_LABEL[kind]}</text>'
-                     for k, kind in enumerate(kinds))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 4}" role="img">'
+    per_row = 7  # legend entries per line
+    legend = "".join(f'<rect x="{40 + k % per_row * 74}" y="{height - 8 + k // per_row * 12}" width="8" height="8" '
+                     f'fill="{colors[k]}"/><text x="{50 + k % per_row * 74}" y="{height + k // per_row * 12}" '
+                     f'font-size="9">{SHORT_LABEL[kind]}</text>' for k, kind in enumerate(kinds))
+    rows = (len(kinds) - 1) // per_row
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 4 + rows * 12}" role="img">'
             f'{"".join(parts)}{legend}</svg>')
 
 

@@ -27,7 +27,7 @@ def env(tmp_path_factory, erp, bridge, crm_demo, webhook):
     assert run_dag(env, "crm_orders_to_erp", wait_for_erp_seconds=0) == "success"
     importer.process_inbound(erp.admin)
     for dag_id in ("crm_orders_to_erp", "erp_stock_to_crm", "erp_credit_to_crm", "erp_prices_to_crm",
-                   "erp_history_to_crm", "erp_fulfilment_to_crm"):
+                   "erp_history_to_crm", "erp_fulfilment_to_crm", "erp_production_to_crm"):
         assert run_dag(env, dag_id, **({"wait_for_erp_seconds": 0} if dag_id == "crm_orders_to_erp" else {})) \
             == "success", dag_id
     return env
@@ -97,12 +97,14 @@ def test_reconciliation_finds_one_planted_difference_of_each_kind_and_nothing_on
     found = reconcile(env, bridge, alert_threshold=100)
     assert {k: len(v) for k, v in found.items()} == {
         "stock_mismatch": 1, "credit_mismatch": 1, "price_mismatch": 1, "order_status_mismatch": 1,
-        "order_missing_in_erp": 1,
+        "order_copy_mismatch": 1, "order_missing_in_erp": 1,
         "order_missing_in_crm": 1, "duplicate_customer_crm": 1, "duplicate_customer_erp": 1}, found
     assert found["stock_mismatch"][0][:3] == (sku, product, "erp")
     assert found["credit_mismatch"][0][:3] == (code, account, "erp")
     assert found["price_mismatch"][0][:4] == (priced_sku, priced, "erp", "erp_prices_to_crm")
     assert found["order_status_mismatch"][0][:2] == (shipped_in_crm, copies[shipped_in_crm])
+    # the same edit, seen by the check of every field the history copy holds
+    assert found["order_copy_mismatch"][0][:2] == (shipped_in_crm, copies[shipped_in_crm])
     assert found["order_missing_in_erp"][0][:3] == (new_order.id, new_order.id, "crm")
     assert found["order_missing_in_erp"][0][3] == "crm_orders_to_erp"
     assert found["order_missing_in_crm"][0][:2] == (deleted_copy, copies[deleted_copy])
@@ -117,13 +119,13 @@ def test_reconciliation_finds_one_planted_difference_of_each_kind_and_nothing_on
     with open(path, encoding="utf-8") as report:
         text = report.read()
     assert text.count("<svg") == 2 and "erp_stock_to_crm" in text and new_order.id in text
-    assert sum(counts.values()) == 8 and not alerted
+    assert sum(counts.values()) == 9 and not alerted
     assert not webhook.texts("differences between the CRM and the ERP")
     # above the threshold: one alert (and the run records it)
     reconcile(env, bridge, alert_threshold=3)
     assert q(bridge, "SELECT alerted FROM bridge.reconciliation_run ORDER BY created_at DESC LIMIT 1") == [(True,)]
     [alert] = webhook.texts("differences between the CRM and the ERP")
-    assert "8 differences" in alert and "stock figures: 1" in alert
+    assert "9 differences" in alert and "stock figures: 1" in alert
     # undo the planted ones for the next tests
     erp.query("DELETE FROM erp.customer WHERE customer_code = 'C99999'")
     client.delete("Sales_Orders", [new_order.id])
