@@ -56,7 +56,7 @@ export AIRFLOW_CONN_ERP_READ="${AIRFLOW_CONN_ERP_READ:-postgresql://${ERP_READ_R
 export AIRFLOW_CONN_ERP_WRITE="${AIRFLOW_CONN_ERP_WRITE:-postgresql://${ERP_WRITE_ROLE}:${ERP_WRITE_PASSWORD}@${PGHOST}:${PGPORT}/${ERP_DB}}"
 # (an if, not ${VAR:-default}: the JSON default has braces, and a set variable would keep its trailing "}}")
 if [ -z "${AIRFLOW_CONN_ZOHO_CRM:-}" ]; then
-  export AIRFLOW_CONN_ZOHO_CRM="{\"conn_type\": \"zoho_crm\", \"host\": \"${CRM_SANDBOX_URL}\", \"login\": \"${ZOHO_CLIENT_ID}\", \"password\": \"${ZOHO_CLIENT_SECRET}\", \"extra\": {\"accounts_url\": \"${CRM_SANDBOX_URL}\", \"file_upload_url\": \"${CRM_SANDBOX_URL}\", \"org_id\": \"60012345678\", \"refresh_token\": \"${ZOHO_REFRESH_TOKEN}\"}}"
+  export AIRFLOW_CONN_ZOHO_CRM="{\"conn_type\": \"zoho_crm\", \"host\": \"${CRM_SANDBOX_URL}\", \"login\": \"${ZOHO_CLIENT_ID}\", \"password\": \"${ZOHO_CLIENT_SECRET}\", \"extra\": {\"accounts_url\": \"${CRM_SANDBOX_URL}\", \"file_upload_url\": \"${CRM_SANDBOX_URL}\", \"refresh_token\": \"${ZOHO_REFRESH_TOKEN}\"}}"
 fi
 # Who may release a credit hold from the CRM: the CRM sandbox's credit controller (a real org lists its own user ids).
 export AIRFLOW_VAR_BRIDGE_CREDIT_APPROVERS="${AIRFLOW_VAR_BRIDGE_CREDIT_APPROVERS:-[\"5843104000000424021\"]}"

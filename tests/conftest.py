@@ -171,7 +171,7 @@ class CrmSandbox(CrmSandboxProcess):
         return ZohoCrmClient(api_url=self.url, accounts_url=self.url, file_upload_url=self.url,
                              client_id=CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
                              client_secret=CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
-                             refresh_token=user_refresh_token(refresh, user) if user else refresh, org_id="60012345678",
+                             refresh_token=user_refresh_token(refresh, user) if user else refresh,
                              backoff_base=kw.pop("backoff_base", 0.01), backoff_max=kw.pop("backoff_max", 0.2), **kw)
 
 
@@ -214,7 +214,7 @@ def airflow_env_for(home, erp, bridge, crm, **overrides: str) -> dict:
         "AIRFLOW_CONN_ZOHO_CRM": json.dumps({
             "conn_type": "zoho_crm", "host": crm.url, "login": CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
             "password": CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
-            "extra": {"accounts_url": crm.url, "file_upload_url": crm.url, "org_id": "60012345678",
+            "extra": {"accounts_url": crm.url, "file_upload_url": crm.url,
                       "refresh_token": CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"], "max_retries": 12,
                       "backoff_base": 0.02, "backoff_max": 0.3}}),
     }

@@ -92,18 +92,35 @@ def claim_events(bridge) -> dict:
     return {"events": len(rows), "records": sum(r[1] for r in rows), "modules": sorted({r[0] for r in rows})}
 
 
-def subscribe(crm, notify_url: str, token: str, days: int = 7) -> dict:
-    """(Re)subscribe the watch channel; Zoho channels expire after at most a week, so a daily task renews it."""
+MAX_CHANNEL_TOKEN = 50  # Zoho: a watch channel's token is at most 50 characters
+
+
+def subscribe(crm, notify_url: str, token: str, hours: float = 6 * 24) -> dict:
+    """(Re)subscribe the watch channel; a daily task renews it. Zoho channels live at most a week, and an expiry
+    beyond that silently becomes one hour, so it asks for less than a week and checks what the CRM set."""
     import datetime as dt
 
-    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).replace(microsecond=0)
+    if not token or len(token) > MAX_CHANNEL_TOKEN:
+        raise ValueError(f"the crm_notify token must be 1 to {MAX_CHANNEL_TOKEN} characters (Zoho's limit for a "
+                         f"watch channel's token), not {len(token or '')}")
+    if hours > 7 * 24:
+        raise ValueError(f"a Zoho watch channel lives at most 168 hours, not {hours}")
+    expiry = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)).replace(microsecond=0)
     body = {"watch": [{"channel_id": CHANNEL_ID, "events": WATCHED_EVENTS, "notify_url": notify_url,
                        "token": token, "channel_expiry": expiry.isoformat()}]}
     answer = crm.request("POST", "/crm/v8/actions/watch", json=body, idempotent=True).json()
     result = (answer.get("watch") or [{}])[0]
     if result.get("status") != "success":
         raise RuntimeError(f"the CRM refused the watch subscription: {result}")
-    return {"channel_id": CHANNEL_ID, "events": WATCHED_EVENTS, "expires": expiry.isoformat()}
+    granted = [dt.datetime.fromisoformat(e["channel_expiry"]) for e in result.get("details", {}).get("events", [])
+               if e.get("channel_expiry")]
+    if not granted:
+        raise RuntimeError(f"the CRM's answer to the watch subscription names no channel_expiry: {result}")
+    soonest = min(granted)
+    if soonest < expiry - dt.timedelta(minutes=5):
+        raise RuntimeError(f"the CRM set the watch channel to expire at {soonest.isoformat()}, not "
+                           f"{expiry.isoformat()} as asked: events stop then unless the channel is renewed")
+    return {"channel_id": CHANNEL_ID, "events": WATCHED_EVENTS, "expires": soonest.isoformat()}
 
 
 def app(connect, token: str):

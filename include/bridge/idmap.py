@@ -13,6 +13,7 @@ import unicodedata
 import psycopg2.extras
 
 from include.bridge import engine
+from include.zoho.client import zoho_datetime
 
 PRODUCT_LINKS = "crm_product_map"  # watermark name
 
@@ -99,7 +100,7 @@ def refresh_product_links(bridge, crm, full: bool = False, full_refresh_hours: f
 def _stage_product_codes(cur, crm, since: dt.datetime | None) -> tuple[int, dt.datetime | None]:
     """The CRM products (created since `since`, or all) into the temp table product_codes, 50,000 at a time."""
     # COQL paged by id: the records list stops at 100,000 records even with page tokens
-    where = f"Created_Time >= '{(since - dt.timedelta(seconds=1)).isoformat()}'" if since else None
+    where = f"Created_Time >= '{zoho_datetime(since - dt.timedelta(seconds=1))}'" if since else None
     newest, seen, rows = since, 0, []
     for rec in crm.iter_coql("Products", ["Product_Code", "Created_Time"], where=where):
         sku = normalize_sku(rec.get("Product_Code"))

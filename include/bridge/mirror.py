@@ -34,6 +34,7 @@ import psycopg2.extras
 from include.bridge import config, engine, idmap, rollout
 from include.bridge.flow import Flow, PreviewRow, Run
 from include.bridge.gate import GateResult, run_gate
+from include.zoho.client import zoho_datetime
 
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ def crm_drift(m: Mirror, bridge, crm, apply: bool = True) -> list[tuple[str, str
         return []
     since = engine.get_watermark(bridge, m.flow, "crm_drift")
     fields = [f for f in m.spec["fields"] if not m.spec["fields"][f].get("lookup")]
-    where = f"Modified_Time >= '{(since - dt.timedelta(seconds=1)).isoformat()}'" if since else None
+    where = f"Modified_Time >= '{zoho_datetime(since - dt.timedelta(seconds=1))}'" if since else None
     started = dt.datetime.now(dt.UTC)
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute("SELECT business_key, crm_id, values FROM bridge.synced_state WHERE flow = %s", (m.flow,))

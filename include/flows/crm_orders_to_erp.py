@@ -156,7 +156,7 @@ def extract(bridge, crm, erp, batch_id: str, since: dt.datetime | None, until: d
     mirrored = idmap.erp_order_copies(bridge)  # the ERP's own orders, copied by erp_history_to_crm
     bridge.rollback()
     rows, cancels, seen = [], [], 0
-    modified_since = since.isoformat() if since else None
+    modified_since = since  # the client sends it as Zoho's date-time (seconds, offset)
     for module in spec()["sources"]:
         fields = HEADER_FIELDS[module] + [spec()["sources"][module]["items"], "Modified_Time"]
         for rec in crm.iter_records(module, fields, modified_since=modified_since):

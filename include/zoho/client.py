@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import fcntl
 import hashlib
 import io
@@ -40,6 +41,7 @@ import urllib3
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 100
+PAGE_TOKEN_LIMIT = 100_000   # records one Get Records walk may fetch with page_token (spec zoho-crm-v8.md, "Records")
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -113,9 +115,28 @@ def endpoint_problem(url: str, extra_hosts: tuple[str, ...] = (), sandbox_hosts:
     return None
 
 
+def data_center(url: str) -> str | None:
+    """The data center a Zoho API URL belongs to ("com", "eu", "com.cn", ...); None for a host that is not Zoho's."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    for name in ("zohoapis.", "zohocloud."):
+        if name in host:
+            return host.split(name, 1)[1]
+    return None
+
+
+def data_center_problem(api_url: str, api_domain: str | None) -> str | None:
+    """Zoho's token answer names the org's API domain; a connection pointed at another data center would reach an
+    org that does not exist there (or another one), so it is an error, not a warning."""
+    ours, theirs = data_center(api_url), data_center(api_domain or "")
+    if ours is None or theirs is None or ours == theirs:
+        return None
+    return (f"the org's API domain is {api_domain} (data center .{theirs}) but the connection's host is {api_url} "
+            f"(.{ours}): set host, accounts_url and file_upload_url to the .{theirs} data center")
+
+
 class ZohoCrmClient:
     def __init__(self, api_url: str, accounts_url: str, client_id: str, client_secret: str, refresh_token: str,
-                 file_upload_url: str | None = None, org_id: str | None = None, timeout: float = 30.0,
+                 file_upload_url: str | None = None, zgid: str | None = None, timeout: float = 30.0,
                  max_retries: int = 6, backoff_base: float = 0.5, backoff_max: float = 30.0,
                  session: requests.Session | None = None, token_cache_dir: str | None = None,
                  allowed_hosts: tuple[str, ...] = (), sandbox_hosts: tuple[str, ...] = ()):
@@ -128,7 +149,8 @@ class ZohoCrmClient:
             problem = endpoint_problem(url, self.allowed_hosts, self.sandbox_hosts)
             if problem:
                 raise ZohoAuthError(0, "UNTRUSTED_ENDPOINT", problem)
-        self.org_id = org_id
+        self._zgid: str | None = zgid
+        self.page_token_limit = PAGE_TOKEN_LIMIT
         self.timeout, self.max_retries = timeout, max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self._client_id, self._client_secret, self._refresh_token = client_id, client_secret, refresh_token
@@ -218,6 +240,9 @@ class ZohoCrmClient:
             except ValueError:
                 payload = {}
             if resp.ok and payload.get("access_token"):  # Zoho: errors come as HTTP 200 without a token
+                problem = data_center_problem(self.api_url, payload.get("api_domain"))
+                if problem:
+                    raise ZohoAuthError(0, "WRONG_DATA_CENTER", problem, path="/oauth/v2/token")
                 self.stats["token_refreshes"] += 1
                 return payload["access_token"], int(payload.get("expires_in", 3600))
             reason = payload.get("error") or f"HTTP {resp.status_code}"
@@ -235,7 +260,7 @@ class ZohoCrmClient:
                 headers: dict | None = None, files: dict | None = None, base: str | None = None,
                 idempotent: bool = True, allow: tuple[int, ...] = ()) -> requests.Response:
         """One API call with auth, bounded retries and Zoho error decoding."""
-        url = f"{base or self.api_url}{path}"
+        url = f"{self.api_url if base is None else base}{path}"
         problem = endpoint_problem(url, self.allowed_hosts, self.sandbox_hosts)
         if problem:  # a URL handed in from elsewhere (a response) never gets the token
             raise ZohoAuthError(0, "UNTRUSTED_ENDPOINT", problem, path=path)
@@ -280,17 +305,32 @@ class ZohoCrmClient:
             raise cls(resp.status_code, code, body.get("message", resp.reason), body.get("details"), path)
 
     # ------------------------------------------------------------------------------------------- reads
-    def iter_records(self, module: str, fields: Iterable[str], modified_since: str | None = None,
+    def iter_records(self, module: str, fields: Iterable[str], modified_since: dt.datetime | str | None = None,
                      sort_by: str = "id", sort_order: str = "asc", per_page: int = 200) -> Iterator[dict]:
-        """Every record (or every one modified after `modified_since`), following page tokens."""
+        """Every record (or every one modified after `modified_since`), following page tokens. Zoho serves at most
+        100,000 records through page tokens (PAGINATION_LIMIT_EXCEEDED beyond): past that this continues with COQL
+        by id, so a read never stops short."""
         params = {"fields": ",".join(fields), "per_page": per_page, "sort_by": sort_by, "sort_order": sort_order}
-        headers = {"If-Modified-Since": modified_since} if modified_since else None
+        headers = {"If-Modified-Since": zoho_datetime(modified_since)} if modified_since else None
+        fields = list(fields)
+        delivered, last_id = 0, None
         while True:
+            if delivered >= self.page_token_limit:  # Zoho's page tokens stop here: the rest by COQL, in id order
+                if (sort_by, sort_order) != ("id", "asc"):
+                    raise ZohoError(400, "PAGINATION_LIMIT_EXCEEDED", f"{module}: more than {self.page_token_limit} "
+                                    f"records sorted by {sort_by} {sort_order}; read them by id or by bulk read",
+                                    path=f"/crm/v8/{module}")
+                where = f"Modified_Time > '{zoho_datetime(modified_since)}'" if modified_since else None
+                yield from self.iter_coql(module, fields, where, after_id=last_id)
+                return
             resp = self.request("GET", f"/crm/v8/{module}", params=params, headers=headers, allow=(304,))
             if resp.status_code in (204, 304):
                 return
             body = resp.json()
-            yield from body.get("data", [])
+            rows = body.get("data", [])
+            yield from rows
+            delivered += len(rows)
+            last_id = int(rows[-1]["id"]) if rows else last_id
             info = body.get("info", {})
             if not info.get("more_records") or not info.get("next_page_token"):
                 return
@@ -335,9 +375,9 @@ class ZohoCrmClient:
         return body.get("data", []), bool(body.get("info", {}).get("more_records"))
 
     def iter_coql(self, module: str, fields: Iterable[str], where: str | None = None,
-                  page_size: int = 2000) -> Iterator[dict]:
-        """All matching records in id order, paging by id (COQL's OFFSET stops at 100,000)."""
-        last = 0
+                  page_size: int = 2000, after_id: int | None = None) -> Iterator[dict]:
+        """All matching records in id order (after `after_id`), paging by id (COQL's OFFSET stops at 100,000)."""
+        last = after_id or 0
         cols = ", ".join(dict.fromkeys(["id", *fields]))
         while True:
             cond = f"id > {last}" + (f" and ({where})" if where else "")
@@ -431,11 +471,12 @@ class ZohoCrmClient:
         with zipfile.ZipFile(blob, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(f"{module}.csv", buf.getvalue())
         upload = self.request("POST", "/crm/v8/upload", base=self.file_upload_url,
-                              headers={"feature": "bulk-write", "X-CRM-ORG": self.org_id or ""},
+                              headers={"feature": "bulk-write", "X-CRM-ORG": self.zgid()},
                               files={"file": (f"{module}.zip", blob.getvalue(), "application/zip")}, idempotent=False)
         file_id = upload.json()["details"]["file_id"]
+        # ignore_empty false: an ERP value cleared to empty clears the CRM field too (true would keep the old one)
         job = self.request("POST", "/crm/bulk/v8/write", idempotent=False, json={
-            "operation": operation, "ignore_empty": True,
+            "operation": operation, "ignore_empty": False,
             "resource": [{"type": "data", "module": {"api_name": module}, "file_id": file_id, "find_by": find_by,
                           "field_mappings": [{"api_name": c, "index": i} for i, c in enumerate(columns)]}]})
         job_id = job.json()["details"]["id"]
@@ -453,16 +494,31 @@ class ZohoCrmClient:
 
     def _wait_for_job(self, kind: str, job_id: str, state_key: str, final: tuple[str, ...], poll_interval: float,
                       timeout: float) -> dict:
-        """Poll a bulk job until it reaches a final state (write jobs say `status`, read jobs `state`)."""
+        """Poll a bulk job until it reaches a final state (write jobs say `status`, read jobs `state`).
+
+        Zoho answers bulk-write job details as one top-level object and bulk-read job details inside `data[]`
+        (crm-oas v8.0/bulk_write.json Bulk_Write_Response, bulk_read.json Response_Wrapper); both shapes are read
+        for either kind. Each poll costs an API credit, so the interval doubles up to 30 s."""
         deadline = time.monotonic() + timeout
+        wait = poll_interval
         while True:
-            job = self.request("GET", f"/crm/bulk/v8/{kind}/{job_id}").json()["data"][0]
+            job = bulk_job(self.request("GET", f"/crm/bulk/v8/{kind}/{job_id}").json(), state_key, kind, job_id)
+            self.stats["job_polls"] = self.stats.get("job_polls", 0) + 1
             if job[state_key] in final:
                 return job
             if time.monotonic() > deadline:
                 raise ZohoError(0, "TIMEOUT", f"bulk {kind} job {job_id} not finished after {timeout} s",
                                 path=f"/crm/bulk/v8/{kind}")
-            time.sleep(poll_interval)
+            time.sleep(wait)
+            wait = min(30.0, wait * 2)
+
+    def zgid(self) -> str:
+        """The org's zgid, which the bulk-write upload wants in X-CRM-ORG (not the org id): from the org API, once
+        per client."""
+        if self._zgid is None:
+            org = self.request("GET", "/crm/v8/org").json()["org"][0]
+            self._zgid = str(org["zgid"])
+        return self._zgid
 
     def bulk_read(self, module: str, fields: list[str], criteria: dict | None = None,
                   poll_interval: float = 1.0, timeout: float = 3600) -> Iterator[dict]:
@@ -484,6 +540,27 @@ class ZohoCrmClient:
             if not job["result"].get("more_records"):
                 return
             page += 1
+
+
+def zoho_datetime(value: dt.datetime | str) -> str:
+    """A date-time as Zoho takes it in COQL, criteria and If-Modified-Since: seconds and the offset
+    (2019-07-25T15:26:49+05:30); fractions are floored (a cursor then re-reads at most one second more)."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"{value}: a Zoho date-time needs a time zone")
+    return value.replace(microsecond=0).isoformat()
+
+
+def bulk_job(body: dict, state_key: str, kind: str, job_id: str) -> dict:
+    """The job object of a bulk job-details answer, top-level (bulk write) or in data[] (bulk read)."""
+    if isinstance(body, dict) and state_key in body:
+        return body
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, list) and data and isinstance(data[0], dict) and state_key in data[0]:
+        return data[0]
+    raise ZohoError(0, "UNEXPECTED_RESPONSE", f"bulk {kind} job {job_id}: the job details have no {state_key!r}: "
+                    f"{str(body)[:200]}", path=f"/crm/bulk/v8/{kind}/{job_id}")
 
 
 def _never_sent(exc: Exception) -> bool:
@@ -542,6 +619,11 @@ def private_folder(path: str) -> None:
                                                      "the connection's extra token_cache_dir to a private folder")
 
 
+CONNECTION_EXTRAS = {"accounts_url", "file_upload_url", "refresh_token", "zgid", "client_id", "client_secret",
+                     "timeout", "max_retries", "backoff_base", "backoff_max", "token_cache_dir", "allowed_hosts",
+                     "sandbox_hosts"}
+
+
 def client_from_connection(conn) -> ZohoCrmClient:
     """A client from a connection's fields (an Airflow Connection or anything with conn_id, host, schema, port,
     login, password and extra_dejson):
@@ -549,11 +631,17 @@ def client_from_connection(conn) -> ZohoCrmClient:
       https://sandbox.zohoapis.com (a Zoho sandbox org) or http://127.0.0.1:8765 (the project's sandbox);
       a host without scheme gets https://;
     - login / password: OAuth client id / client secret (or extra client_id / client_secret);
-    - extra: accounts_url, file_upload_url, refresh_token, org_id, timeout, max_retries, backoff_base,
-      backoff_max, token_cache_dir, allowed_hosts (hosts besides Zoho's that may get the credentials, e.g. a proxy;
-      https only), sandbox_hosts (hosts of the project's CRM sandbox that may be reached over plain http; one on
-      loopback needs no entry)."""
+    - extra: accounts_url, file_upload_url, refresh_token, zgid (optional: read from the org API), timeout,
+      max_retries, backoff_base, backoff_max, token_cache_dir, allowed_hosts (hosts besides Zoho's that may get
+      the credentials, e.g. a proxy; https only), sandbox_hosts (hosts of the project's CRM sandbox that may be
+      reached over plain http; one on loopback needs no entry)."""
     extra = conn.extra_dejson or {}
+    unknown = sorted(set(extra) - CONNECTION_EXTRAS)
+    if unknown:  # fail closed: a misspelt key would otherwise be a setting silently not applied
+        hint = " (org_id is gone: the bulk upload needs the zgid, which the client reads from the org API)" \
+            if "org_id" in unknown else ""
+        raise ValueError(f"connection '{conn.conn_id}': unknown extra {', '.join(unknown)}{hint}; known: "
+                         f"{', '.join(sorted(CONNECTION_EXTRAS))}")
     host = (conn.host or "").rstrip("/")
     if host and "://" not in host:
         host = f"{conn.schema or 'https'}://{host}" + (f":{conn.port}" if conn.port else "")
@@ -566,7 +654,7 @@ def client_from_connection(conn) -> ZohoCrmClient:
     return ZohoCrmClient(
         api_url=host, accounts_url=extra["accounts_url"], file_upload_url=extra.get("file_upload_url"),
         client_id=conn.login or extra["client_id"], client_secret=conn.password or extra["client_secret"],
-        refresh_token=extra["refresh_token"], org_id=str(extra["org_id"]) if extra.get("org_id") else None,
+        refresh_token=extra["refresh_token"], zgid=str(extra["zgid"]) if extra.get("zgid") else None,
         timeout=float(extra.get("timeout", 30)), max_retries=int(extra.get("max_retries", 6)),
         backoff_base=float(extra.get("backoff_base", 0.5)), backoff_max=float(extra.get("backoff_max", 30)),
         token_cache_dir=extra.get("token_cache_dir"), allowed_hosts=tuple(extra.get("allowed_hosts") or ()),

@@ -2,7 +2,7 @@
 
 Connection `zoho_crm` (conn type http or zoho_crm); its fields: include.zoho.client.client_from_connection.
 extra: {"accounts_url": "https://accounts.zoho.com.cn", "file_upload_url": "https://content.zohoapis.com.cn",
-        "refresh_token": "1000.xxx", "org_id": "...", "timeout": 30, "max_retries": 6}
+        "refresh_token": "1000.xxx" "timeout": 30, "max_retries": 6}
 """
 
 from __future__ import annotations
@@ -43,5 +43,5 @@ class ZohoCrmHook(BaseHook):
             "relabeling": {"host": "API base URL", "login": "Client ID", "password": "Client secret"},
             "placeholders": {"host": "https://www.zohoapis.com.cn",
                              "extra": '{"accounts_url": "https://accounts.zoho.com.cn", "file_upload_url": '
-                                      '"https://content.zohoapis.com.cn", "refresh_token": "1000.…", "org_id": "…"}'},
+                                      '"https://content.zohoapis.com.cn", "refresh_token": "1000.…"}'},
         }

@@ -24,7 +24,7 @@ def test_hook_builds_client_from_connection(crm, monkeypatch):
 
     conn = {"conn_type": "zoho_crm", "host": crm.url, "login": CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
             "password": CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
-            "extra": {"accounts_url": crm.url, "file_upload_url": crm.url, "org_id": "60012345678",
+            "extra": {"accounts_url": crm.url, "file_upload_url": crm.url,
                       "refresh_token": CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"]}}
     monkeypatch.setenv("AIRFLOW_CONN_ZOHO_CRM_TEST", json.dumps(conn))
     hook = ZohoCrmHook("zoho_crm_test")

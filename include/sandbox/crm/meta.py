@@ -76,12 +76,18 @@ def now_iso(ts: float | None = None) -> str:
     return moment.replace(microsecond=0).isoformat()
 
 
+# Zoho's date-time format: second precision with the offset, e.g. 2019-07-25T15:26:49+05:30 (Zoho's COQL and
+# Get Records docs; crm-oas v8.0 format date-time). Fractions of a second or a missing offset are refused.
+ZOHO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}$")
+
+
 def parse_datetime(value: str) -> dt.datetime | None:
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (TypeError, ValueError):
+    if not isinstance(value, str) or not ZOHO_DATETIME.match(value):
         return None
-    return parsed if parsed.tzinfo else None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def invalid(api_name: str, path: str, expected: str | None = None, **extra) -> dict:

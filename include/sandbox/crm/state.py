@@ -19,6 +19,10 @@ from include.sandbox.crm.records import RecordWriter
 from include.sandbox.crm.store import USER, USERS, Store
 
 ORG_ID = "60012345678"
+# The org's zgid differs from its id in Zoho (GET /crm/v8/org answers both); the bulk-write upload wants the zgid
+# in X-CRM-ORG (zoho/crm-oas v8.0/bulk_write.json, SDK sample bulk_write/upload_file.py: "zgid of your
+# organization"). Two values here, so a client that sends the id fails against the sandbox as against Zoho.
+ZGID = "700098765"
 MAX_WRITE = 100
 MAX_FIELDS = 50
 DISCRETE_LIMIT = 2000
@@ -40,6 +44,7 @@ class Config:
     burst_429: int = 0                   # the next N API requests get 429
     fault_methods: list[str] = field(default_factory=lambda: ["GET", "POST", "PUT", "DELETE"])
     fault_seed: int | None = None
+    page_token_limit: int = TOKEN_LIMIT  # records one page_token walk may fetch (Zoho: 100,000); lower in tests
 
 
 class SandboxState:

@@ -1,5 +1,11 @@
 """Bulk APIs: file upload, bulk write (insert / update / upsert from a zipped CSV) and bulk read (CSV export), as
-jobs that run beside the API like Zoho's."""
+jobs that run beside the API like Zoho's.
+
+Shapes follow Zoho's OpenAPI files (zoho/crm-oas, v8.0/bulk_write.json and v8.0/bulk_read.json) and the official SDK's
+models: the bulk-write job details are one top-level object (`Bulk_Write_Response`: status, resource[], result, ...),
+while bulk-read job details are wrapped in `data[]` (`Response_Wrapper` of `Job_Detail`). The upload wants the org's
+zgid in X-CRM-ORG. `find_by` must name a unique field (or id). `ignore_empty: false` (the default) means an empty
+cell clears the field; `true` leaves it as it is."""
 
 from __future__ import annotations
 
@@ -17,19 +23,22 @@ from fastapi.responses import JSONResponse, Response
 
 from include.sandbox.crm import meta
 from include.sandbox.crm.query import Columns, QueryError
-from include.sandbox.crm.state import ORG_ID, Sandbox, SandboxState, body_json, error, too_many
+from include.sandbox.crm.state import ZGID, Sandbox, SandboxState, body_json, error, too_many
 from include.sandbox.crm.store import USER
 
 log = logging.getLogger("crm_sandbox")
 router = APIRouter()
+BULK_WRITE_CREDITS = 500   # Zoho's API limits page: a bulk write job costs 500 credits (its status polls 1 each)
+BULK_READ_CREDITS = 50
 
 
 @router.post("/crm/v8/upload")
 async def upload(request: Request, st: Sandbox):
     if request.headers.get("feature") != "bulk-write":
         return error(400, "INVALID_REQUEST", "the feature header must be bulk-write", {"header": "feature"})
-    if request.headers.get("X-CRM-ORG") != ORG_ID:
-        return error(400, "INVALID_REQUEST", "X-CRM-ORG header is missing or wrong", {"header": "X-CRM-ORG"})
+    if request.headers.get("X-CRM-ORG") != ZGID:
+        return error(400, "INVALID_REQUEST", "X-CRM-ORG must be the org's zgid (GET /crm/v8/org: zgid, not id)",
+                     {"header": "X-CRM-ORG"})
     form = await request.form()
     upload_file = form.get("file")
     if upload_file is None or not hasattr(upload_file, "read"):
@@ -80,7 +89,12 @@ async def bulk_write_create(request: Request, st: Sandbox):
             return error(400, "INVALID_DATA", "file_id is invalid", {"api_name": "file_id"})
         if op in ("update", "upsert") and not res.get("find_by"):
             return error(400, "MANDATORY_NOT_FOUND", "find_by is required", {"api_name": "find_by"})
-    if not st.charge(50):
+        find_by = res.get("find_by")
+        if find_by and find_by != "id" and not (find_by in mod.fields and mod.fields[find_by].unique):
+            # Zoho: find_by is the record id or a field marked unique in the org (bulk write "find_by")
+            return error(400, "INVALID_DATA", f"find_by must be id or a unique field; {find_by} is not unique",
+                         {"api_name": "find_by"})
+    if not st.charge(BULK_WRITE_CREDITS):
         return too_many()
     job_id = str(st.store.new_id())
     save_job(st, job_id, "write", "ADDED", body)
@@ -94,7 +108,8 @@ async def run_bulk_write(st: SandboxState, job_id: str, body: dict) -> None:
     summaries, outcome_rows = [], []
     try:
         for res in body["resource"]:
-            summary, rows = await bulk_write_resource(st, body["operation"], res)
+            summary, rows = await bulk_write_resource(st, body["operation"], res,
+                                                      bool(res.get("ignore_empty", body.get("ignore_empty", False))))
             summaries.append(summary)
             outcome_rows.extend(rows)
         out = io.BytesIO()
@@ -108,7 +123,7 @@ async def run_bulk_write(st: SandboxState, job_id: str, body: dict) -> None:
         log.exception("bulk write %s failed", job_id)
         save_job(st, job_id, "write", "FAILED", body, {"resource": summaries, "error": str(exc)})
 
-async def bulk_write_resource(st: SandboxState, op: str, res: dict) -> tuple[dict, list[list]]:
+async def bulk_write_resource(st: SandboxState, op: str, res: dict, ignore_empty: bool) -> tuple[dict, list[list]]:
     module = meta.modules()[res["module"]["api_name"]]
     with zipfile.ZipFile(st.store.data_dir / "files" / f"{res['file_id']}.zip") as zf:
         name = zf.namelist()[0]
@@ -119,7 +134,7 @@ async def bulk_write_resource(st: SandboxState, op: str, res: dict) -> tuple[dic
     outcome = [header + ["STATUS", "RECORD_ID", "ERRORS"]]
     for start in range(0, len(data), 1000):
         chunk = data[start:start + 1000]
-        items = [csv_record(module, row, mapping) for row in chunk]
+        items = [csv_record(module, row, mapping, ignore_empty) for row in chunk]
         mode = "upsert" if op == "upsert" else op
         if op == "update" and res["find_by"] != "id":  # find by the field (by id: the key itself)
             for item in items:
@@ -137,17 +152,28 @@ async def bulk_write_resource(st: SandboxState, op: str, res: dict) -> tuple[dic
                 counts["skipped"] += 1
                 outcome.append(row + ["SKIPPED", "", f"{r['code']}: {r['details'].get('api_name', '')}"])
         await asyncio.sleep(0)  # let API requests in between chunks
-    return {"status": "COMPLETED", "type": "data", "module": {"api_name": module.api_name},
+    return {"status": "COMPLETED", "type": "data", "module": module_ref(module.api_name),
+            "file_id": res["file_id"], "ignore_empty": ignore_empty, "find_by": res.get("find_by"),
+            "field_mappings": res.get("field_mappings") or [],
             "file": {"status": "COMPLETED", "name": name, "added_count": counts["added"],
                      "updated_count": counts["updated"], "skipped_count": counts["skipped"],
                      "total_count": len(data)}}, outcome
 
-def csv_record(module: meta.Module, row: list[str], mapping: dict[int, str]) -> dict:
+def module_ref(api_name: str) -> dict:
+    """A module as Zoho's Minified_Module: api_name and id (the sandbox's module ids are stable per name)."""
+    return {"api_name": api_name, "id": str(5_000_000 + sorted(meta.modules()).index(api_name))}
+
+
+def csv_record(module: meta.Module, row: list[str], mapping: dict[int, str], ignore_empty: bool = False) -> dict:
     item = {}
     for index, api_name in mapping.items():
-        if index >= len(row) or row[index] == "":
+        if index >= len(row):
             continue
         raw, f = row[index], module.fields.get(api_name)
+        if raw == "":
+            if not ignore_empty and f is not None and api_name != "id" and not f.read_only:
+                item[api_name] = None  # an empty cell clears the field unless the job says ignore_empty
+            continue
         if api_name == "id":
             item["id"] = raw
         elif f is None:
@@ -167,24 +193,45 @@ def csv_record(module: meta.Module, row: list[str], mapping: dict[int, str]) -> 
     return item
 
 @router.get("/crm/bulk/v8/write/{job_id}")
-async def bulk_write_status(job_id: str, st: Sandbox):
+async def bulk_write_status(job_id: str, request: Request, st: Sandbox):
+    """Zoho's Get Bulk Write Job Details: one top-level object, not wrapped in data[] (crm-oas v8.0/bulk_write.json,
+    Bulk_Write_Response); the result's download_url is an absolute URL on Zoho's download host."""
     job = job_row(st, job_id, "write")
     if job is None:
-        return error(404, "RESOURCE_NOT_FOUND", "the requested job does not exist")
-    data = {"id": job_id, "operation": job["request"]["operation"], "status": job["state"],
-            "character_encoding": "UTF-8", "created_by": USER, "created_time": job["created_time"],
+        return error(400, "RESOURCE_NOT_FOUND", "the requested job does not exist", {"resource": job_id})
+    st.charge(1)
+    req = job["request"]
+    data = {"status": job["state"], "character_encoding": req.get("character_encoding") or "UTF-8",
+            "id": job_id, "operation": req["operation"], "created_by": {"id": USER["id"], "name": USER["name"]},
+            "created_time": job["created_time"],
             "resource": (job["result"] or {}).get("resource") or
-            [{"status": job["state"], "type": "data", "module": r["module"]} for r in job["request"]["resource"]]}
+            [{"status": job["state"], "type": "data", "module": module_ref(r["module"]["api_name"]),
+              "file_id": r.get("file_id"), "find_by": r.get("find_by"), "field_mappings": r.get("field_mappings") or []}
+             for r in req["resource"]]}
+    if req.get("callback"):
+        data["callback"] = req["callback"]
     if job["state"] == "COMPLETED":
-        data["result"] = {"download_url": f"/crm/bulk/v8/write/{job_id}/result"}
-    return {"data": [data]}
+        base = str(request.base_url).rstrip("/")
+        data["result"] = {"download_url": f"{base}/v2/crm/{ZGID}/bulk-write/{job_id}/{job_id}.zip"}
+    return data
+
+
+@router.get("/v2/crm/{zgid}/bulk-write/{job_id}/{name}")
+async def bulk_write_download(zgid: str, job_id: str, name: str, st: Sandbox):
+    """The result file as Zoho's download host serves it (download-accl.zoho.com/v2/crm/<zgid>/bulk-write/...)."""
+    path = st.store.data_dir / "bulk" / f"write-{job_id}.zip"
+    if zgid != ZGID or name != f"{job_id}.zip" or not path.exists():
+        return error(404, "RESOURCE_NOT_FOUND", "the result is not available")
+    return Response(path.read_bytes(), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{job_id}.zip"'})
 
 @router.get("/crm/bulk/v8/{kind}/{job_id}/result")
 async def bulk_result(kind: str, job_id: str, st: Sandbox):
     path = st.store.data_dir / "bulk" / f"{kind}-{job_id}.zip"
     if kind not in ("read", "write") or not path.exists():
         return error(404, "RESOURCE_NOT_FOUND", "the result is not available")
-    return Response(path.read_bytes(), media_type="application/zip")
+    return Response(path.read_bytes(), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{job_id}.zip"'})
 
 @router.post("/crm/bulk/v8/read")
 async def bulk_read_create(request: Request, st: Sandbox):
@@ -199,7 +246,7 @@ async def bulk_read_create(request: Request, st: Sandbox):
         bulk_criteria_sql(mod, query.get("criteria"))
     except QueryError as exc:
         return error(400, exc.code, exc.message, exc.details)
-    if not st.charge(50):
+    if not st.charge(BULK_READ_CREDITS):
         return too_many()
     job_id = str(st.store.new_id())
     save_job(st, job_id, "read", "ADDED", body)
@@ -219,7 +266,9 @@ def bulk_criteria_sql(mod: meta.Module, criteria: dict | None) -> tuple[str, lis
         if "group" in node:
             joiner = f" {node.get('group_operator', 'and').upper()} "
             return "(" + joiner.join(walk(g) for g in node["group"]) + ")"
-        expr, ftype = cols.sql(node.get("api_name", ""))
+        # v8 names the field as {"field": {"api_name": ...}} (crm-oas bulk_read.json Criteria, the SDK's
+        # MinifiedField); older versions as "api_name": both are read
+        expr, ftype = cols.sql((node.get("field") or {}).get("api_name") or node.get("api_name", ""))
         comparator = node.get("comparator", "equal")
         if comparator not in ops:
             raise QueryError("INVALID_QUERY", f"invalid comparator {comparator}", {"comparator": comparator})
@@ -265,6 +314,7 @@ async def bulk_read_status(job_id: str, st: Sandbox):
     job = job_row(st, job_id, "read")
     if job is None:
         return error(404, "RESOURCE_NOT_FOUND", "the requested job does not exist")
+    st.charge(1)
     data = {"id": job_id, "operation": "read", "state": job["state"], "query": job["request"]["query"],
             "created_by": USER, "created_time": job["created_time"], "file_type": "csv"}
     if job["result"]:

@@ -20,7 +20,6 @@ from include.sandbox.crm.state import (
     DISCRETE_LIMIT,
     MAX_FIELDS,
     MAX_WRITE,
-    TOKEN_LIMIT,
     Sandbox,
     SandboxState,
     body_json,
@@ -50,6 +49,11 @@ def write_response(st: SandboxState, module: str, mode: str, body: dict, request
         if not isinstance(dup, list) or any(d not in mod.fields for d in dup):
             return error(400, "INVALID_DATA", "invalid duplicate_check_fields",
                          {"api_name": "duplicate_check_fields"})
+        # Zoho: duplicate_check_fields are the module's system duplicate-check fields or fields marked unique
+        not_unique = [d for d in dup if not mod.fields[d].unique and d not in mod.duplicate_check]
+        if not_unique:
+            return error(400, "INVALID_DATA", f"duplicate_check_fields must be unique fields; {', '.join(not_unique)} "
+                         "is not", {"api_name": "duplicate_check_fields"})
     results = st.writer.write(module, items, mode, dup, unmodified_since, user=request.scope.get("zoho_user"))
     inserted = [r["details"]["id"] for r in results if r["status"] == "success" and
                 r["message"] == "record added"]
@@ -239,7 +243,7 @@ async def list_records(module: str, request: Request, st: Sandbox):
     if since:
         parsed = meta.parse_datetime(since)
         if parsed is None:
-            return error(400, "INVALID_DATA", "If-Modified-Since must be an ISO 8601 datetime with offset",
+            return error(400, "INVALID_DATA", "If-Modified-Since must be yyyy-MM-ddTHH:mm:ss+HH:mm (seconds, offset)",
                          {"header": "If-Modified-Since"})
         since_ts = math.floor(parsed.timestamp()) + 1  # Zoho's times have second resolution
     if not st.charge(1):
@@ -260,9 +264,9 @@ async def list_records(module: str, request: Request, st: Sandbox):
         if t["x"] < time.time():
             return error(400, "INVALID_DATA", "page_token has expired", {"param_name": "page_token"})
         delivered, after, since_ts = t["n"], tuple(t["a"]), t.get("i")
-        if delivered >= TOKEN_LIMIT:
+        if delivered >= (limit := st.config.page_token_limit):
             return error(400, "PAGINATION_LIMIT_EXCEEDED",
-                         f"cannot fetch more than {TOKEN_LIMIT} records with page_token", {"limit": TOKEN_LIMIT})
+                         f"cannot fetch more than {limit} records with page_token", {"limit": limit})
         rows = st.store.page(module, columns[sort_by], sort_order == "desc", per_page + 1, after=after,
                           since_ts=since_ts)
     else:

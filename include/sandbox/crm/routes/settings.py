@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from include.sandbox.crm import meta
 from include.sandbox.crm.query import QueryError, compile_coql
-from include.sandbox.crm.state import ORG_ID, Sandbox, body_json, error, module_or_error, project, too_many
+from include.sandbox.crm.state import ORG_ID, ZGID, Sandbox, body_json, error, module_or_error, project, too_many
 from include.sandbox.crm.store import USERS
 
 router = APIRouter()
@@ -87,7 +87,7 @@ async def users(request: Request, st: Sandbox, type: str = "AllUsers"):
 @router.get("/crm/v8/org")
 async def org(st: Sandbox):
     st.charge(1)
-    return {"org": [{"id": ORG_ID, "zgid": ORG_ID, "company_name": "上海华东智能装备有限公司 (demo)",
+    return {"org": [{"id": ORG_ID, "zgid": ZGID, "company_name": "上海华东智能装备有限公司 (demo)",
                      "currency": "Chinese Yuan - CNY", "currency_symbol": "¥", "iso_code": "CNY",
                      "time_zone": "Asia/Shanghai", "country_code": "CN", "primary_email": "admin@demo-company.cn",
                      "mc_status": True, "type": "sandbox"}]}

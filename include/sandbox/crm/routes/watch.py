@@ -14,6 +14,10 @@ from include.sandbox.crm.state import Sandbox, SandboxState, body_json
 
 log = logging.getLogger("crm_sandbox")
 router = APIRouter()
+# Zoho's Notification API: a channel lives at most a week (a later channel_expiry falls back to one hour) and its
+# token is at most 50 characters
+MAX_EXPIRY = 7 * 86400
+MAX_TOKEN = 50
 
 
 @router.post("/crm/v8/actions/watch")
@@ -23,12 +27,18 @@ async def watch(request: Request, st: Sandbox):
         return body
     results = []
     with st.store.transaction():
-        for ch in body.get("watch") or []:
+        for i, ch in enumerate(body.get("watch") or []):
+            token = ch.get("token")
+            if token is not None and (not isinstance(token, str) or len(token) > MAX_TOKEN):
+                results.append(meta.invalid("token", f"$.watch[{i}].token", "string", maximum_length=MAX_TOKEN))
+                continue
+            # Zoho: channel_expiry at most one week ahead; later, or missing, the channel expires in one hour
             expiry = meta.parse_datetime(ch.get("channel_expiry") or "")
-            expiry_ts = expiry.timestamp() if expiry else time.time() + 86400
+            now = time.time()
+            expiry_ts = expiry.timestamp() if expiry and expiry.timestamp() <= now + MAX_EXPIRY else now + 3600
             st.store.db.execute("INSERT OR REPLACE INTO watch_channels VALUES (?, ?, ?, ?, ?)",
                              (str(ch.get("channel_id")), json.dumps(ch.get("events") or []), ch.get("notify_url"),
-                              ch.get("token"), min(expiry_ts, time.time() + 7 * 86400)))
+                              token, expiry_ts))
             results.append({"code": "SUCCESS", "status": "success",
                             "message": "Successfully subscribed for actions-watch of the given module",
                             "details": {"events": [{"channel_expiry": meta.now_iso(expiry_ts), "resource_uri":

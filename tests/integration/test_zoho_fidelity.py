@@ -1,0 +1,166 @@
+"""Zoho fidelity (issue 16): where the client and the sandbox agreed with each other but not with Zoho.
+
+Each test pins one point against Zoho's own word (the OpenAPI files of zoho/crm-oas v8.0, the official SDK
+zohocrmsdk8-0, the spec's notes) and failed before the fix, on the sandbox, the client or both:
+
+| point                                             | Zoho's word                                   |
+|---------------------------------------------------|-----------------------------------------------|
+| bulk-write job details are one top-level object   | crm-oas v8.0/bulk_write.json Bulk_Write_Response |
+| X-CRM-ORG of the bulk upload is the org's zgid     | SDK sample bulk_write/upload_file.py           |
+| date-times in COQL / If-Modified-Since: seconds    | spec zoho-crm-v8.md (COQL), crm-oas date-time  |
+|   and offset, no fractions                        |                                               |
+| ignore_empty false: an empty cell clears the field | crm-oas bulk_write.json Request_Wrapper        |
+| find_by / duplicate_check_fields: unique fields    | Zoho bulk write and upsert docs                |
+| a watch channel lives at most a week (later: 1 h), | Zoho Notification API docs                     |
+|   its token at most 50 characters                  |                                               |
+| page tokens stop at 100,000 records                | spec zoho-crm-v8.md (Records)                  |
+| the token answer's api_domain names the org's DC   | spec zoho-crm-v8.md (OAuth)                    |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zipfile
+
+import pytest
+
+from include.zoho.client import ZohoError, data_center_problem, zoho_datetime
+
+
+def _zip(csv_text: str) -> bytes:
+    blob = io.BytesIO()
+    with zipfile.ZipFile(blob, "w") as zf:
+        zf.writestr("Products.csv", csv_text)
+    return blob.getvalue()
+
+
+def _upload(client, csv_text: str, org: str) -> str:
+    resp = client.request("POST", "/crm/v8/upload", headers={"feature": "bulk-write", "X-CRM-ORG": org},
+                          files={"file": ("Products.zip", _zip(csv_text), "application/zip")}, idempotent=False)
+    return resp.json()["details"]["file_id"]
+
+
+def test_bulk_write_job_details_are_top_level_and_the_upload_takes_the_zgid(crm):
+    client = crm.client()
+    org = client.request("GET", "/crm/v8/org").json()["org"][0]
+    assert org["zgid"] != org["id"]  # as in Zoho: two different numbers
+    with pytest.raises(ZohoError, match="zgid"):
+        _upload(client, "Product_Code,Product_Name\nZG-1,zgid test\n", org["id"])
+    file_id = _upload(client, "Product_Code,Product_Name\nZG-1,zgid test\n", org["zgid"])
+    job = client.request("POST", "/crm/bulk/v8/write", idempotent=False, json={
+        "operation": "upsert", "resource": [{"type": "data", "module": {"api_name": "Products"}, "file_id": file_id,
+                                             "find_by": "Product_Code"}]}).json()
+    assert job["status"] == "success" and job["details"]["id"]
+    details = client._wait_for_job("write", job["details"]["id"], "status", ("COMPLETED", "FAILED"), 0.05, 30)
+    raw = client.request("GET", f"/crm/bulk/v8/write/{job['details']['id']}").json()
+    assert "data" not in raw and raw["status"] == "COMPLETED" and raw["id"] == job["details"]["id"]
+    assert raw["resource"][0]["file"]["added_count"] == 1 and raw["resource"][0]["module"]["id"]
+    assert raw["result"]["download_url"].startswith("http")  # absolute, on the download host
+    assert details == raw
+    # the client's own bulk write reads the same shape, with the zgid it reads from the org API
+    result = client.bulk_write("Products", [{"Product_Code": "ZG-2", "Product_Name": "zgid two"}],
+                               find_by="Product_Code", poll_interval=0.05)
+    assert (result.state, result.added) == ("COMPLETED", 1) and client.zgid() == org["zgid"]
+
+
+def test_bulk_write_clears_a_field_whose_cell_is_empty(crm):
+    client = crm.client()
+    rows = [{"Product_Code": "MTR-000001", "Product_Name": "motor", "Projected_14d": 42.5}]
+    client.bulk_write("Products", rows, find_by="Product_Code", poll_interval=0.05)
+    assert client.get_record("Products", "MTR-000001", external_field="Product_Code")["Projected_14d"] == 42.5
+    rows[0]["Projected_14d"] = None  # the ERP cleared it
+    result = client.bulk_write("Products", rows, find_by="Product_Code", poll_interval=0.05)
+    assert result.updated == 1
+    assert client.get_record("Products", "MTR-000001", external_field="Product_Code").get("Projected_14d") is None
+
+
+def test_find_by_and_duplicate_check_fields_must_be_unique_fields(crm):
+    client = crm.client()
+    file_id = _upload(client, "Product_Name,Qty_in_Stock\nmotor,1\n", client.zgid())
+    with pytest.raises(ZohoError, match="unique"):
+        client.request("POST", "/crm/bulk/v8/write", idempotent=False, json={
+            "operation": "upsert", "resource": [{"type": "data", "module": {"api_name": "Products"},
+                                                 "file_id": file_id, "find_by": "Product_Name"}]})
+    with pytest.raises(ZohoError, match="unique"):
+        client.upsert("Products", [{"Product_Name": "motor", "Qty_in_Stock": 1}], duplicate_check_fields=["Qty_in_Stock"])
+    by_name = client.upsert("Products", [{"Product_Name": "motor", "Qty_in_Stock": 1}],
+                            duplicate_check_fields=["Product_Name"])  # the module's system duplicate check
+    assert by_name[0].ok
+    ok = client.upsert("Products", [{"Product_Code": "MTR-000001", "Qty_in_Stock": 3}],
+                       duplicate_check_fields=["Product_Code"])
+    assert ok[0].ok and ok[0].action == "update"
+
+
+def test_date_times_go_to_zoho_in_seconds_with_the_offset(crm):
+    client = crm.client()
+    fine = dt.datetime(2026, 12, 1, 8, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+    assert zoho_datetime(fine) == "2026-12-01T08:30:15+08:00"
+    assert zoho_datetime("2026-12-01T00:30:15.5Z") == "2026-12-01T00:30:15+00:00"
+    with pytest.raises(ValueError, match="time zone"):
+        zoho_datetime(dt.datetime(2026, 12, 1))
+    with pytest.raises(ZohoError, match="datetime"):
+        client.coql(f"select id from Products where Modified_Time >= '{fine.isoformat()}' limit 5")
+    with pytest.raises(ZohoError, match="If-Modified-Since"):
+        client.request("GET", "/crm/v8/Products", params={"fields": "id"},
+                       headers={"If-Modified-Since": fine.isoformat()})
+    rows, _ = client.coql(f"select id from Products where Modified_Time >= '{zoho_datetime(fine)}' limit 5")
+    assert isinstance(rows, list)
+    everything = len(list(client.iter_coql("Products", ["Product_Code"])))
+    old = dt.datetime(2020, 1, 1, 0, 0, 0, 999, tzinfo=dt.UTC)  # the client formats what it is given
+    assert len(list(client.iter_records("Products", ["Product_Code"], modified_since=old))) == everything
+
+
+def test_watch_channel_expiry_and_token_as_zoho_limits_them(crm):
+    from include.bridge.crm_events import subscribe
+
+    client = crm.client()
+    url = "http://127.0.0.1:9/never"
+    answer = subscribe(client, url, "t" * 50)
+    expires = dt.datetime.fromisoformat(answer["expires"])
+    assert dt.timedelta(days=5) < expires - dt.datetime.now(dt.UTC) < dt.timedelta(days=7)
+    with pytest.raises(ValueError, match="50"):
+        subscribe(client, url, "t" * 51)
+    too_long = (dt.datetime.now(dt.UTC) + dt.timedelta(days=8)).replace(microsecond=0).isoformat()
+    raw = client.request("POST", "/crm/v8/actions/watch", json={"watch": [{
+        "channel_id": "9", "events": ["Sales_Orders.edit"], "notify_url": url, "token": "x",
+        "channel_expiry": too_long}]}).json()["watch"][0]
+    granted = dt.datetime.fromisoformat(raw["details"]["events"][0]["channel_expiry"])
+    assert granted - dt.datetime.now(dt.UTC) < dt.timedelta(hours=1, minutes=1)  # Zoho's fallback: one hour
+    with pytest.raises(ValueError, match="168"):
+        subscribe(client, url, "token", hours=8 * 24)
+
+
+def test_records_past_the_page_token_limit_continue_by_coql(crm):
+    crm.configure(page_token_limit=50)
+    try:
+        client = crm.client()
+        client.page_token_limit = 50
+        everything = len(list(client.iter_coql("Products", ["Product_Code"])))
+        codes = [r["Product_Code"] for r in client.iter_records("Products", ["Product_Code"], per_page=20)]
+        assert everything > 100 and len(codes) == everything and len(set(codes)) == everything
+        with pytest.raises(ZohoError, match="by id or by bulk read"):
+            list(client.iter_records("Products", ["Product_Code"], sort_by="Modified_Time", per_page=20))
+    finally:
+        crm.configure(page_token_limit=100_000)
+
+
+def test_a_connection_to_another_data_center_than_the_org_is_refused():
+    assert data_center_problem("https://www.zohoapis.com", "https://www.zohoapis.com") is None
+    assert data_center_problem("https://sandbox.zohoapis.eu", "https://www.zohoapis.eu") is None
+    assert data_center_problem("http://127.0.0.1:8765", "http://127.0.0.1:8765") is None
+    problem = data_center_problem("https://www.zohoapis.com", "https://www.zohoapis.com.cn")
+    assert problem and ".com.cn data center" in problem
+
+
+def test_unknown_connection_extras_are_refused():
+    from types import SimpleNamespace
+
+    from include.zoho.client import client_from_connection
+
+    conn = SimpleNamespace(conn_id="zoho_crm", host="https://www.zohoapis.com", schema=None, port=None,
+                           login="id", password="secret",
+                           extra_dejson={"accounts_url": "https://accounts.zoho.com", "refresh_token": "r",
+                                         "org_id": "60012345678"})
+    with pytest.raises(ValueError, match="org_id is gone"):
+        client_from_connection(conn)
