@@ -107,7 +107,8 @@ MIRROR_SCHEMA = {
         "pilot": config.Opt(_optional("kind", "column")),
         "deletions": config.Opt(_optional("view", "doc_type"))},
     "target": _optional("module", "entity", "find_by"),
-    "fields": config.Map(config.Either((str, _optional("column", "sql", "type", "default", "lookup", "map")))),
+    "fields": config.Map(config.Either((str, _optional("column", "sql", "type", "default", "lookup", "map",
+                                                        "decimals", "max_length")))),
     "settings": _optional("bulk_threshold", "load_chunks", "lookback_minutes", "noun", "overwrite_crm_edits",
                           "product_map_full_refresh_hours", "alert_below_safety_stock", "alert_slips",
                           "max_alerts_per_run", "near_limit_share", "overdue_block_days", "ship_days_after_finish",
@@ -426,13 +427,29 @@ def planned_sql(m: Mirror, passed_only: bool = True) -> str:
             planned AS (SELECT p.key, m.crm_id, {values} AS values FROM per_key p {target_join} {' '.join(joins)})"""
 
 
+NUMBER_TYPES = {"currency", "double", "decimal", "percent"}
+# Zoho's lengths: single-line text 255, multi-line "small" 2,000 (a new custom field's default; "large" 32,000)
+MAX_LENGTH = {"text": 255, "textarea": 2000}
+
+
 def field_sql(spec: dict, settings: dict) -> str:
-    """A CRM field's SQL: `sql` (with {setting} placeholders) or a value `map` over a staged column."""
+    """A CRM field's SQL: `sql` (with {setting} placeholders) or a value `map` over a staged column.
+
+    The value is what Zoho will keep: numbers rounded to the field's decimal places (`decimals`, default 2), text
+    cut to its length (`max_length`; the cut ends in '…'). Pushing 12.3456 into a 2-place field reads back 12.35,
+    so a mirror that did not round would see a difference on every run and write the same records forever."""
     if "map" in spec:
         whens = " ".join(f"WHEN {quote(k)} THEN {quote(v)}" for k, v in spec["map"].items())
         default = quote(spec["default"]) if spec.get("default") is not None else "NULL"
         return f"CASE {spec['column']} {whens} ELSE {default} END"
-    return spec["sql"].format_map(settings)
+    sql, kind = spec["sql"].format_map(settings), spec.get("type")
+    if kind in NUMBER_TYPES:
+        return f"round(({sql})::numeric, {int(spec.get('decimals', 2))})"
+    if kind in MAX_LENGTH:
+        n = int(spec.get("max_length", MAX_LENGTH[kind]))
+        text = f"({sql})::text"  # repeated: PostgreSQL computes an aggregate written twice once
+        return f"CASE WHEN length({text}) > {n} THEN left({text}, {n - 1}) || '…' ELSE {text} END"
+    return sql
 
 
 def quote(value) -> str:

@@ -83,7 +83,8 @@ def test_find_by_and_duplicate_check_fields_must_be_unique_fields(crm):
             "operation": "upsert", "resource": [{"type": "data", "module": {"api_name": "Products"},
                                                  "file_id": file_id, "find_by": "Product_Name"}]})
     with pytest.raises(ZohoError, match="unique"):
-        client.upsert("Products", [{"Product_Name": "motor", "Qty_in_Stock": 1}], duplicate_check_fields=["Qty_in_Stock"])
+        client.upsert("Products", [{"Product_Name": "motor", "Qty_in_Stock": 1}],
+                      duplicate_check_fields=["Qty_in_Stock"])
     by_name = client.upsert("Products", [{"Product_Name": "motor", "Qty_in_Stock": 1}],
                             duplicate_check_fields=["Product_Name"])  # the module's system duplicate check
     assert by_name[0].ok
@@ -164,3 +165,58 @@ def test_unknown_connection_extras_are_refused():
                                          "org_id": "60012345678"})
     with pytest.raises(ValueError, match="org_id is gone"):
         client_from_connection(conn)
+
+
+def test_number_fields_keep_their_decimal_places_and_custom_text_areas_2000_characters(crm):
+    client = crm.client()
+    fields = client.fields("Products")
+    assert fields["Unit_Price"]["decimal_place"] == 2 and fields["Unit_Price"]["currency"]["precision"] == 2
+    assert fields["Stock_By_Warehouse"]["length"] == 2000 and fields["Stock_By_Warehouse"]["textarea"]["type"] == "small"
+    out = client.update("Products", [{"id": client.get_record("Products", "MTR-000001", "Product_Code")["id"],
+                                      "Unit_Price": 12.3456}])
+    assert out[0].ok
+    assert client.get_record("Products", "MTR-000001", "Product_Code")["Unit_Price"] == 12.35  # as Zoho rounds
+    too_long = client.update("Products", [{"id": out[0].id, "Stock_By_Warehouse": "x" * 2001}])
+    assert not too_long[0].ok and too_long[0].api_name == "Stock_By_Warehouse"
+
+
+def test_a_mirror_writes_what_zoho_keeps_so_the_next_run_writes_nothing(erp, bridge, crm_server):
+    """A tax-included ERP price gives a net price with four decimals; Zoho keeps two. The mirror rounds before it
+    writes and compares, so the next run (which reads the CRM back to catch price edits) finds nothing to do —
+    without rounding it saw a "CRM edit" every run and wrote the same products forever."""
+    import os
+
+    import psycopg2
+
+    from include.bridge.runtime import Systems
+    from include.flows import flow
+    from include.sandbox.erp import db as erp_db
+
+    crm_server.reset(customers=60, skus=300, seed_value=7)  # the ERP fixture's demo company
+    client = crm_server.client()
+    erp_conn = psycopg2.connect(dbname=erp.dbname, user=erp_db.READ_ROLE, password=os.environ["ERP_READ_PASSWORD"])
+    url = f"postgresql+psycopg2://{bridge[1].info.user}@{bridge[1].info.host}:{bridge[1].info.port}/{bridge[0]}"
+    systems = Systems.from_connections(bridge[1], url, erp=erp_conn, crm=client)
+    prices = flow("erp_prices_to_crm")
+
+    def run(run_id: str) -> dict:
+        r = prices.extract(systems, run_id)
+        prices.validate(systems, r)
+        for chunk in r.facts["chunks"]:
+            prices.load(systems, r, chunk)
+        return prices.finish(systems, r)
+
+    try:
+        run("manual__prices_1")
+        sku = erp.scalar("SELECT sku FROM erp_api.price_list WHERE price_list = 'Standard Selling' "
+                         "AND currency = 'CNY' ORDER BY sku LIMIT 1")
+        erp.query("UPDATE erp.item_price SET unit_price = 99.99, tax_included = true, updated_at = now() "
+                  "WHERE sku = %s AND price_list = 'Standard Selling' AND currency = 'CNY'", (sku,))
+        net = float(erp.scalar("SELECT unit_price_excl_tax FROM erp_api.price_list WHERE sku = %s "
+                               "AND price_list = 'Standard Selling' AND currency = 'CNY'", (sku,)))
+        assert round(net, 2) != net  # four decimals in the ERP
+        assert run("manual__prices_2")["loaded"] >= 1
+        assert client.get_record("Products", sku, "Product_Code")["Unit_Price"] == round(net, 2)
+        assert run("manual__prices_3")["loaded"] == 0
+    finally:
+        erp_conn.close()

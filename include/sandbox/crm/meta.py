@@ -14,6 +14,7 @@ ORG_TZ = dt.timezone(dt.timedelta(hours=8))  # the demo org's time zone (Asia/Sh
 NUMBER_TYPES = {"double", "currency", "decimal", "percent"}
 INTEGER_TYPES = {"integer", "bigint"}
 TEXT_TYPES = {"text": 255, "textarea": 32000, "phone": 30, "website": 255, "email": 100}
+SMALL_TEXTAREA = 2000
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 JSON_TYPES = {"text": "string", "textarea": "string", "phone": "string", "website": "string", "email": "string",
@@ -37,6 +38,7 @@ class Field:
     read_only: bool = False
     custom: bool = False
     subform: dict[str, Field] = field(default_factory=dict)
+    decimals: int | None = None   # number fields: Zoho rounds a value to the field's decimal places (default 2)
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,14 @@ class Module:
 
 def _field(name: str, spec: dict) -> Field:
     sub = {k: _field(k, v) for k, v in (spec.get("subform") or {}).items()}
+    length = spec.get("length")
+    if spec["type"] == "textarea" and length is None:
+        # Zoho's multi-line fields: "small" (2,000 characters, what a new custom field gets) or "large" (32,000)
+        length = SMALL_TEXTAREA if spec.get("custom") else TEXT_TYPES["textarea"]
+    decimals = spec.get("decimals", 2) if spec["type"] in NUMBER_TYPES else None
     return Field(name, spec["type"], bool(spec.get("mandatory")), bool(spec.get("unique")), spec.get("lookup"),
-                 tuple(spec.get("picklist") or ()), bool(spec.get("restricted")), spec.get("length"),
-                 bool(spec.get("read_only")), bool(spec.get("custom")), sub)
+                 tuple(spec.get("picklist") or ()), bool(spec.get("restricted")), length,
+                 bool(spec.get("read_only")), bool(spec.get("custom")), sub, decimals)
 
 
 @cache
@@ -123,7 +130,8 @@ def check_value(f: Field, value, path: str, lookup_exists) -> tuple[object, dict
     if t in NUMBER_TYPES:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, invalid(f.api_name, path, t)
-        return value, None
+        # Zoho keeps what the field's decimal places allow (12.3456 in a 2-place currency field reads back 12.35)
+        return (round(value, f.decimals) if f.decimals is not None and isinstance(value, float) else value), None
     if t == "boolean":
         return (value, None) if isinstance(value, bool) else (None, invalid(f.api_name, path, t))
     if t == "date":

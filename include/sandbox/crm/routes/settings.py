@@ -34,6 +34,12 @@ def field_json(f: meta.Field, n: int) -> dict:
            "field_read_only": f.read_only, "visible": True, "length": f.length or meta.TEXT_TYPES.get(f.type, 255),
            "unique": {"casesensitive": "false"} if f.unique else {}, "pick_list_values": [], "lookup": {},
            "subform": None}
+    if f.decimals is not None:  # crm-oas v8.0/fields.json: decimal_place; currency {rounding_option, precision}
+        out["decimal_place"] = f.decimals
+        if f.type == "currency":
+            out["currency"] = {"rounding_option": "normal", "precision": f.decimals}
+    if f.type == "textarea":
+        out["textarea"] = {"type": "small" if out["length"] <= meta.SMALL_TEXTAREA else "large"}
     if f.picklist:
         out["pick_list_values"] = [{"display_value": v, "actual_value": v, "id": str(5843104000000004000 + i)}
                                    for i, v in enumerate(f.picklist)]
