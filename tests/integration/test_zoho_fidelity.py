@@ -171,7 +171,8 @@ def test_number_fields_keep_their_decimal_places_and_custom_text_areas_2000_char
     client = crm.client()
     fields = client.fields("Products")
     assert fields["Unit_Price"]["decimal_place"] == 2 and fields["Unit_Price"]["currency"]["precision"] == 2
-    assert fields["Stock_By_Warehouse"]["length"] == 2000 and fields["Stock_By_Warehouse"]["textarea"]["type"] == "small"
+    area = fields["Stock_By_Warehouse"]
+    assert area["length"] == 2000 and area["textarea"]["type"] == "small"
     out = client.update("Products", [{"id": client.get_record("Products", "MTR-000001", "Product_Code")["id"],
                                       "Unit_Price": 12.3456}])
     assert out[0].ok
