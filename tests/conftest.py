@@ -151,8 +151,8 @@ SALESPERSON, CREDIT_CONTROLLER = "5843104000000424011", "5843104000000424021"  #
 class CrmSandbox(CrmSandboxProcess):
     """A running CRM sandbox server process (real HTTP) with the test OAuth client."""
 
-    def __init__(self, data_dir, port: int | None = None):
-        super().__init__(data_dir, port, env=CRM_CREDENTIALS)
+    def __init__(self, data_dir, port: int | None = None, env: dict | None = None):
+        super().__init__(data_dir, port, env=CRM_CREDENTIALS | (env or {}))
 
     def reset(self, **body) -> dict:
         return super().reset(**({"customers": 30, "skus": 120} | body))

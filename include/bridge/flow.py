@@ -150,6 +150,11 @@ class Flow:
         that loads nothing and so has no gate."""
         raise NotImplementedError(f"{type(self).__name__} declares no suites")
 
+    def crm_fields(self) -> list:
+        """What this flow needs of the CRM's fields (include/bridge/doctor.py FieldNeed): the preflight and
+        `python -m include.bridge.doctor` check them against the org. [] for a flow that touches no CRM field."""
+        return []
+
     def reverse_erp(self, bridge, erp_write, batch_id: str, run_id: str, changes: list[dict]) -> list:
         """How bridge_rollback undoes this flow's ERP documents of one run (include/bridge/rollback.py); by default
         they cannot be undone through the inbound contract and are listed for the ERP team with `not_reversible`."""

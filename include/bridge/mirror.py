@@ -742,6 +742,11 @@ class MirrorFlow(Flow):
     def suites(self) -> dict[str, list[str]]:
         return {self.name: self.spec.gated_columns}
 
+    def crm_fields(self) -> list:
+        from include.bridge.doctor import mirror_needs
+
+        return mirror_needs(self.spec)
+
     @property
     def pilot_dimensions(self) -> tuple[str, ...]:  # type: ignore[override]
         return PILOT_DIMENSIONS.get((self.spec.source.get("pilot") or {}).get("kind"), ())

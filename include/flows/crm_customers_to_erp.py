@@ -195,11 +195,21 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
     return {"written_back": len(written), "waiting": len(pending) - len(done)}
 
 
+# What the flow reads and writes in the CRM (the preflight checks it: include/bridge/doctor.py)
+CRM_FIELDS = {"Accounts": {"Account_Name": {"type": "text"}, "Account_Number": {"type": "text"},
+                           "Unified_Social_Credit_Code": {"type": "text"}, "Sales_Region": {"type": "picklist"},
+                           "ERP_Sync_Ready": {"type": "boolean"}, "Integration_Message": {"type": "textarea"}}}
+
 class CustomersToErp(Flow):
     """The whole flow in one task: small volumes (the accounts marked ready since the last run)."""
     name, source, target = FLOW, "crm", "erp"
     pilot_dimensions = ("regions",)
     pilot_hint = "it creates new customers, which have no ERP code yet: pilot it with pilot_regions"
+
+    def crm_fields(self) -> list:
+        from include.bridge.doctor import needs_from
+
+        return needs_from(CRM_FIELDS)
     suites = {FLOW: COLUMNS}
     not_reversible = ("an ERP customer cannot be removed through the inbound contract: deactivate it in the ERP if "
                       "it should not exist")

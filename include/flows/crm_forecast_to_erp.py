@@ -424,11 +424,23 @@ def show_on_deals(bridge, crm, batch_id: str, run_id: str, version: str | None) 
 
 
 # ---------------------------------------------------------------------------------------------- flow
+# What the flow reads and writes in the CRM (the preflight checks it: include/bridge/doctor.py)
+CRM_FIELDS = {"Deals": {"Deal_Items": {"type": "subform"}, "Stage": {"type": "picklist"},
+                        "Probability": {}, "Closing_Date": {"type": "date"}, "Account_Name": {"type": "lookup"},
+                        "Integration_Message": {"type": "textarea"}},
+              "Quotes": {"Quoted_Items": {"type": "subform"}, "Deal_Name": {"type": "lookup"}},
+              "Accounts": {"Sales_Region": {"type": "picklist"}}}
+
 class ForecastToErp(Flow):
     """extract -> validate (lines gate, buckets, totals gate) -> send -> record, one Airflow task each."""
     name, source, target = FLOW, "crm", "erp"
     pilot_dimensions = ("regions",)
     pilot_hint = "it forecasts by sales region: pilot it with pilot_regions"
+
+    def crm_fields(self) -> list:
+        from include.bridge.doctor import needs_from
+
+        return needs_from(CRM_FIELDS)
     suites = {FLOW: GATED, f"{FLOW}.totals": BUCKET_COLUMNS}
     not_reversible = ("a forecast version is replaced, not reversed: run crm_forecast_to_erp again after the fix "
                       "(erp_api.forecast_versions lists the versions)")

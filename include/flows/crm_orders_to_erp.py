@@ -595,11 +595,30 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- flow
+# What the flow reads and writes in the CRM (the preflight checks it: include/bridge/doctor.py)
+CRM_FIELDS = {
+    "Sales_Orders": {"Ordered_Items": {"type": "subform"}, "Account_Name": {"type": "lookup"},
+                     "Status": {"type": "picklist", "values": ["Confirmed", "Credit Hold"]},
+                     "Credit_Check": {"type": "picklist", "values": ["Passed", "Hold", "Approved", "Prepaid Only"]},
+                     "ERP_Order_No": {"type": "text", "unique": True}, "ERP_Status": {"type": "text"},
+                     "ERP_Synced_At": {"type": "datetime"}, "Integration_Message": {"type": "textarea"},
+                     "Is_Prepaid": {"type": "boolean"}, "Approved_By": {"type": "text"}, "Due_Date": {"type": "date"},
+                     "Exchange_Rate": {}, "Grand_Total": {"type": "currency"}},
+    "Quotes": {"Quoted_Items": {"type": "subform"}, "Account_Name": {"type": "lookup"},
+               "Quote_Stage": {"type": "picklist"}, "ERP_Order_No": {"type": "text", "unique": True},
+               "ERP_Status": {"type": "text"}, "ERP_Synced_At": {"type": "datetime"},
+               "Integration_Message": {"type": "textarea"}}}
+
 class OrdersToErp(Flow):
     """extract -> validate (gate + credit) -> send -> write_back, one Airflow task each (dags/crm_orders_to_erp.py)."""
     name, source, target = FLOW, "crm", "erp"
     pilot_dimensions = ("regions", "customers")
     pilot_hint = "it works on customers' orders: pilot it with pilot_regions or pilot_customers"
+
+    def crm_fields(self) -> list:
+        from include.bridge.doctor import needs_from
+
+        return needs_from(CRM_FIELDS)
     suites = {FLOW: COLUMNS}
     reverse_erp = staticmethod(reverse_erp)
 

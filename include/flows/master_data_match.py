@@ -168,11 +168,22 @@ def spreadsheet_safe(cell):
     return cell
 
 
+# What matching reads in the CRM (the preflight checks it: include/bridge/doctor.py): a product is linked by its
+# code, so the code must be unique in the CRM
+CRM_FIELDS = {"Products": {"Product_Code": {"type": "text", "unique": True}},
+              "Accounts": {"Account_Name": {"type": "text"}, "Account_Number": {"type": "text"},
+                           "Unified_Social_Credit_Code": {"type": "text"}, "Billing_City": {"type": "text"}}}
+
 class MasterDataMatch(Flow):
     """One task: link CRM Accounts <-> ERP customers and Products <-> SKUs (bridge.id_map), list the doubtful ones."""
     name, source, target = FLOW, "crm+erp", "bridge"
     pilot_dimensions = ()
     pilot_hint = "matching compares every account with every customer: run it in full"
+
+    def crm_fields(self) -> list:
+        from include.bridge.doctor import needs_from
+
+        return needs_from(CRM_FIELDS)
     suites = {}  # it links records and lists doubtful ones for review; it loads nothing into either system
 
     def run(self, systems, run_id: str, send_alert=None) -> dict:

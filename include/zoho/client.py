@@ -57,6 +57,19 @@ class ZohoAuthError(ZohoError):
     """The OAuth token endpoint refused the credentials (wrong client, revoked refresh token, mint limit)."""
 
 
+class ZohoCreditsExhausted(ZohoError):
+    """The org's API credits for the rolling 24 hours are spent: the run stops with this, it does not retry."""
+
+
+def credits_exhausted(body: dict) -> bool:
+    """Whether a 429 means credits (final for the day) rather than concurrency (retry after a pause). Zoho answers
+    both with TOO_MANY_REQUESTS and its published files name no field that tells them apart, so the message is read
+    (it speaks of the API limit or of credits for the one, of "too many requests continuously" for the other);
+    anything unclear counts as concurrency and is retried within max_retries."""
+    text = f"{body.get('message', '')} {body.get('details', '')}".lower()
+    return "credit" in text or "api limit" in text
+
+
 class ZohoAmbiguousWriteError(ZohoError):
     """A non-idempotent write failed in a way that does not tell whether it was applied."""
 
@@ -293,6 +306,10 @@ class ZohoCrmClient:
                 self.access_token(force_refresh=True, rejected=token)
                 refreshed = True
                 continue
+            if resp.status_code == 429 and credits_exhausted(body):
+                # retrying cannot help before the rolling 24 hours free credits; every retry would cost one more
+                raise ZohoCreditsExhausted(429, code, body.get("message", "API credits exhausted"),
+                                           body.get("details"), path)
             retryable = resp.status_code in RETRYABLE_STATUS and (idempotent or resp.status_code == 429)
             if retryable and attempt < self.max_retries:
                 log.warning("Zoho %s %s: HTTP %s %s, retrying", method, path, resp.status_code, code)

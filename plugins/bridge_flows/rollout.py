@@ -38,4 +38,20 @@ def rollout_for(flow: str, params: dict | None, run_id: str):
             db.ensure_schema(systems.bridge())
             engine.skip_run(systems.bridge(), flow, run_id, "switched off in the Airflow Variable bridge_rollout")
         raise AirflowSkipException(f"{flow} is switched off (Variable bridge_rollout: enabled false)")
+    preflight(flow)
     return plan
+
+
+def preflight(flow: str) -> None:
+    """The CRM org checked for what this flow needs of its fields, once a day (include/bridge/doctor.py); a problem
+    fails the task at once with the table of changes (no retry: an admin has to change the org)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.bridge import doctor
+    from include.bridge.runtime import Systems
+
+    with Systems() as systems:
+        try:
+            doctor.preflight(systems, flow)
+        except doctor.PreflightFailed as exc:
+            raise AirflowFailException(str(exc)) from None

@@ -221,3 +221,98 @@ def test_a_mirror_writes_what_zoho_keeps_so_the_next_run_writes_nothing(erp, bri
         assert run("manual__prices_3")["loaded"] == 0
     finally:
         erp_conn.close()
+
+
+def _doctor(crm_url: str) -> tuple[int, str]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import CRM_CREDENTIALS, ROOT
+
+    conn = {"conn_type": "zoho_crm", "host": crm_url, "login": CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
+            "password": CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
+            "extra": {"accounts_url": crm_url, "file_upload_url": crm_url,
+                      "refresh_token": CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"]}}
+    env = os.environ | {"AIRFLOW_CONN_ZOHO_CRM": json.dumps(conn), "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-m", "include.bridge.doctor"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_doctor_is_green_on_the_sandbox_and_names_each_change_on_a_misconfigured_org(crm, tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    from include.sandbox.crm import meta
+    from tests.conftest import CrmSandbox
+
+    code, out = _doctor(crm.url)
+    assert code == 0 and "every field the flows need" in out, out
+
+    # an org whose admin left Product_Code not unique, Unit_Price at 0 decimals and no 'Prepaid Only' credit check
+    setup = yaml.safe_load(Path(meta.__file__).with_name("modules.yaml").read_text(encoding="utf-8"))
+    products = setup["modules"]["Products"]["fields"]
+    products["Product_Code"]["unique"] = False
+    products["Unit_Price"]["decimals"] = 0
+    checks = setup["modules"]["Sales_Orders"]["fields"]["Credit_Check"]
+    checks["picklist"] = [v for v in checks["picklist"] if v != "Prepaid Only"]
+    (tmp_path / "modules.yaml").write_text(yaml.safe_dump(setup, allow_unicode=True), encoding="utf-8")
+    with CrmSandbox(tmp_path / "org", env={"CRM_SANDBOX_MODULES": str(tmp_path / "modules.yaml")}) as other:
+        other.reset(customers=5, skus=10)
+        code, out = _doctor(other.url)
+    assert code == 1, out
+    assert "Products.Product_Code" in out and "not unique" in out and "Do not allow duplicate values" in out
+    assert "Products.Unit_Price" in out and "keeps 0 decimal places" in out
+    assert "Sales_Orders.Credit_Check" in out and "Prepaid Only" in out
+
+
+def test_credits_per_call_type_and_a_429_for_credits_stops_at_once(crm):
+    from include.zoho.client import ZohoCreditsExhausted
+
+    client = crm.client()
+    used = lambda: crm.admin("GET", "stats")["credits_used_24h"]  # noqa: E731
+    before = used()
+    client.coql("select id from Products limit 2000")
+    client.coql("select id from Products limit 200")
+    assert used() - before == 3 + 1  # Zoho's COQL credits: 3 for LIMIT 2,000, 1 for LIMIT 200
+
+    crm.configure(burst_429=2)  # a burst: retried, and the call goes through
+    assert client.coql("select id from Products limit 5")[0]
+    crm.configure(credits_per_day=used())  # the day's credits are spent
+    try:
+        requests_before = client.stats["requests"]
+        with pytest.raises(ZohoCreditsExhausted, match="credit"):
+            client.coql("select id from Products limit 5")
+        assert client.stats["requests"] - requests_before == 1  # no retry spends more
+    finally:
+        crm.configure(credits_per_day=200_000)
+
+
+def test_complex_calls_have_a_sub_concurrency_of_ten(crm):
+    import threading
+
+    crm.configure(latency_ms=400, concurrency_limit=25)
+    try:
+        client = crm.client(max_retries=0)
+        client.access_token()
+        outcomes = []
+
+        def query():
+            try:
+                client.coql("select id from Products limit 5")
+                outcomes.append("ok")
+            except ZohoError as exc:
+                outcomes.append(exc.code)
+
+        threads = [threading.Thread(target=query) for _ in range(14)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert outcomes.count("TOO_MANY_REQUESTS") >= 1 and outcomes.count("ok") >= 10
+        assert crm.admin("GET", "stats")["stats"].get("sub_concurrency_429", 0) >= 1
+    finally:
+        crm.configure(latency_ms=0, concurrency_limit=10)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from include.sandbox.crm.routes import bulk, control, oauth, records, settings, watch
-from include.sandbox.crm.state import SandboxState, error, too_many
+from include.sandbox.crm.state import SandboxState, concurrency_refused, error
 
 
 def scope_for(path: str) -> str:
@@ -43,15 +43,20 @@ class ZohoGate:
         st.stats["requests"] += 1
         if st.in_flight >= cfg.concurrency_limit:  # counted from arrival to reply, like Zoho's limit
             st.stats["concurrency_429"] += 1
-            return await too_many()(scope, receive, send)
+            return await concurrency_refused()(scope, receive, send)
+        complex_call = scope["path"] == "/crm/v8/coql" or scope["path"].startswith("/crm/bulk/")
+        if complex_call and st.complex_in_flight >= cfg.sub_concurrency_limit:
+            st.stats["sub_concurrency_429"] += 1
+            return await concurrency_refused()(scope, receive, send)
         st.in_flight += 1
+        st.complex_in_flight += complex_call
         try:
             if cfg.latency_ms:
                 await asyncio.sleep(cfg.latency_ms / 1000 * (0.5 + st.rng.random()))
             if faulty and cfg.burst_429 > 0:
                 cfg.burst_429 -= 1
                 st.stats["injected_429"] += 1
-                return await too_many()(scope, receive, send)
+                return await concurrency_refused()(scope, receive, send)
             denied = self.check_token(scope)
             if denied is not None:
                 return await denied(scope, receive, send)
@@ -75,6 +80,7 @@ class ZohoGate:
             raise ConnectionAbortedError("sandbox fault injection: connection dropped")
         finally:
             st.in_flight -= 1
+            st.complex_in_flight -= complex_call
 
     def check_token(self, scope) -> JSONResponse | None:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}

@@ -35,6 +35,7 @@ FULL_SCOPE = ("ZohoCRM.modules.ALL,ZohoCRM.settings.ALL,ZohoCRM.users.READ,ZohoC
 class Config:
     """Runtime settings: limits like Zoho's and fault injection, changeable through PUT /__sandbox/config."""
     concurrency_limit: int = 10          # concurrent API requests per org (Zoho Standard edition)
+    sub_concurrency_limit: int = 10      # of those, "complex" calls at once (COQL, bulk): 10 in every edition
     credits_per_day: int = 200_000       # API credits per rolling 24 h
     token_ttl_seconds: int = 3600
     token_mints_per_10min: int = 10      # access tokens one refresh token may mint per 10 minutes
@@ -54,6 +55,7 @@ class SandboxState:
         self.config = Config(**json.loads(self.store.kv_get("config", "{}")))
         self.rng = random.Random(self.config.fault_seed)
         self.in_flight = 0
+        self.complex_in_flight = 0
         self.credits: collections.deque[tuple[float, int]] = collections.deque()
         self.stats: collections.Counter = collections.Counter()
         self.client_id = os.environ.get("ZOHO_CLIENT_ID", "1000.SANDBOXCLIENT")
@@ -96,8 +98,18 @@ def error(status: int, code: str, message: str, details: dict | None = None) -> 
     return JSONResponse({"code": code, "details": details or {}, "message": message, "status": "error"}, status)
 
 
-def too_many() -> JSONResponse:
+def concurrency_refused() -> JSONResponse:
+    """Zoho's answer to one request too many at once (the edition's concurrency, or the sub-concurrency of 10 for
+    complex calls): the same 429 as for credits, with the message of a burst; retrying after a pause is right."""
     return error(429, "TOO_MANY_REQUESTS", "too many requests continuously, please try again after some time")
+
+
+def too_many() -> JSONResponse:
+    """The org's API credits for the rolling 24 hours are spent (a concurrency refusal is app.py's). Zoho answers
+    both with 429 TOO_MANY_REQUESTS; its published files name no header or code that tells them apart, so the
+    message says which, as Zoho's does ("... API limit ..." / "... credits ...")."""
+    return error(429, "TOO_MANY_REQUESTS", "the API credit limit of the org for the rolling 24 hours is exhausted; "
+                 "please try again after some time")
 
 
 def sandbox_state(request: Request) -> SandboxState:

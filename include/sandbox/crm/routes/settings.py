@@ -103,15 +103,20 @@ async def coql(request: Request, st: Sandbox):
     body = await body_json(request)
     if isinstance(body, JSONResponse):
         return body
-    if not st.charge(1):
-        return too_many()
     try:
         q = compile_coql(body.get("select_query"))
     except QueryError as exc:
         return error(400, exc.code, exc.message, exc.details)
+    if not st.charge(coql_credits(q["limit"])):
+        return too_many()
     rows = st.store.query(q["sql"], q["params"])
     more = len(rows) > q["limit"]
     data = [project(json.loads(d), q["columns"]) for _, d in rows[:q["limit"]]]
     if not data:
         return Response(status_code=204)
     return {"data": data, "info": {"count": len(data), "more_records": more}}
+
+
+def coql_credits(limit: int) -> int:
+    """Zoho's COQL credits by the query's LIMIT: up to 200 records 1, up to 1,000 2, up to 2,000 3."""
+    return 1 if limit <= 200 else 2 if limit <= 1000 else 3
