@@ -115,14 +115,13 @@ def field_problems(need: FieldNeed, actual: dict | None) -> list[tuple[str, str]
     return out
 
 
-def all_needs(flows: list[str] | None = None) -> dict[str, list[FieldNeed]]:
-    from include.flows import FLOWS
-
-    names = flows or sorted(FLOWS)
-    unknown = [n for n in names if n not in FLOWS]
+def all_needs(registry: dict, flows: list[str] | None = None) -> dict[str, list[FieldNeed]]:
+    """What each named flow of the registry (include.flows.FLOWS, handed in by the caller) needs; default all."""
+    names = flows or sorted(registry)
+    unknown = [n for n in names if n not in registry]
     if unknown:
-        raise KeyError(f"no flow {', '.join(unknown)}: the flows are {', '.join(sorted(FLOWS))}")
-    return {name: FLOWS[name].crm_fields() for name in names}
+        raise KeyError(f"no flow {', '.join(unknown)}: the flows are {', '.join(sorted(registry))}")
+    return {name: registry[name].crm_fields() for name in names}
 
 
 def table(problems: list[Problem]) -> str:
@@ -136,7 +135,7 @@ def table(problems: list[Problem]) -> str:
     return "\n".join(lines)
 
 
-def preflight(systems, flow: str) -> None:
+def preflight(systems, flow: str, needs: list[FieldNeed]) -> None:
     """A flow's check against the org, once a day per flow: a pass is remembered in bridge.crm_preflight for the
     day; problems fail the run with the table (fail closed: a run never writes into fields it cannot write)."""
     from include.bridge import db
@@ -150,8 +149,7 @@ def preflight(systems, flow: str) -> None:
     bridge.rollback()
     if done:
         return
-    needs = all_needs([flow])
-    problems = check(systems.crm(), needs) if needs[flow] else []
+    problems = check(systems.crm(), {flow: needs}) if needs else []
     with bridge.cursor() as cur:
         cur.execute("""INSERT INTO bridge.crm_preflight (flow, checked_on, ok, problems) VALUES (%s, %s, %s, %s)
                        ON CONFLICT (flow, checked_on) DO UPDATE SET ok = excluded.ok, problems = excluded.problems,
@@ -167,14 +165,14 @@ class PreflightFailed(RuntimeError):
     """The CRM org lacks what a flow needs; the message is the table of changes."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(registry: dict, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.bridge.doctor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--flow", action="append", help="check only this flow (repeatable); default: all")
     parser.add_argument("--conn-id", default="zoho_crm", help="the Airflow connection of the CRM (default zoho_crm)")
     args = parser.parse_args(argv)
     from include.bridge.runtime import crm_client
 
-    needs = all_needs(args.flow)
+    needs = all_needs(registry, args.flow)
     problems = check(crm_client(args.conn_id), needs)
     checked = sum(len(n) for n in needs.values())
     print(f"checked {checked} field needs of {len(needs)} flows against the CRM org")
@@ -183,4 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # the command line is the caller that looks the flows up in their registry
+    from include.flows import FLOWS
+
+    sys.exit(main(FLOWS))

@@ -59,11 +59,19 @@ class Systems:
     def __enter__(self) -> Systems:
         return self
 
-    def __exit__(self, *_) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         for name in ("bridge", "erp", "erp_write"):
             conn = self._open.pop(name, None)
             if conn is not None:
                 conn.close()
+        from include.zoho.client import ZohoCreditsExhausted
+
+        if isinstance(exc, ZohoCreditsExhausted):
+            # a retry would spend what the org has left for nothing: fail the task now (the failure alert still
+            # goes out), the next scheduled run goes on once the rolling 24 hours free credits again
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"the Zoho org's API credits are exhausted; not retrying ({exc})") from exc
 
 
 def connection(conn_id: str):

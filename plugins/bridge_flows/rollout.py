@@ -49,9 +49,10 @@ def preflight(flow: str) -> None:
 
     from include.bridge import doctor
     from include.bridge.runtime import Systems
+    from include.flows import flow as registered
 
     with Systems() as systems:
         try:
-            doctor.preflight(systems, flow)
+            doctor.preflight(systems, flow, registered(flow).crm_fields())
         except doctor.PreflightFailed as exc:
             raise AirflowFailException(str(exc)) from None

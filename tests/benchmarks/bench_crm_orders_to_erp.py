@@ -158,6 +158,7 @@ def burst(env: dict, erp: ErpSandbox, crm: CrmSandbox, bridge, n_orders: int) ->
         bridge[1], f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{bridge[0]}",
         erp=erp.connect_as("erp_reader"), crm=client, erp_write=erp.connect_as("erp_writer"))
     run_id = f"bench_burst_{uuid.uuid4().hex[:6]}"
+    credits_before = crm.credits_used()  # the bridge's calls only, not the orders' creation above
     t = time.monotonic()
     run = flow.ORDERS.extract(systems, run_id)
     figures["extract"] = time.monotonic() - t
@@ -173,7 +174,9 @@ def burst(env: dict, erp: ErpSandbox, crm: CrmSandbox, bridge, n_orders: int) ->
     t = time.monotonic()
     written = flow.ORDERS.write_back(systems, run)
     figures["write-back"] = time.monotonic() - t
-    counts = {"orders": n_orders, "lines staged": run.counts.get("rows_extracted"), "sent": run.counts.get("sent"),
+    credits = crm.credits_used() - credits_before
+    counts = {"credits": credits, "credits per 1,000 orders": round(1000 * credits / n_orders, 1), "orders": n_orders,
+              "lines staged": run.counts.get("rows_extracted"), "sent": run.counts.get("sent"),
               "held": run.counts.get("held"), "quarantined": run.counts.get("quarantined"),
               "written back": written.get("written_back"), "ERP processed": processed["sales_order_in"]}
     return {"figures": figures, "counts": counts}

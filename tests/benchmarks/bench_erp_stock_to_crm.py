@@ -5,8 +5,9 @@
 Per size: builds an ERP sandbox and a CRM sandbox (same demo company), a fresh bridge DB, then runs the
 flow's steps (the functions the DAG tasks call, without the scheduler) for a full first sync, and again
 after 1,000 stock rows changed (lookback 0, so only they are read). Prints seconds per step, rows/s, peak
-memory of this process, and the load's records/s against the CRM sandbox's raw update ceiling
-(tests/benchmarks/bench_crm_upsert.py: ~8,400 updates/s at concurrency 5 on this machine).
+memory of this process, the load's records/s against the CRM sandbox's raw update ceiling
+(tests/benchmarks/bench_crm_upsert.py: ~8,400 updates/s at concurrency 5 on this machine), and the Zoho API credits
+the run spent (the sandbox charges per call type as Zoho lists them) in all and per 1,000 records loaded.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from tests.conftest import CrmSandbox
 CRM_UPDATE_CEILING = 8_400  # records/s, bench_crm_upsert at concurrency 5
 
 
-def run_once(systems: Systems, run_id: str) -> dict:
-    timings = {}
+def run_once(systems: Systems, run_id: str, crm: CrmSandbox) -> dict:
+    timings, credits_before = {}, crm.credits_used()
     t = time.monotonic()
     run = flow.MIRROR.extract(systems, run_id)
     timings["extract"] = time.monotonic() - t
@@ -46,7 +47,8 @@ def run_once(systems: Systems, run_id: str) -> dict:
     t = time.monotonic()
     result = flow.MIRROR.finish(systems, run)
     timings["finish"] = time.monotonic() - t
-    return {"rows": run.counts["rows"], "loaded": result["loaded"], "bulk": run.facts.get("bulk"), **timings}
+    return {"rows": run.counts["rows"], "loaded": result["loaded"], "bulk": run.facts.get("bulk"),
+            "credits": crm.credits_used() - credits_before, **timings}
 
 
 def bench(skus: int) -> None:
@@ -65,7 +67,8 @@ def bench(skus: int) -> None:
         load_rate = r["loaded"] / r["load"] if r["load"] else 0
         print(f"{skus:>10,} {name:<14} {r['rows']:>10,} {r['loaded']:>9,} {total:>8.1f} {r['rows'] / total:>9,.0f} "
               f"{r['extract']:>8.1f} {r['gate+plan']:>9.1f} {r['load']:>7.1f} {r['finish']:>7.1f} "
-              f"{load_rate / CRM_UPDATE_CEILING:>7.0%} {'bulk' if r['bulk'] else 'batches':>8} {peak:>8.0f}",
+              f"{load_rate / CRM_UPDATE_CEILING:>7.0%} {'bulk' if r['bulk'] else 'batches':>8} {peak:>8.0f} "
+              f"{r['credits']:>8,} {1000 * r['credits'] / max(r['loaded'], 1):>9,.1f}",
               flush=True)
     print(f"{'':>10} (CRM sandbox seeded with {skus:,} products in {crm_seed:.0f} s)", flush=True)
 
@@ -92,14 +95,14 @@ def run_size(skus: int, erp_name: str, bridge_name: str):
             info = bridge.info
             url = f"postgresql+psycopg2://{info.user}@{info.host}:{info.port}/{bridge_name}"
             systems = Systems.from_connections(bridge, url, erp=erp_conn, crm=crm.client(max_retries=10))
-            full = run_once(systems, f"bench-full-{skus}")
+            full = run_once(systems, f"bench-full-{skus}", crm)
             flow.mapping()["settings"]["lookback_minutes"] = 0  # read exactly what changed from now on
             time.sleep(1)
             with erp_db.connect(erp_name) as conn, conn.cursor() as cur:
                 cur.execute("""UPDATE erp.bin SET actual_qty = actual_qty + 1, updated_at = now()
                                WHERE (sku, warehouse) IN (SELECT sku, warehouse FROM erp.bin ORDER BY md5(sku)
                                                           LIMIT 1000)""")
-            delta = run_once(systems, f"bench-delta-{skus}")
+            delta = run_once(systems, f"bench-delta-{skus}", crm)
             flow.mapping()["settings"]["lookback_minutes"] = 10
             erp_conn.close()
         finally:
@@ -113,7 +116,8 @@ def main() -> None:
     parser.add_argument("--skus", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     args = parser.parse_args()
     print(f"{'SKUs':>10} {'run':<14} {'rows':>10} {'loaded':>9} {'total s':>8} {'rows/s':>9} {'extract':>8} "
-          f"{'gate+plan':>9} {'load':>7} {'finish':>7} {'vs CRM':>7} {'mode':>8} {'peak MB':>8}")
+          f"{'gate+plan':>9} {'load':>7} {'finish':>7} {'vs CRM':>7} {'mode':>8} {'peak MB':>8} {'credits':>8} "
+          f"{'per 1,000':>9}")
     for n in args.skus:
         bench(n)
 

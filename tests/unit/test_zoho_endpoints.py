@@ -50,3 +50,19 @@ def test_the_client_refuses_an_untrusted_endpoint_before_sending_anything():
                            client_secret="secret", refresh_token="refresh")
     with pytest.raises(ZohoAuthError, match="not a Zoho host"):  # a URL from elsewhere never gets the token
         client.request("GET", "/download", base="https://files.example")
+
+
+def test_a_429_for_spent_credits_fails_the_task_without_retry_and_a_burst_does_not():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.bridge.runtime import Systems
+    from include.zoho.client import ZohoCreditsExhausted, credits_exhausted
+
+    assert credits_exhausted({"code": "TOO_MANY_REQUESTS", "message": "API limit of 24 hours exceeded"})
+    assert credits_exhausted({"message": "You have exhausted your credits"})
+    assert not credits_exhausted({"code": "TOO_MANY_REQUESTS", "message": "too many requests continuously"})
+    with pytest.raises(AirflowFailException, match="credits are exhausted"), Systems.from_connections(None, ""):
+        raise ZohoCreditsExhausted(429, "TOO_MANY_REQUESTS", "API credits exhausted", path="/crm/v8/coql")
+    # anything else passes through unchanged (Airflow retries it)
+    with pytest.raises(ZohoAuthError), Systems.from_connections(None, ""):
+        raise ZohoAuthError(401, "INVALID_TOKEN", "invalid oauth token")

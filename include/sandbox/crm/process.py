@@ -58,6 +58,11 @@ class CrmSandboxProcess:
     def configure(self, **settings) -> dict:
         return self.admin("PUT", "config", json=settings)
 
+    def credits_used(self) -> int:
+        """API credits spent in the rolling 24 hours, charged per call type as Zoho's API-limits page lists them
+        (what the benchmarks print as the cost of a run against a real org)."""
+        return int(self.admin("GET", "stats")["credits_used_24h"])
+
     def plant(self, module: str, record_id: str, fields: dict | None = None, rows: dict | None = None) -> dict:
         """Raw values into a record, past the API's field checks (hostile-input tests; /__sandbox/plant)."""
         return self.admin("POST", "plant", json={"module": module, "id": record_id, "fields": fields or {},
