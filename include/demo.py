@@ -65,11 +65,14 @@ warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testcli
 
 def airflow_db_ready() -> None:
     """Create / upgrade Airflow's metadata DB (SQLite under .local/airflow by default) and the CRM pool."""
+    from include.bridge.runtime import crm_client, set_crm_pool
+    from include.zoho.limits import pool_slots
+
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
     subprocess.run([airflow, "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
-    # load tasks share this pool: its size is the CRM's concurrency limit (Zoho Standard edition: 10)
-    subprocess.run([airflow, "pools", "set", "zoho_crm", "10", "Zoho CRM concurrent API requests"], check=True,
-                   stdout=subprocess.DEVNULL)
+    # load tasks share this pool: its size is what the org's edition allows (python -m include.bridge.doctor)
+    edition = crm_client("zoho_crm").edition()
+    set_crm_pool(pool_slots(edition), edition)
 
 
 def fresh_bridge_db() -> None:

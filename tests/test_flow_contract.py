@@ -63,11 +63,22 @@ def test_a_misspelled_mapping_key_is_an_error_naming_the_file_and_the_key(name):
 
     good = FLOWS[name].spec.spec
     check_mapping(name, good)
-    for section, key in (("source", "filtre"), ("target", "find-by"), ("settings", "bulk_treshold"), ("", "feilds")):
+    for section, key in (("source", "filtre"), ("target", "find-by"), ("settings", "load_mod"), ("", "feilds")):
         bad = copy.deepcopy(good)
         (bad if not section else bad[section])[key] = "x"
         with pytest.raises(ValueError, match=rf"{name}\.yaml.*{key}"):
             check_mapping(name, bad)
+
+
+def test_a_load_mode_other_than_auto_batch_or_bulk_is_refused():
+    import copy
+
+    from include.bridge.mirror import check_mapping
+
+    bad = copy.deepcopy(FLOWS["erp_stock_to_crm"].spec.spec)
+    bad["settings"]["load_mode"] = "fast"
+    with pytest.raises(ValueError, match=r"erp_stock_to_crm\.yaml: settings\.load_mode is 'fast'"):
+        check_mapping("erp_stock_to_crm", bad)
 
 
 def test_a_mirror_needs_no_registry_line():

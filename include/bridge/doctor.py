@@ -19,6 +19,8 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+from include.zoho import limits
+
 TEXT_LENGTH = {"text": 255, "textarea": 2000}
 NUMBER_TYPES = {"currency", "double", "decimal", "percent"}
 # types Zoho reports that hold what the flow writes as another name (a formula is never writable)
@@ -169,14 +171,26 @@ def main(registry: dict, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.bridge.doctor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--flow", action="append", help="check only this flow (repeatable); default: all")
     parser.add_argument("--conn-id", default="zoho_crm", help="the Airflow connection of the CRM (default zoho_crm)")
+    parser.add_argument("--set-pool", action="store_true",
+                        help="size the Airflow pool zoho_crm to what the org's edition allows")
     args = parser.parse_args(argv)
-    from include.bridge.runtime import crm_client
+    from include.bridge import runtime
 
+    crm = runtime.crm_client(args.conn_id)
     needs = all_needs(registry, args.flow)
-    problems = check(crm_client(args.conn_id), needs)
+    problems = check(crm, needs)
     checked = sum(len(n) for n in needs.values())
     print(f"checked {checked} field needs of {len(needs)} flows against the CRM org")
     print(table(problems))
+    edition = crm.edition()
+    slots = limits.pool_slots(edition)
+    known = limits.concurrency(edition)
+    print(f"edition {edition or 'not stated'}: {known or 'unknown, assumed ' + str(slots)} calls in flight, "
+          f"{limits.SUB_CONCURRENCY} of them complex (COQL, bulk, writes of more than 10 records) -> "
+          f"pool {runtime.CRM_POOL}: {slots} slots" + ("" if args.set_pool else " (--set-pool sets it)"))
+    if args.set_pool:
+        runtime.set_crm_pool(slots, edition)
+        print(f"pool {runtime.CRM_POOL} set to {slots} slots")
     return 1 if problems else 0
 
 

@@ -34,6 +34,7 @@ import psycopg2.extras
 from include.bridge import config, engine, idmap, rollout
 from include.bridge.flow import Flow, PreviewRow, Run
 from include.bridge.gate import GateResult, run_gate
+from include.zoho import limits
 from include.zoho.client import zoho_datetime
 
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
@@ -109,7 +110,7 @@ MIRROR_SCHEMA = {
     "target": _optional("module", "entity", "find_by"),
     "fields": config.Map(config.Either((str, _optional("column", "sql", "type", "default", "lookup", "map",
                                                         "decimals", "max_length")))),
-    "settings": _optional("bulk_threshold", "load_chunks", "lookback_minutes", "noun", "overwrite_crm_edits",
+    "settings": _optional("load_mode", "load_chunks", "lookback_minutes", "noun", "overwrite_crm_edits",
                           "product_map_full_refresh_hours", "alert_below_safety_stock", "alert_slips",
                           "max_alerts_per_run", "near_limit_share", "overdue_block_days", "ship_days_after_finish",
                           "weeks_shown"),
@@ -121,6 +122,10 @@ def check_mapping(name: str, spec) -> None:
     config.check(f"mapping {name}.yaml", spec, MIRROR_SCHEMA)
     if not spec["fields"]:
         raise ValueError(f"mapping {name}.yaml: fields must map CRM field names to their source")
+    mode = (spec.get("settings") or {}).get("load_mode", "auto")
+    if mode not in LOAD_MODES:
+        raise ValueError(f"mapping {name}.yaml: settings.load_mode is {mode!r}; it must be one of "
+                         f"{', '.join(LOAD_MODES)}")
 
 
 def mirror_mappings() -> list[str]:
@@ -393,9 +398,24 @@ def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False, version: 
         queued = cur.rowcount
         cur.execute("""UPDATE bridge.load_queue q SET before = k.before FROM kept_before k
                        WHERE q.batch_id = %(batch)s AND q.business_key = k.business_key""", {"batch": batch_id})
+        cur.execute(f"SELECT count(*) FROM bridge.load_queue q WHERE {FIRST_WRITE}", (batch_id,))
+        first_writes = cur.fetchone()[0] if m.by_id else 0
     bridge.commit()
-    bulk = queued > int(m.settings["bulk_threshold"])
-    return {"queued": queued, "chunks": [0] if bulk else list(range(chunks)), "bulk": bulk}
+    bulk = load_by_bulk(m, queued, first_writes)
+    return {"queued": queued, "chunks": [0] if bulk else list(range(chunks)), "bulk": bulk,
+            "credits_planned": (limits.bulk_write if bulk else limits.batch_write)(queued, first_writes)}
+
+
+LOAD_MODES = ("auto", "batch", "bulk")
+
+
+def load_by_bulk(m: Mirror, queued: int, first_writes: int) -> bool:
+    """Batches or one bulk-write job: by API credits (include/zoho/limits.py) unless settings.load_mode forces
+    one (`batch` for an org whose edition has no bulk API, `bulk` to test the bulk path on a few records)."""
+    mode = m.settings.get("load_mode", "auto")  # checked when the mapping loads (check_mapping)
+    if mode != "auto":
+        return mode == "bulk"
+    return limits.bulk_is_cheaper(queued, first_writes)
 
 
 def planned_sql(m: Mirror, passed_only: bool = True) -> str:
@@ -819,7 +839,8 @@ class MirrorFlow(Flow):
                 run.writer(bridge).preview(self.load_preview(bridge, run))
                 planned["chunks"] = []  # no load task runs
         run.counts["queued"] = planned["queued"]
-        run.facts |= {"chunks": planned["chunks"], "bulk": planned["bulk"]}
+        run.facts |= {"chunks": planned["chunks"], "bulk": planned["bulk"],
+                      "credits_planned": planned["credits_planned"]}
         return run
 
     def not_linked(self, bridge, run: Run) -> int:

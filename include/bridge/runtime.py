@@ -109,6 +109,18 @@ def variable(name: str, default: str | None = None) -> str | None:
     return Variable.get(name, default=default)
 
 
+CRM_POOL = "zoho_crm"
+
+
+def set_crm_pool(slots: int, edition: str | None) -> None:
+    """Size the Airflow pool the CRM load tasks share (from a command line or a deployment's setup; a task cannot
+    change pools in Airflow 3, whose tasks have no metadata DB access)."""
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool(CRM_POOL, slots, f"Zoho CRM calls in flight (edition {edition or 'unknown'})",
+                               include_deferred=False)
+
+
 @functools.cache
 def _dag_bag():
     """The DAG folder parsed once per process (the demo runs many DAGs)."""

@@ -163,6 +163,7 @@ class ZohoCrmClient:
             if problem:
                 raise ZohoAuthError(0, "UNTRUSTED_ENDPOINT", problem)
         self._zgid: str | None = zgid
+        self._org: dict | None = None
         self.page_token_limit = PAGE_TOKEN_LIMIT
         self.timeout, self.max_retries = timeout, max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
@@ -533,9 +534,18 @@ class ZohoCrmClient:
         """The org's zgid, which the bulk-write upload wants in X-CRM-ORG (not the org id): from the org API, once
         per client."""
         if self._zgid is None:
-            org = self.request("GET", "/crm/v8/org").json()["org"][0]
-            self._zgid = str(org["zgid"])
+            self._zgid = str(self.org()["zgid"])
         return self._zgid
+
+    def org(self) -> dict:
+        """GET /crm/v8/org, once per client (zoho/crm-oas v8.0/org.json: {"org": [Org]})."""
+        if self._org is None:
+            self._org = self.request("GET", "/crm/v8/org").json()["org"][0]
+        return self._org
+
+    def edition(self) -> str | None:
+        """The org's edition (license_details.paid_type, e.g. "enterprise"): what its concurrency limit is."""
+        return (self.org().get("license_details") or {}).get("paid_type")
 
     def bulk_read(self, module: str, fields: list[str], criteria: dict | None = None,
                   poll_interval: float = 1.0, timeout: float = 3600) -> Iterator[dict]:

@@ -181,7 +181,7 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
     from include.flows import erp_reversals
     from include.flows import erp_stock_to_crm as flow
 
-    monkeypatch.setitem(flow.mapping()["settings"], "bulk_threshold", 50)
+    monkeypatch.setitem(flow.mapping()["settings"], "load_mode", "bulk")
     with bridge[1].cursor() as cur:  # forget what was pushed: every product counts as changed
         cur.execute("DELETE FROM bridge.synced_state WHERE flow = 'erp_stock_to_crm'")
     bridge[1].commit()

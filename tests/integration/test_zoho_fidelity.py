@@ -223,21 +223,26 @@ def test_a_mirror_writes_what_zoho_keeps_so_the_next_run_writes_nothing(erp, bri
         erp_conn.close()
 
 
-def _doctor(crm_url: str) -> tuple[int, str]:
+def _doctor(crm_url: str, *args: str, airflow_home=None) -> tuple[int, str]:
     import json
     import os
+    import shutil
     import subprocess
     import sys
 
-    from tests.conftest import CRM_CREDENTIALS, ROOT
+    from tests.conftest import CRM_CREDENTIALS, ROOT, _migrated_sqlite
 
     conn = {"conn_type": "zoho_crm", "host": crm_url, "login": CRM_CREDENTIALS["ZOHO_CLIENT_ID"],
             "password": CRM_CREDENTIALS["ZOHO_CLIENT_SECRET"],
             "extra": {"accounts_url": crm_url, "file_upload_url": crm_url,
                       "refresh_token": CRM_CREDENTIALS["ZOHO_REFRESH_TOKEN"]}}
     env = os.environ | {"AIRFLOW_CONN_ZOHO_CRM": json.dumps(conn), "PYTHONPATH": ROOT}
-    done = subprocess.run([sys.executable, "-m", "include.bridge.doctor"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    if airflow_home:  # an Airflow metadata DB of its own, for --set-pool
+        os.makedirs(airflow_home, exist_ok=True)
+        shutil.copyfile(_migrated_sqlite(), os.path.join(airflow_home, "airflow.db"))
+        env |= {"AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run([sys.executable, "-m", "include.bridge.doctor", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -251,6 +256,7 @@ def test_doctor_is_green_on_the_sandbox_and_names_each_change_on_a_misconfigured
 
     code, out = _doctor(crm.url)
     assert code == 0 and "every field the flows need" in out, out
+    assert "edition standard: 10 calls in flight" in out and "pool zoho_crm: 10 slots" in out, out
 
     # an org whose admin left Product_Code not unique, Unit_Price at 0 decimals and no 'Prepaid Only' credit check
     setup = yaml.safe_load(Path(meta.__file__).with_name("modules.yaml").read_text(encoding="utf-8"))
@@ -262,8 +268,14 @@ def test_doctor_is_green_on_the_sandbox_and_names_each_change_on_a_misconfigured
     (tmp_path / "modules.yaml").write_text(yaml.safe_dump(setup, allow_unicode=True), encoding="utf-8")
     with CrmSandbox(tmp_path / "org", env={"CRM_SANDBOX_MODULES": str(tmp_path / "modules.yaml")}) as other:
         other.reset(customers=5, skus=10)
-        code, out = _doctor(other.url)
+        other.configure(edition="free")  # and a Free org: 5 calls in flight, so the pool gets 5 slots
+        code, out = _doctor(other.url, "--set-pool", airflow_home=tmp_path / "airflow")
     assert code == 1, out
+    assert "edition free: 5 calls in flight" in out and "pool zoho_crm set to 5 slots" in out, out
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "airflow" / "airflow.db") as meta_db:
+        assert meta_db.execute("SELECT slots FROM slot_pool WHERE pool = 'zoho_crm'").fetchone() == (5,)
     assert "Products.Product_Code" in out and "not unique" in out and "Do not allow duplicate values" in out
     assert "Products.Unit_Price" in out and "keeps 0 decimal places" in out
     assert "Sales_Orders.Credit_Check" in out and "Prepaid Only" in out

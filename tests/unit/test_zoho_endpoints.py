@@ -66,3 +66,16 @@ def test_a_429_for_spent_credits_fails_the_task_without_retry_and_a_burst_does_n
     # anything else passes through unchanged (Airflow retries it)
     with pytest.raises(ZohoAuthError), Systems.from_connections(None, ""):
         raise ZohoAuthError(401, "INVALID_TOKEN", "invalid oauth token")
+
+
+def test_batches_or_bulk_is_chosen_by_api_credits():
+    """Zoho charges a write 1 credit per 10 records and a bulk-write job 500 (+ its polls): 1,000 changed records
+    cost 100 credits by batches, and bulk pays off only past about 5,000 (not at a fixed 10,000-row threshold)."""
+    from include.zoho import limits
+
+    assert limits.batch_write(1_000) == 100
+    assert limits.batch_write(105) == 11          # a batch of 100 (10) and one of 5 (1)
+    assert limits.batch_write(1_000, first_writes=1_000) == 120   # + before-images by COQL, 50 ids a query
+    assert limits.bulk_write(1_000) == 512
+    assert not limits.bulk_is_cheaper(5_000) and limits.bulk_is_cheaper(6_000)
+    assert limits.bulk_write(60_000) == 3 * 512   # 25,000 rows per job

@@ -31,9 +31,14 @@ FULL_SCOPE = ("ZohoCRM.modules.ALL,ZohoCRM.settings.ALL,ZohoCRM.users.READ,ZohoC
               "ZohoCRM.bulk.ALL,ZohoCRM.notifications.ALL,ZohoFiles.files.ALL")
 
 
+# Zoho's API-limits page, "Concurrency limit": calls in flight per org by edition (the server's side of it)
+EDITION_CONCURRENCY = {"free": 5, "standard": 10, "professional": 15, "enterprise": 20, "ultimate": 25}
+
+
 @dataclass
 class Config:
     """Runtime settings: limits like Zoho's and fault injection, changeable through PUT /__sandbox/config."""
+    edition: str = "standard"            # GET /crm/v8/org license_details.paid_type; sets concurrency_limit
     concurrency_limit: int = 10          # concurrent API requests per org (Zoho Standard edition)
     sub_concurrency_limit: int = 10      # of those, "complex" calls at once (COQL, bulk): 10 in every edition
     credits_per_day: int = 200_000       # API credits per rolling 24 h
@@ -74,6 +79,10 @@ class SandboxState:
         unknown = set(changes) - set(asdict(self.config))
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
+        if "edition" in changes and "concurrency_limit" not in changes:
+            if changes["edition"] not in EDITION_CONCURRENCY:
+                raise ValueError(f"unknown edition {changes['edition']!r}: one of {sorted(EDITION_CONCURRENCY)}")
+            changes = changes | {"concurrency_limit": EDITION_CONCURRENCY[changes["edition"]]}
         self.config = Config(**(asdict(self.config) | changes))
         self.rng = random.Random(self.config.fault_seed)
         self.store.kv_set("config", json.dumps(asdict(self.config)))

@@ -96,7 +96,11 @@ async def org(st: Sandbox):
     return {"org": [{"id": ORG_ID, "zgid": ZGID, "company_name": "上海华东智能装备有限公司 (demo)",
                      "currency": "Chinese Yuan - CNY", "currency_symbol": "¥", "iso_code": "CNY",
                      "time_zone": "Asia/Shanghai", "country_code": "CN", "primary_email": "admin@demo-company.cn",
-                     "mc_status": True, "type": "sandbox"}]}
+                     "mc_status": True, "type": "Sandbox",  # one of Bigin, Production, Developer, Sandbox
+                     # zoho/crm-oas v8.0/org.json License_Details: paid_type is the edition (limits by edition)
+                     "license_details": {"paid": True, "paid_type": st.config.edition, "paid_expiry": None,
+                                         "users_license_purchased": 10, "trial_type": None, "trial_expiry": None,
+                                         "trial_action": None}}]}
 
 @router.post("/crm/v8/coql")
 async def coql(request: Request, st: Sandbox):
