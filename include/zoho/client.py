@@ -164,6 +164,7 @@ class ZohoCrmClient:
                 raise ZohoAuthError(0, "UNTRUSTED_ENDPOINT", problem)
         self._zgid: str | None = zgid
         self._org: dict | None = None
+        self._subforms: dict[str, set[str]] = {}
         self.page_token_limit = PAGE_TOKEN_LIMIT
         self.timeout, self.max_retries = timeout, max_retries
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
@@ -346,13 +347,32 @@ class ZohoCrmClient:
                 return
             body = resp.json()
             rows = body.get("data", [])
-            yield from rows
+            yield from self._with_subforms(module, fields, rows)
             delivered += len(rows)
             last_id = int(rows[-1]["id"]) if rows else last_id
             info = body.get("info", {})
             if not info.get("more_records") or not info.get("next_page_token"):
                 return
             params = {k: v for k, v in params.items() if k != "page"} | {"page_token": info["next_page_token"]}
+
+    def _with_subforms(self, module: str, fields: list[str], rows: list[dict]) -> list[dict]:
+        """Rows with the subform fields asked for. Zoho documents a record's subform rows through GET
+        /{module}/{id} (v8 Subform API, "Get Subform Data") and does not say whether list calls carry them: a row
+        that lacks one is completed by that GET (1 credit each); a row that carries them is kept as it is."""
+        missing = {f for row in rows for f in fields if f not in row}  # a list call answers every field asked
+        wanted = [f for f in fields if f in missing and f in self.subform_fields(module)] if missing else []
+        for row in rows:
+            if wanted and any(f not in row for f in wanted):
+                full = self.get_record(module, row["id"]) or {}
+                self.stats["subform_reads"] = self.stats.get("subform_reads", 0) + 1
+                row.update({f: full.get(f) for f in wanted})
+        return rows
+
+    def subform_fields(self, module: str) -> set[str]:
+        """The module's fields of data_type subform (line items included), from field metadata once per client."""
+        if module not in self._subforms:
+            self._subforms[module] = {n for n, f in self.fields(module).items() if f.get("data_type") == "subform"}
+        return self._subforms[module]
 
     def get_record(self, module: str, record_id: str, external_field: str | None = None) -> dict | None:
         headers = {"X-EXTERNAL": f"{module}.{external_field}"} if external_field else None

@@ -15,6 +15,9 @@ zohocrmsdk8-0, the spec's notes) and failed before the fix, on the sandbox, the 
 |   its token at most 50 characters                  |                                               |
 | page tokens stop at 100,000 records                | spec zoho-crm-v8.md (Records)                  |
 | the token answer's api_domain names the org's DC   | spec zoho-crm-v8.md (OAuth)                    |
+| subform rows come with GET by id, not lists        | Zoho v8 Subform API ("Get Subform Data")       |
+| the edition (license_details.paid_type) sizes the  | crm-oas v8.0/org.json; API-limits page        |
+|   pool; writes cost 1 credit per 10 records        |                                               |
 """
 
 from __future__ import annotations
@@ -328,3 +331,25 @@ def test_complex_calls_have_a_sub_concurrency_of_ten(crm):
         assert crm.admin("GET", "stats")["stats"].get("sub_concurrency_429", 0) >= 1
     finally:
         crm.configure(latency_ms=0, concurrency_limit=10)
+
+
+def test_subform_rows_come_from_the_record_when_a_list_call_leaves_them_out(crm):
+    """Zoho documents subform rows through GET /{module}/{id} (v8 Subform API) and not for list calls: the sandbox
+    leaves them out of lists, and the client completes each row by its record (and costs nothing when a list
+    call does carry them)."""
+    client = crm.client()
+    listed = client.request("GET", "/crm/v8/Sales_Orders",
+                            params={"fields": "Subject,Ordered_Items", "per_page": 5}).json()["data"]
+    assert listed and all("Ordered_Items" not in r for r in listed)
+    orders = list(client.iter_records("Sales_Orders", ["Subject", "Ordered_Items"], per_page=5))
+    first = orders[0]
+    assert first["Ordered_Items"] == client.get_record("Sales_Orders", first["id"])["Ordered_Items"]
+    assert first["Ordered_Items"] and client.stats["subform_reads"] == len(orders)
+
+    crm.configure(subforms_in_lists=True)  # the other reading of Zoho's silence
+    try:
+        again = crm.client()
+        assert list(again.iter_records("Sales_Orders", ["Subject", "Ordered_Items"], per_page=5)) == orders
+        assert "subform_reads" not in again.stats
+    finally:
+        crm.configure(subforms_in_lists=False)

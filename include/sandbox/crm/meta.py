@@ -50,6 +50,9 @@ class Module:
     duplicate_check: tuple[str, ...]
     fields: dict[str, Field]
 
+    def subform_fields(self) -> set[str]:
+        return {n for n, f in self.fields.items() if f.type == "subform"}
+
     @property
     def indexed_fields(self) -> list[str]:
         """Fields looked up by value (duplicate check, unique, external keys): the store indexes them."""

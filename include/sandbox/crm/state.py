@@ -50,6 +50,7 @@ class Config:
     burst_429: int = 0                   # the next N API requests get 429
     fault_methods: list[str] = field(default_factory=lambda: ["GET", "POST", "PUT", "DELETE"])
     fault_seed: int | None = None
+    subforms_in_lists: bool = False      # list calls (GET /{module}) leave subforms out unless true
     page_token_limit: int = TOKEN_LIMIT  # records one page_token walk may fetch (Zoho: 100,000); lower in tests
 
 
