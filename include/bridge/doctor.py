@@ -38,6 +38,7 @@ class FieldNeed:
     max_length: int | None = None         # text: the longest value it writes
     decimals: int | None = None           # numbers: the places it rounds to
     values: frozenset[str] = field(default_factory=frozenset)  # picklist values it writes
+    written: bool = False                 # the flow writes it (Zoho ignores a write to a read-only field)
 
 
 @dataclass(frozen=True)
@@ -61,18 +62,19 @@ def mirror_needs(spec) -> list[FieldNeed]:
             module, name, kind,
             max_length=int(f.get("max_length", TEXT_LENGTH[kind])) if kind in TEXT_LENGTH else None,
             decimals=int(f.get("decimals", 2)) if kind in NUMBER_TYPES else None,
-            values=frozenset(str(v) for v in (f.get("map") or {}).values() if v is not None)))
+            values=frozenset(str(v) for v in (f.get("map") or {}).values() if v is not None), written=True))
     if spec.target["find_by"] != "id":
-        needs.append(FieldNeed(module, spec.target["find_by"], "text", unique=True))
+        needs.append(FieldNeed(module, spec.target["find_by"], "text", unique=True, written=True))
     if spec.spec.get("stamp_field"):
-        needs.append(FieldNeed(module, spec.spec["stamp_field"], "datetime"))
+        needs.append(FieldNeed(module, spec.spec["stamp_field"], "datetime", written=True))
     return needs
 
 
 def needs_from(declared: dict[str, dict[str, dict]]) -> list[FieldNeed]:
-    """Needs written as data in a flow module: {module: {field: {type, unique, max_length, decimals, values}}}."""
+    """Needs written as data in a flow module: {module: {field: {type, unique, max_length, decimals, values,
+    written}}}."""
     return [FieldNeed(module, name, d.get("type"), bool(d.get("unique")), d.get("max_length"), d.get("decimals"),
-                      frozenset(d.get("values") or ()))
+                      frozenset(d.get("values") or ()), bool(d.get("written")))
             for module, fields in declared.items() for name, d in fields.items()]
 
 
@@ -97,6 +99,9 @@ def field_problems(need: FieldNeed, actual: dict | None) -> list[tuple[str, str]
     out = []
     if need.data_type and kind not in COMPATIBLE.get(need.data_type, {need.data_type}):
         out.append((f"is {kind}, the flow writes {need.data_type}", f"make it a {need.data_type} field"))
+    if need.written and (actual.get("read_only") or actual.get("field_read_only")):
+        out.append(("is read-only: Zoho ignores what the flow writes to it",
+                    "map the value to a writable (custom) field in the flow's mapping"))
     if need.unique and not actual.get("unique"):
         out.append(("is not unique, but records are found by it",
                     "tick 'Do not allow duplicate values' on the field"))

@@ -78,10 +78,10 @@ def test_history_sums_match_on_both_sides(stage1, bridge, erp, client):
     codes = list(linked(bridge, "customer"))
     inv = erp.query("""SELECT count(*) AS n, sum(amount) AS amount, sum(outstanding) AS outstanding
                        FROM erp_api.invoices WHERE customer_code = ANY (%s)""", (codes,))[0]
-    crm_inv = list(client.iter_coql("Invoices", ["Grand_Total", "Outstanding_Amount", "Status", "Account_Name"],
+    crm_inv = list(client.iter_coql("Invoices", ["ERP_Invoice_Amount", "Outstanding_Amount", "Status", "Account_Name"],
                                     where="ERP_Invoice_No is not null"))
     assert len(crm_inv) == inv["n"] > 0
-    assert sum(money(r["Grand_Total"]) for r in crm_inv) == money(inv["amount"])
+    assert sum(money(r["ERP_Invoice_Amount"]) for r in crm_inv) == money(inv["amount"])
     assert sum(money(r["Outstanding_Amount"]) for r in crm_inv) == money(inv["outstanding"])
     assert all(r["Account_Name"] for r in crm_inv)
     orders = erp.query("""SELECT count(*) AS n, sum(ordered_amount) AS amount FROM erp_api.sales_order_status

@@ -79,3 +79,17 @@ def test_batches_or_bulk_is_chosen_by_api_credits():
     assert limits.bulk_write(1_000) == 512
     assert not limits.bulk_is_cheaper(5_000) and limits.bulk_is_cheaper(6_000)
     assert limits.bulk_write(60_000) == 3 * 512   # 25,000 rows per job
+
+
+def test_the_doctor_names_a_written_field_that_is_read_only_in_the_org():
+    """Zoho ignores a write to a read-only field (Invoices.Grand_Total is computed from Invoiced_Items): a mirror
+    that wrote there would read back another value and write the same records every run."""
+    from include.bridge.doctor import FieldNeed, field_problems, mirror_needs
+    from include.flows import FLOWS
+
+    computed = {"data_type": "currency", "read_only": True, "decimal_place": 2}
+    assert field_problems(FieldNeed("Invoices", "Grand_Total", "currency", written=True), computed)[0][0] \
+        .startswith("is read-only")
+    assert field_problems(FieldNeed("Sales_Orders", "Grand_Total", "currency"), computed) == []  # only read
+    needs = {n.api_name: n for n in mirror_needs(FLOWS["erp_invoice_history_to_crm"].spec)}
+    assert "Grand_Total" not in needs and needs["ERP_Invoice_Amount"].written

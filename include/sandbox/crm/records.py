@@ -188,9 +188,8 @@ class RecordWriter:
             sub_total += net
             tax += line_tax
         record["Sub_Total"], record["Tax"] = round(sub_total, 2), round(tax, 2)
-        if module != "Invoices" or record.get("Grand_Total") is None:
-            record["Grand_Total"] = round(sub_total - _num(record.get("Discount")) + tax
-                                          + _num(record.get("Adjustment")), 2)
+        adjust = _num(record.get("Adjustment")) - _num(record.get("Discount"))
+        record["Grand_Total"] = round(sub_total + tax + adjust, 2)
 
 
 def _num(value) -> float:
