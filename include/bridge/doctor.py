@@ -39,6 +39,7 @@ class FieldNeed:
     decimals: int | None = None           # numbers: the places it rounds to
     values: frozenset[str] = field(default_factory=frozenset)  # picklist values it writes
     written: bool = False                 # the flow writes it (Zoho ignores a write to a read-only field)
+    creates: bool = False                 # (api_name "") the flow creates records: it writes every required field
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,9 @@ def mirror_needs(spec) -> list[FieldNeed]:
             max_length=int(f.get("max_length", TEXT_LENGTH[kind])) if kind in TEXT_LENGTH else None,
             decimals=int(f.get("decimals", 2)) if kind in NUMBER_TYPES else None,
             values=frozenset(str(v) for v in (f.get("map") or {}).values() if v is not None), written=True))
-    if spec.target["find_by"] != "id":
+    if spec.target["find_by"] != "id":  # upserts create records
         needs.append(FieldNeed(module, spec.target["find_by"], "text", unique=True, written=True))
+        needs.append(FieldNeed(module, "", creates=True))
     if spec.spec.get("stamp_field"):
         needs.append(FieldNeed(module, spec.spec["stamp_field"], "datetime", written=True))
     return needs
@@ -86,9 +88,21 @@ def check(crm, needs_by_flow: dict[str, list[FieldNeed]]) -> list[Problem]:
         for need in needs:
             if need.module not in metadata:
                 metadata[need.module] = crm.fields(need.module)
+            if need.creates:
+                problems += required_problems(flow, need.module, needs, metadata[need.module])
+                continue
             problems += [Problem(flow, need.module, need.api_name, p, c)
                          for p, c in field_problems(need, metadata[need.module].get(need.api_name))]
     return problems
+
+
+def required_problems(flow: str, module: str, needs: list[FieldNeed], fields: dict[str, dict]) -> list[Problem]:
+    """A flow that creates records must write every field the org requires to create one (Zoho: a sales order
+    needs its line items, Ordered_Items; an invoice its Invoiced_Items)."""
+    written = {n.api_name for n in needs if n.module == module and n.written}
+    return [Problem(flow, module, name, "is required to create a record, the flow does not write it",
+                    "make it optional in the module's layout, or map it in the flow")
+            for name, f in sorted(fields.items()) if f.get("system_mandatory") and name not in written]
 
 
 def field_problems(need: FieldNeed, actual: dict | None) -> list[tuple[str, str]]:

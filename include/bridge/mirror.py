@@ -76,6 +76,27 @@ class Mirror:
         return self.source.get("link")
 
     @property
+    def create_only(self) -> list[str]:
+        """Fields written only when the flow creates the CRM record (`only_on: create`): a record's line items
+        (Ordered_Items), which Zoho needs to create a sales order; an update leaves them as they are."""
+        return [n for n, f in self.spec["fields"].items() if isinstance(f, dict) and f.get("only_on") == "create"]
+
+    @property
+    def read_back_fields(self) -> list[str]:
+        """The fields read back from the CRM (edits, before-images, reconciliation): not the create-only ones,
+        not subforms (COQL and bulk read cannot select them)."""
+        return [n for n, f in self.spec["fields"].items() if n not in self.create_only
+                and not (isinstance(f, dict) and f.get("type") == "subform")]
+
+    @property
+    def values_hash_sql(self) -> str:
+        """What change detection compares: the values without the create-only fields."""
+        if not self.create_only:
+            return "md5(p.values::text)"
+        keys = ", ".join(quote(n) for n in self.create_only)
+        return f"md5((p.values - ARRAY[{keys}]::text[])::text)"
+
+    @property
     def quarantine_unlinked(self) -> bool:
         """Unlinked rows are errors (stock: every ERP product must exist in the CRM) or out of scope
         (credit, history: the CRM holds only the customers sales work with); those are skipped and load
@@ -109,7 +130,7 @@ MIRROR_SCHEMA = {
         "deletions": config.Opt(_optional("view", "doc_type"))},
     "target": _optional("module", "entity", "find_by"),
     "fields": config.Map(config.Either((str, _optional("column", "sql", "type", "default", "lookup", "map",
-                                                        "decimals", "max_length")))),
+                                                        "decimals", "max_length", "only_on")))),
     "settings": _optional("load_mode", "load_chunks", "lookback_minutes", "noun", "overwrite_crm_edits",
                           "product_map_full_refresh_hours", "alert_below_safety_stock", "alert_slips",
                           "max_alerts_per_run", "near_limit_share", "overdue_block_days", "ship_days_after_finish",
@@ -126,6 +147,13 @@ def check_mapping(name: str, spec) -> None:
     if mode not in LOAD_MODES:
         raise ValueError(f"mapping {name}.yaml: settings.load_mode is {mode!r}; it must be one of "
                          f"{', '.join(LOAD_MODES)}")
+    subforms = [n for n, f in spec["fields"].items() if isinstance(f, dict) and f.get("type") == "subform"]
+    if subforms and mode == "bulk":  # a bulk-write CSV has no subform rows
+        raise ValueError(f"mapping {name}.yaml: settings.load_mode bulk cannot write the subform {subforms[0]}")
+    for field_name, f in spec["fields"].items():
+        if isinstance(f, dict) and f.get("only_on", "create") != "create":
+            raise ValueError(f"mapping {name}.yaml: fields.{field_name}.only_on is {f['only_on']!r}; "
+                             "the only value is create")
 
 
 def mirror_mappings() -> list[str]:
@@ -282,7 +310,7 @@ def crm_drift(m: Mirror, bridge, crm, apply: bool = True) -> list[tuple[str, str
     if not m.settings.get("overwrite_crm_edits"):
         return []
     since = engine.get_watermark(bridge, m.flow, "crm_drift")
-    fields = [f for f in m.spec["fields"] if not m.spec["fields"][f].get("lookup")]
+    fields = [f for f in m.read_back_fields if not (m.spec["fields"][f] or {}).get("lookup")]
     where = f"Modified_Time >= '{zoho_datetime(since - dt.timedelta(seconds=1))}'" if since else None
     started = dt.datetime.now(dt.UTC)
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -388,11 +416,11 @@ def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False, version: 
             INSERT INTO bridge.load_queue (flow, batch_id, business_key, chunk_no, crm_id, values, values_hash,
                                            source_version)
             SELECT %(flow)s, %(batch)s, p.key, abs(hashtext(p.key)) %% %(chunks)s, p.crm_id, p.values,
-                   md5(p.values::text), %(version)s
+                   {m.values_hash_sql}, %(version)s
             FROM planned p
             LEFT JOIN {synced_source(dry_run)} s ON s.flow = %(flow)s AND s.business_key = p.key
             LEFT JOIN bridge.key_version v ON v.flow = %(flow)s AND v.business_key = p.key
-            WHERE (s.values_hash IS DISTINCT FROM md5(p.values::text) OR s.crm_id IS DISTINCT FROM p.crm_id)
+            WHERE (s.values_hash IS DISTINCT FROM {m.values_hash_sql} OR s.crm_id IS DISTINCT FROM p.crm_id)
               AND (v.version IS NULL OR %(version)s::timestamptz IS NULL OR v.version <= %(version)s)""",
                     {"batch": batch_id, "flow": m.flow, "chunks": chunks, "version": version})
         queued = cur.rowcount
@@ -415,6 +443,8 @@ def load_by_bulk(m: Mirror, queued: int, first_writes: int) -> bool:
     mode = m.settings.get("load_mode", "auto")  # checked when the mapping loads (check_mapping)
     if mode != "auto":
         return mode == "bulk"
+    if any((f or {}).get("type") == "subform" for f in m.spec["fields"].values() if isinstance(f, dict)):
+        return False  # subform rows go only through the records API
     return limits.bulk_is_cheaper(queued, first_writes)
 
 
@@ -440,6 +470,9 @@ def planned_sql(m: Mirror, passed_only: bool = True) -> str:
         extra.append(f"CASE WHEN l{n}.crm_id IS NULL THEN '{{}}'::jsonb "  # not linked (yet): field left out
                      f"ELSE jsonb_build_object('{name}', jsonb_build_object('id', l{n}.crm_id)) END")
     values = " || ".join(["p.values", *extra])
+    if m.create_only:  # written when the record is created, never on an update
+        keys = ", ".join(quote(n) for n in m.create_only)
+        values = f"CASE WHEN m.crm_id IS NULL THEN {values} ELSE ({values}) - ARRAY[{keys}]::text[] END"
     own = m.target["entity"]
     target_join = ("JOIN" if m.by_id else "LEFT JOIN") + \
         f" bridge.id_map m ON m.entity = '{m.link['entity'] if m.by_id else own}' AND m.erp_key = p.key"
@@ -551,7 +584,7 @@ def keep_before_images(m: Mirror, bridge, crm, batch_id: str, pending: list[dict
     if not first:
         return
     held = engine.kept_before_images(bridge, batch_id, m.target["module"], engine.crm_values(
-        crm, m.target["module"], [crm_id for _, crm_id in first], list(m.spec["fields"])))
+        crm, m.target["module"], [crm_id for _, crm_id in first], m.read_back_fields))
     with bridge.cursor() as cur:
         psycopg2.extras.execute_values(cur, """
             UPDATE bridge.load_queue q SET before = v.before::jsonb
@@ -572,7 +605,7 @@ def keep_bulk_before_images(m: Mirror, bridge, crm, batch_id: str) -> None:
     bridge.rollback()
     if not needed:
         return
-    fields = list(m.spec["fields"])
+    fields = m.read_back_fields
     types = {f: (spec or {}).get("type") for f, spec in m.spec["fields"].items()}
     started, held = time.monotonic(), 0
     with bridge.cursor() as cur:

@@ -81,7 +81,7 @@ def snapshot_crm(bridge, crm, batch_id: str) -> dict:
     }
     for m in mirror_checks().values():
         fields = modules.setdefault(m.target["module"], [])
-        fields += [f for f in m.spec["fields"] if f not in fields]
+        fields += [f for f in m.read_back_fields if f not in fields]
     counts = {}
     with bridge.cursor() as cur:
         cur.execute("DELETE FROM bridge.recon_crm WHERE batch_id = %s", (batch_id,))

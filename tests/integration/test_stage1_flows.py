@@ -91,6 +91,21 @@ def test_history_sums_match_on_both_sides(stage1, bridge, erp, client):
         orders["amount"])
 
 
+def test_mirrored_orders_are_created_with_the_erp_lines_as_line_items(stage1, bridge, erp, client):
+    """Zoho creates a sales order only with its line items (Ordered_Items): each ERP line, its product linked."""
+    products = {crm_id: sku for sku, crm_id in linked(bridge, "product").items()}
+    orders = linked(bridge, "sales_order")
+    checked = 0
+    for so_no in sorted(orders)[:5]:
+        erp_lines = erp.query("""SELECT sku, qty, unit_price FROM erp_api.sales_order_lines WHERE erp_order_no = %s
+                                 ORDER BY line_no""", (so_no,))
+        items = client.get_record("Sales_Orders", orders[so_no])["Ordered_Items"]
+        assert [(products[i["Product_Name"]["id"]], money(i["Quantity"]), money(i["List_Price"])) for i in items] \
+            == [(r["sku"], money(r["qty"]), money(r["unit_price"])) for r in erp_lines]
+        checked += 1
+    assert checked == 5
+
+
 def test_prices_match_and_a_crm_edit_is_overwritten_and_audited(stage1, bridge, erp, client):
     prices = {r["sku"]: r["unit_price_excl_tax"] for r in erp.query(
         "SELECT sku, unit_price_excl_tax FROM erp_api.price_list WHERE price_list = 'Standard Selling'")}
@@ -120,6 +135,7 @@ def test_a_rerun_writes_nothing_and_changes_cancellations_deletions_move(stage1,
     cancelled = erp.scalar("""SELECT so_no FROM erp.sales_order WHERE status = 'To Deliver and Bill'
                               AND customer_code = ANY (%s) ORDER BY so_no LIMIT 1""", (codes,))
     erp.query("UPDATE erp.sales_order SET status = 'Cancelled', updated_at = now() WHERE so_no = %s", (cancelled,))
+    lines_before = client.get_record("Sales_Orders", cancelled, external_field="ERP_Order_No")["Ordered_Items"]
     gone = erp.scalar("""SELECT invoice_no FROM erp.sales_invoice i WHERE customer_code = ANY (%s)
                          AND NOT EXISTS (SELECT 1 FROM erp.payment_entry p WHERE p.invoice_no = i.invoice_no)
                          ORDER BY invoice_no LIMIT 1""", (codes,))
@@ -131,6 +147,7 @@ def test_a_rerun_writes_nothing_and_changes_cancellations_deletions_move(stage1,
     assert run_dag(stage1, "erp_history_to_crm") == "success"
     order = client.get_record("Sales_Orders", cancelled, external_field="ERP_Order_No")
     assert order["Status"] == "Cancelled" and order["Fulfilment_Status"] == "Cancelled"
+    assert order["Ordered_Items"] == lines_before  # an update leaves the line items as they were created
     assert client.get_record("Invoices", gone_id) is None
     assert bridge_rows(bridge, """SELECT after FROM bridge.audit_log WHERE flow = 'erp_invoice_history_to_crm'
                                   AND business_key = %s ORDER BY id DESC LIMIT 1""", (gone,))[0] == (None,)

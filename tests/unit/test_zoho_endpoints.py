@@ -93,3 +93,23 @@ def test_the_doctor_names_a_written_field_that_is_read_only_in_the_org():
     assert field_problems(FieldNeed("Sales_Orders", "Grand_Total", "currency"), computed) == []  # only read
     needs = {n.api_name: n for n in mirror_needs(FLOWS["erp_invoice_history_to_crm"].spec)}
     assert "Grand_Total" not in needs and needs["ERP_Invoice_Amount"].written
+
+
+def test_the_doctor_names_a_required_field_a_creating_flow_does_not_write():
+    """Zoho creates a sales order only with its line items: a mirror that creates orders without Ordered_Items is
+    red in the preflight, before its first run is refused record by record."""
+    from include.bridge.doctor import FieldNeed, check, mirror_needs
+    from include.flows import FLOWS
+
+    class Org:
+        def fields(self, module):
+            return {"Subject": {"data_type": "text", "system_mandatory": True, "length": 255},
+                    "Ordered_Items": {"data_type": "subform", "system_mandatory": True}}
+
+    needs = [n for n in mirror_needs(FLOWS["erp_order_history_to_crm"].spec) if n.module == "Sales_Orders"]
+    assert FieldNeed("Sales_Orders", "", creates=True) in needs
+    assert not [p for p in check(Org(), {"orders": needs}) if p.api_name in ("Subject", "Ordered_Items")]
+    without_lines = [n for n in needs if n.api_name != "Ordered_Items"]
+    problems = check(Org(), {"orders": without_lines})
+    assert [(p.api_name, p.problem) for p in problems if p.api_name == "Ordered_Items"] == [
+        ("Ordered_Items", "is required to create a record, the flow does not write it")]

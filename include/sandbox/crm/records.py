@@ -130,7 +130,7 @@ class RecordWriter:
             values[name] = clean
         if creating:
             for f in mod.fields.values():
-                if f.mandatory and values.get(f.api_name) in (None, ""):
+                if f.mandatory and values.get(f.api_name) in (None, "", []):  # a subform: at least one row
                     return {}, meta.mandatory_missing(f.api_name, f"$.data[{i}].{f.api_name}")
         return values, None
 

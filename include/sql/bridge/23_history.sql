@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS bridge.stg_erp_order_history_to_crm (
     PRIMARY KEY (batch_id, row_no)
 );
 
+-- the order's lines as one JSON array (the CRM order is created with them as Ordered_Items)
+ALTER TABLE bridge.stg_erp_order_history_to_crm ADD COLUMN IF NOT EXISTS lines jsonb;
+
 CREATE TABLE IF NOT EXISTS bridge.stg_erp_invoice_history_to_crm (
     batch_id             text NOT NULL,
     row_no               bigint NOT NULL,
