@@ -85,7 +85,9 @@ def test_reconciliation_finds_one_planted_difference_of_each_kind_and_nothing_on
     client.update("Sales_Orders", [{"id": copies[shipped_in_crm], "Fulfilment_Status": "Shipped"}])
     client.delete("Sales_Orders", [copies[deleted_copy]])
     [new_order] = client.insert("Sales_Orders", [{"Subject": "确认但未进 ERP 的订单", "Status": "Confirmed",
-                                                  "Account_Name": {"id": account}}])
+                                                  "Account_Name": {"id": account}, "Ordered_Items": [
+                                                      {"Product_Name": {"id": product}, "Quantity": 1.0,
+                                                       "List_Price": 10.0}]}])
     number = client.get_record("Accounts", account)["Account_Number"]
     [twin] = client.insert("Accounts", [{"Account_Name": "另一个名字的同一客户", "Account_Number": number}])
     original = erp.query("SELECT customer_name, city FROM erp.customer WHERE uscc IS NULL LIMIT 1") or \
