@@ -536,7 +536,7 @@ class ZohoCrmClient:
 
         Zoho answers bulk-write job details as one top-level object and bulk-read job details inside `data[]`
         (crm-oas v8.0/bulk_write.json Bulk_Write_Response, bulk_read.json Response_Wrapper); both shapes are read
-        for either kind. Each poll costs an API credit, so the interval doubles up to 30 s."""
+        for either kind. Each poll costs an API credit, so the interval grows by half up to 10 s."""
         deadline = time.monotonic() + timeout
         wait = poll_interval
         while True:
@@ -548,7 +548,8 @@ class ZohoCrmClient:
                 raise ZohoError(0, "TIMEOUT", f"bulk {kind} job {job_id} not finished after {timeout} s",
                                 path=f"/crm/bulk/v8/{kind}")
             time.sleep(wait)
-            wait = min(30.0, wait * 2)
+            # a poll costs 1 credit against the job's 500, a late look a whole wait: grow gently, to 10 s
+            wait = min(10.0, wait * 1.5)
 
     def zgid(self) -> str:
         """The org's zgid, which the bulk-write upload wants in X-CRM-ORG (not the org id): from the org API, once

@@ -22,7 +22,7 @@ BULK_WRITE_JOB = 500
 BULK_WRITE_ROWS_PER_JOB = 25_000     # the client's rows per job file (include/zoho/client.py bulk_write)
 BULK_READ_JOB = 50
 BULK_READ_ROWS_PER_JOB = 200_000
-# status polls per bulk job: the client polls after 1, 2, 4, 8, 16 and then every 30 s (about 5 minutes of a job)
+# status polls per bulk job, an estimate: the client waits 1, 1.5, 2.25 … then 10 s between polls (a minute's job)
 POLLS_PER_JOB = 12
 COQL_IDS_PER_QUERY = 50              # before-images of first writes: one COQL query per 50 record ids
 

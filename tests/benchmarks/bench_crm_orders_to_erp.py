@@ -214,10 +214,10 @@ def main() -> None:
         try:
             crm.reset(customers=60, skus=300, seed_value=7)
             crm.configure(credits_per_day=10**9)
-            os.environ |= {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
-                           f"postgresql+psycopg2://{os.environ['PGUSER']}@{os.environ['PGHOST']}:"
-                           f"{os.environ['PGPORT']}/{meta_db}", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
-            env = airflow_env_for(work / "airflow", erp, bridge, crm)
+            # Airflow's metadata in PostgreSQL (LocalExecutor runs tasks in parallel): migrated for this env
+            env = airflow_env_for(work / "airflow", erp, bridge, crm, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=(
+                f"postgresql+psycopg2://{os.environ['PGUSER']}@{os.environ['PGHOST']}:{os.environ['PGPORT']}/"
+                f"{meta_db}"), AIRFLOW__CORE__EXECUTOR="LocalExecutor")
             for dag_id in ("master_data_match", "erp_credit_to_crm"):
                 assert run_dag(env, dag_id) == "success", f"{dag_id} failed"
             if args.orders:
