@@ -91,10 +91,14 @@ class Mirror:
     @property
     def values_hash_sql(self) -> str:
         """What change detection compares: the values without the create-only fields."""
+        return f"md5({self.without_create_only('p.values')}::text)"
+
+    def without_create_only(self, values_sql: str) -> str:
+        """A values expression without the create-only fields: what change detection hashes and the synced state
+        keeps, so a rollback's before-image never sends line items again on an update."""
         if not self.create_only:
-            return "md5(p.values::text)"
-        keys = ", ".join(quote(n) for n in self.create_only)
-        return f"md5((p.values - ARRAY[{keys}]::text[])::text)"
+            return values_sql
+        return f"({values_sql} - ARRAY[{', '.join(quote(n) for n in self.create_only)}]::text[])"
 
     @property
     def quarantine_unlinked(self) -> bool:
@@ -471,8 +475,7 @@ def planned_sql(m: Mirror, passed_only: bool = True) -> str:
                      f"ELSE jsonb_build_object('{name}', jsonb_build_object('id', l{n}.crm_id)) END")
     values = " || ".join(["p.values", *extra])
     if m.create_only:  # written when the record is created, never on an update
-        keys = ", ".join(quote(n) for n in m.create_only)
-        values = f"CASE WHEN m.crm_id IS NULL THEN {values} ELSE ({values}) - ARRAY[{keys}]::text[] END"
+        values = f"CASE WHEN m.crm_id IS NULL THEN {values} ELSE {m.without_create_only(f'({values})')} END"
     own = m.target["entity"]
     target_join = ("JOIN" if m.by_id else "LEFT JOIN") + \
         f" bridge.id_map m ON m.entity = '{m.link['entity'] if m.by_id else own}' AND m.erp_key = p.key"
@@ -700,9 +703,10 @@ def finish(m: Mirror, bridge, batch_id: str, run_id: str, until: dt.datetime | N
                        WHERE q.batch_id = %s AND q.status = 'loaded'""",
                     (m.target["entity"], run_id, m.target["module"], batch_id))
         # the synced state never goes back either: a batch that finishes late leaves a newer version in place
-        cur.execute("""INSERT INTO bridge.synced_state AS s (flow, business_key, crm_id, values, values_hash, batch_id,
+        cur.execute(f"""INSERT INTO bridge.synced_state AS s (flow, business_key, crm_id, values, values_hash, batch_id,
                                                             source_version)
-                       SELECT flow, business_key, crm_id, values, values_hash, batch_id, source_version
+                       SELECT flow, business_key, crm_id, {m.without_create_only("values")}, values_hash, batch_id,
+                              source_version
                        FROM bridge.load_queue WHERE batch_id = %s AND status = 'loaded'
                        ON CONFLICT (flow, business_key) DO UPDATE SET crm_id = excluded.crm_id,
                            values = excluded.values, values_hash = excluded.values_hash,

@@ -104,6 +104,9 @@ def test_mirrored_orders_are_created_with_the_erp_lines_as_line_items(stage1, br
             == [(r["sku"], money(r["qty"]), money(r["unit_price"])) for r in erp_lines]
         checked += 1
     assert checked == 5
+    # the synced state (a rollback's before-image) holds no line items: an update never sends them again
+    assert bridge_rows(bridge, """SELECT count(*) FROM bridge.synced_state WHERE flow = 'erp_order_history_to_crm'
+                                  AND values ? 'Ordered_Items'""") == [(0,)]
 
 
 def test_prices_match_and_a_crm_edit_is_overwritten_and_audited(stage1, bridge, erp, client):
