@@ -82,11 +82,16 @@ class Mirror:
         return [n for n, f in self.spec["fields"].items() if isinstance(f, dict) and f.get("only_on") == "create"]
 
     @property
+    def subforms(self) -> list[str]:
+        """Subform fields (line items): written through the records API only, never read back by COQL or bulk."""
+        return [n for n, f in self.spec["fields"].items() if isinstance(f, dict) and f.get("type") == "subform"]
+
+    @property
     def read_back_fields(self) -> list[str]:
         """The fields read back from the CRM (edits, before-images, reconciliation): not the create-only ones,
         not subforms (COQL and bulk read cannot select them)."""
-        return [n for n, f in self.spec["fields"].items() if n not in self.create_only
-                and not (isinstance(f, dict) and f.get("type") == "subform")]
+        skipped = {*self.create_only, *self.subforms}
+        return [n for n in self.spec["fields"] if n not in skipped]
 
     @property
     def values_hash_sql(self) -> str:
@@ -151,7 +156,7 @@ def check_mapping(name: str, spec) -> None:
     if mode not in LOAD_MODES:
         raise ValueError(f"mapping {name}.yaml: settings.load_mode is {mode!r}; it must be one of "
                          f"{', '.join(LOAD_MODES)}")
-    subforms = [n for n, f in spec["fields"].items() if isinstance(f, dict) and f.get("type") == "subform"]
+    subforms = Mirror(name, spec).subforms
     if subforms and mode == "bulk":  # a bulk-write CSV has no subform rows
         raise ValueError(f"mapping {name}.yaml: settings.load_mode bulk cannot write the subform {subforms[0]}")
     for field_name, f in spec["fields"].items():
@@ -430,8 +435,10 @@ def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False, version: 
         queued = cur.rowcount
         cur.execute("""UPDATE bridge.load_queue q SET before = k.before FROM kept_before k
                        WHERE q.batch_id = %(batch)s AND q.business_key = k.business_key""", {"batch": batch_id})
-        cur.execute(f"SELECT count(*) FROM bridge.load_queue q WHERE {FIRST_WRITE}", (batch_id,))
-        first_writes = cur.fetchone()[0] if m.by_id else 0
+        first_writes = 0  # by-id loads read before-images of records never synced (priced into the mode)
+        if m.by_id:
+            cur.execute(f"SELECT count(*) FROM bridge.load_queue q WHERE {FIRST_WRITE}", (batch_id,))
+            first_writes = cur.fetchone()[0]
     bridge.commit()
     bulk = load_by_bulk(m, queued, first_writes)
     return {"queued": queued, "chunks": [0] if bulk else list(range(chunks)), "bulk": bulk,
@@ -447,7 +454,7 @@ def load_by_bulk(m: Mirror, queued: int, first_writes: int) -> bool:
     mode = m.settings.get("load_mode", "auto")  # checked when the mapping loads (check_mapping)
     if mode != "auto":
         return mode == "bulk"
-    if any((f or {}).get("type") == "subform" for f in m.spec["fields"].values() if isinstance(f, dict)):
+    if m.subforms:
         return False  # subform rows go only through the records API
     return limits.bulk_is_cheaper(queued, first_writes)
 

@@ -38,9 +38,11 @@ from dataclasses import dataclass, field
 import requests
 import urllib3
 
+from include.zoho import limits
+
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 100
+MAX_BATCH = limits.BATCH_RECORDS
 PAGE_TOKEN_LIMIT = 100_000   # records one Get Records walk may fetch with page_token (spec zoho-crm-v8.md, "Records")
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
@@ -479,7 +481,7 @@ class ZohoCrmClient:
     def delete(self, module: str, ids: list[str]) -> list[RecordOutcome]:
         out = []
         for start in range(0, len(ids), MAX_BATCH):
-            resp = self.request("DELETE", f"/crm/v8/{module}", params={"ids": ",".join(ids[start:start + 100])})
+            resp = self.request("DELETE", f"/crm/v8/{module}", params={"ids": ",".join(ids[start:start + MAX_BATCH])})
             out += [_outcome(start + i, item) for i, item in enumerate(resp.json().get("data", []))]
         return out
 
@@ -489,8 +491,9 @@ class ZohoCrmClient:
         """Upload rows as zipped CSV (25,000 rows per job), run the job, wait, and read per-row results."""
         columns = list(dict.fromkeys(k for row in rows for k in row))
         results = BulkWriteResult("", "COMPLETED", 0, 0, 0, 0, [])
-        for start in range(0, len(rows), 25_000):
-            part = self._bulk_write_part(module, rows[start:start + 25_000], columns, find_by, operation,
+        step = limits.BULK_WRITE_ROWS_PER_JOB
+        for start in range(0, len(rows), step):
+            part = self._bulk_write_part(module, rows[start:start + step], columns, find_by, operation,
                                          poll_interval, timeout)
             results.job_id = ",".join(filter(None, [results.job_id, part.job_id]))
             results.state = part.state if part.state != "COMPLETED" else results.state

@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 
 RECORDS_PER_WRITE_CREDIT = 10
-BATCH_RECORDS = 100                  # records per insert / update / upsert call
+BATCH_RECORDS = 100                  # records per insert / update / upsert / delete call (the client's MAX_BATCH)
 BULK_WRITE_JOB = 500
-BULK_WRITE_ROWS_PER_JOB = 25_000     # the client's rows per job file (include/zoho/client.py bulk_write)
+BULK_WRITE_ROWS_PER_JOB = 25_000     # rows per job file (include/zoho/client.py bulk_write splits by it)
 BULK_READ_JOB = 50
 BULK_READ_ROWS_PER_JOB = 200_000
 # status polls per bulk job, an estimate: the client waits 1, 1.5, 2.25 … then 10 s between polls (a minute's job)
