@@ -1,0 +1,65 @@
+"""Tryton side of the adapter (runs in .venv-tryton): `python -m include.adapters.tryton COMMAND --db NAME`.
+
+  install   Tryton's tables and modules, the company and the seeded demo company (on an empty database)
+  import    the import job: drain erp_inbound into Tryton (one pass; --loop SECONDS to keep going)
+  fulfil    ship, invoice and collect what is open (the demo's "business days" on a real ERP)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m include.adapters.tryton")
+    parser.add_argument("command", choices=["install", "seed", "import", "fulfil"])
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--customers", type=int, default=60)
+    parser.add_argument("--skus", type=int, default=80)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--history-sales", type=int, default=12)
+    parser.add_argument("--loop", type=float, default=0, help="import: keep draining every N seconds")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from include.adapters.tryton import server
+
+    if args.command == "install":
+        started = time.monotonic()
+        server.admin(args.db, "--all", "--email", "admin@example.com")
+        server.admin(args.db, "-u", *server.MODULES, "--activate-dependencies")
+        server.connect(args.db)
+        from include.adapters.tryton import company
+
+        company.set_up_company()
+        counts = company.seed_master_data(args.customers, args.skus, args.seed, args.history_sales)
+        print(json.dumps({"installed_in_s": round(time.monotonic() - started, 1), **counts}))
+        return 0
+
+    server.connect(args.db)
+    if args.command == "seed":  # the demo company again on an installed company (development)
+        from include.adapters.tryton import company
+
+        print(json.dumps(company.seed_master_data(args.customers, args.skus, args.seed, args.history_sales)))
+        return 0
+    if args.command == "fulfil":
+        from include.adapters.tryton import fulfil
+
+        print(json.dumps(fulfil.fulfil_open_sales()))
+        return 0
+
+    from include.adapters.tryton import importer
+
+    while True:
+        print(json.dumps(importer.process_inbound(args.db)), flush=True)
+        if not args.loop:
+            return 0
+        time.sleep(args.loop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
