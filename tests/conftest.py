@@ -352,7 +352,7 @@ def webhook():
 # ------------------------------------------------------------------ order: the longest modules start first
 # With two workers (make test: pytest-xdist, one module per worker at a time) the suite ends soonest when the
 # modules that take minutes start first and the many short ones fill in around them.
-LONGEST_FIRST = ["test_stage2_write_back", "test_operations", "test_celery_scheduler", "test_stage3_forecast",
+LONGEST_FIRST = ["test_stage2_write_back", "test_tryton_erp", "test_operations", "test_celery_scheduler", "test_stage3_forecast",
                  "test_erp_stock_to_crm", "test_airflow_ui", "test_stage1_flows"]
 
 
@@ -365,7 +365,7 @@ TIERS = {"unit": {"test_architecture", "test_flow_contract", "test_dag_integrity
          "airflow": {"test_stage1_flows", "test_stage2_write_back", "test_stage3_forecast", "test_erp_stock_to_crm",
                      "test_operations", "test_alerts", "test_crm_events", "test_hostile_input",
                      "test_faults_through_airflow"},
-         "stack": {"test_celery_scheduler", "test_airflow_ui"}}
+         "stack": {"test_celery_scheduler", "test_airflow_ui", "test_tryton_erp"}}
 
 
 def tier_of(module: str) -> str:

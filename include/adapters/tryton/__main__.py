@@ -2,7 +2,8 @@
 
   install   Tryton's tables and modules, the company and the seeded demo company (on an empty database)
   import    the import job: drain erp_inbound into Tryton (one pass; --loop SECONDS to keep going)
-  fulfil    ship, invoice and collect what is open (the demo's "business days" on a real ERP)
+  fulfil    ship and invoice what is open (--pay: and collect it); the demo's "business days" on a real ERP
+  sales     the sales that carry a CRM reference, as Tryton reports them (JSON)
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import time
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.adapters.tryton")
-    parser.add_argument("command", choices=["install", "seed", "import", "fulfil"])
+    parser.add_argument("command", choices=["install", "seed", "import", "fulfil", "sales"])
     parser.add_argument("--db", required=True)
     parser.add_argument("--customers", type=int, default=60)
     parser.add_argument("--skus", type=int, default=80)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--history-sales", type=int, default=12)
+    parser.add_argument("--pay", action="store_true", help="fulfil: also collect the invoices")
     parser.add_argument("--loop", type=float, default=0, help="import: keep draining every N seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -46,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(company.seed_master_data(args.customers, args.skus, args.seed, args.history_sales)))
         return 0
-    if args.command == "fulfil":
+    if args.command in ("fulfil", "sales"):
         from include.adapters.tryton import fulfil
 
-        print(json.dumps(fulfil.fulfil_open_sales()))
+        print(json.dumps(fulfil.fulfil_open_sales(args.pay) if args.command == "fulfil"
+                         else fulfil.sales_by_reference(), ensure_ascii=False))
         return 0
 
     from include.adapters.tryton import importer

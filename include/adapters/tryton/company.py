@@ -39,13 +39,18 @@ def set_up_company(config=None) -> None:
     cny = get_currency("CNY")
     usd = get_currency("USD")
     rate = Model.get("currency.currency.rate")
-    for currency, value in ((cny, Decimal(1)), (usd, Decimal("0.1390"))):  # Tryton stores rates against the base
-        if not currency.rates:
-            rate(currency=currency, date=dt.date.today() - dt.timedelta(days=400), rate=value).save()
+    for currency, value in ((cny, Decimal(1)), (usd, Decimal("0.1390"))):  # Tryton: units per unit of the base
+        rate(currency=currency, date=dt.date.today() - dt.timedelta(days=400), rate=value).save()
     create_company(party=Party(name=COMPANY_NAME), currency=cny)
     create_chart()
     fiscalyear = set_fiscalyear_invoice_sequences(create_fiscalyear())
     fiscalyear.click("create_period")
+    # document numbers as the reference ERP writes them: SO000001, INV000001, MO000001
+    for prefix, sequence in (("INV", fiscalyear.invoice_sequences[0].out_invoice_sequence),
+                             ("SO", Model.get("sale.configuration")(1).sale_sequence),
+                             ("MO", Model.get("production.configuration")(1).production_sequence)):
+        sequence.prefix, sequence.padding = prefix, 6
+        sequence.save()
     accounts = get_accounts()
 
     Category = Model.get("product.category")
@@ -58,6 +63,10 @@ def set_up_company(config=None) -> None:
         category.account_expense = accounts["expense"]
         category.customer_taxes.append(tax)
         category.save()
+    # a customer without a limit of its own gets the company's default (the reference ERP: its SME group's limit)
+    account_config = Model.get("account.configuration")(1)
+    account_config.default_credit_limit_amount = Decimal(demo_company.GROUPS["SME"])
+    account_config.save()
     PartyCategory = Model.get("party.category")
     for group in CUSTOMER_GROUPS:
         PartyCategory(name=group).save()
@@ -69,22 +78,18 @@ def set_up_company(config=None) -> None:
             days=days)])
         term.save()
 
-    # the demo company codes its customers itself (C00001, as in the reference ERP): no party sequence
-    PartyConfig = Model.get("party.configuration")
-    party_config = PartyConfig(1)
-    party_config.party_sequence = None
-    party_config.save()
+    # customer codes C00001... as in the reference ERP: the seeded ones are given, new ones come from the sequence
+    party_sequence = Model.get("party.configuration")(1).party_sequence
+    party_sequence.prefix, party_sequence.padding = "C", 5
+    party_sequence.save()
 
     Location = Model.get("stock.location")
     main, = Location.find([("type", "=", "warehouse")])
     main.name, main.code = "上海中心仓", "SH01"
     main.save()
-    second = main.duplicate(default={"name": "苏州工厂仓", "code": "SZ01"})[0]
-    for kind in ("input", "output", "storage", "picking"):
-        location = getattr(main, f"{kind}_location")
-        if location:
-            copy = location.duplicate(default={"name": f"SZ01 {location.name}", "parent": second.id})[0]
-            setattr(second, f"{kind}_location", copy)
+    second, = main.duplicate(default={"name": "苏州工厂仓", "code": "SZ01"})  # its zones are copied with it
+    zones = {z.code: z for z in Location.find([("parent", "=", second.id)])}
+    second.input_location, second.output_location, second.storage_location = zones["IN"], zones["OUT"], zones["STO"]
     second.save()
 
 
@@ -157,11 +162,13 @@ def _stock(products, by_sku, seed: int) -> None:
     """Opening stock by inventory in both warehouses' storage locations."""
     rng = random.Random(f"tryton-stock:{seed}")
     Inventory = Model.get("stock.inventory")
-    for warehouse in Model.get("stock.location").find([("type", "=", "warehouse")]):
+    for warehouse in Model.get("stock.location").find([("type", "=", "warehouse")], order=[("code", "ASC")]):
+        main = warehouse.code == "SH01"  # the central warehouse stocks everything; the factory some of it
         inventory = Inventory(location=warehouse.storage_location)
         for p in products:
-            if p.is_stock_item and rng.random() < 0.8:
-                inventory.lines.new(product=by_sku[p.sku], quantity=float(rng.choice([0, 5, 20, 50, 200])))
+            if p.is_stock_item and (main or rng.random() < 0.6):
+                inventory.lines.new(product=by_sku[p.sku],
+                                    quantity=float(rng.choice([20, 50, 200] if main else [0, 5, 20])))
         inventory.click("confirm")
 
 
@@ -178,14 +185,14 @@ def _history(parties, products, by_sku, seed: int, n: int) -> int:
     method = PaymentMethod(name="Bank transfer", journal=journal, credit_account=cash, debit_account=cash)
     method.save()
     goods = [p for p in products if p.is_stock_item]
-    warehouses = Model.get("stock.location").find([("type", "=", "warehouse")])
+    main_warehouse, = Model.get("stock.location").find([("code", "=", "SH01")])
     domestic = [p for p in parties if not p.customer_currency]
     today = dt.date.today()
     # oldest first: Tryton numbers invoices from a strict sequence and refuses an invoice dated before the last one
     for i, sale_date in enumerate(sorted(today - dt.timedelta(days=rng.randint(5, 95)) for _ in range(n))):
         sale = Sale()
         sale.party = rng.choice(domestic)
-        sale.warehouse = rng.choice(warehouses)
+        sale.warehouse = main_warehouse
         sale.sale_date, sale.reference = sale_date, f"HIST-{i + 1:04d}"
         sale.invoice_method = sale.shipment_method = "order"
         for p in rng.sample(goods, min(2, len(goods))):
@@ -197,7 +204,7 @@ def _history(parties, products, by_sku, seed: int, n: int) -> int:
         for shipment in sale.shipments:
             shipment.effective_date = sale_date + dt.timedelta(days=2)
             shipment.save()
-            shipment.click("assign_force")
+            shipment.click("assign_try")
             shipment.click("pick")
             shipment.click("pack")
             shipment.click("do")

@@ -59,8 +59,10 @@ def install_schema(conn) -> None:
     conn.commit()
 
 
-def setup_roles(conn, dbname: str, read_password: str | None, write_password: str | None) -> None:
-    """Least privilege: the reader sees erp_api only (and read-only), the writer erp_inbound only."""
+def setup_roles(conn, dbname: str, read_password: str | None, write_password: str | None,
+                private_schema: str = "erp") -> None:
+    """Least privilege: the reader sees erp_api only (and read-only), the writer erp_inbound only. `private_schema`
+    holds the ERP's own tables (the sandbox's erp; a real ERP's, e.g. Tryton's public)."""
     create_roles(read_password, write_password)
     db = sql.Identifier(dbname)
     reader, writer = sql.Identifier(READ_ROLE), sql.Identifier(WRITE_ROLE)
@@ -68,7 +70,7 @@ def setup_roles(conn, dbname: str, read_password: str | None, write_password: st
         "REVOKE ALL ON DATABASE {db} FROM PUBLIC",            # no CONNECT / TEMP for anyone else
         "GRANT CONNECT ON DATABASE {db} TO {reader}, {writer}",
         "REVOKE ALL ON SCHEMA public FROM PUBLIC",
-        "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA erp FROM PUBLIC",
+        "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {private} FROM PUBLIC",
         "GRANT USAGE ON SCHEMA erp_api TO {reader}",
         "GRANT SELECT ON ALL TABLES IN SCHEMA erp_api TO {reader}",
         "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA erp_api TO {reader}",
@@ -79,7 +81,8 @@ def setup_roles(conn, dbname: str, read_password: str | None, write_password: st
     ]
     with conn.cursor() as cur:
         for stmt in statements:
-            cur.execute(sql.SQL(stmt).format(db=db, reader=reader, writer=writer))
+            cur.execute(sql.SQL(stmt).format(db=db, reader=reader, writer=writer,
+                                             private=sql.Identifier(private_schema)))
         # the writer inserts what it sends, never the ERP's answer (status, document number, messages, retries)
         cur.execute("""SELECT table_name, array_agg(column_name::text ORDER BY ordinal_position)
                        FROM information_schema.columns WHERE table_schema = 'erp_inbound'
