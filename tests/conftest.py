@@ -352,8 +352,8 @@ def webhook():
 # ------------------------------------------------------------------ order: the longest modules start first
 # With two workers (make test: pytest-xdist, one module per worker at a time) the suite ends soonest when the
 # modules that take minutes start first and the many short ones fill in around them.
-LONGEST_FIRST = ["test_stage2_write_back", "test_tryton_erp", "test_operations", "test_celery_scheduler", "test_stage3_forecast",
-                 "test_erp_stock_to_crm", "test_airflow_ui", "test_stage1_flows"]
+LONGEST_FIRST = ["test_stage2_write_back", "test_tryton_erp", "test_operations", "test_celery_scheduler",
+                 "test_stage3_forecast", "test_erp_stock_to_crm", "test_airflow_ui", "test_stage1_flows"]
 
 
 # Tiers, all on the same real systems (make test runs every tier; `pytest -m unit` or `-m "unit or systems"` for a

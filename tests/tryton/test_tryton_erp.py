@@ -95,6 +95,25 @@ def test_confirmed_orders_reach_tryton_once_and_fulfilment_comes_back(env, tryto
     crm = {r["id"]: r for r in client.iter_records("Sales_Orders", ["ERP_Order_No", "Fulfilment_Status"])}
     for ref, (sale,) in sales.items():
         assert crm[ref]["ERP_Order_No"] == sale["number"]
+
+    # confirmed again, amended (one more of each line), cancelled: still one sale each, in its final state
+    amended, cancelled = sorted(sales)[0], sorted(sales)[-1]
+    record = client.get_record("Sales_Orders", amended)
+    items = [{"id": i["id"], "Quantity": i["Quantity"] + 1} for i in record["Ordered_Items"]]
+    client.update("Sales_Orders", [{"id": amended, "Ordered_Items": items, "Is_Prepaid": True},
+                                   {"id": cancelled, "Status": "Cancelled"}])
+    client.update("Sales_Orders", [{"id": sorted(sales)[1], "Status": "Confirmed"}])
+    for _ in range(2):
+        assert run_dag(env, "crm_orders_to_erp", wait_for_erp_seconds=0) == "success"
+        tryton.run("import")
+    now = tryton.run("sales")
+    assert set(now) == set(sales) and all(len(v) == 1 for v in now.values()), now
+    assert sum(ln["quantity"] for ln in now[amended][0]["lines"]) == sum(i["Quantity"] + 1
+                                                                          for i in record["Ordered_Items"]), \
+        client.get_record("Sales_Orders", amended)["Integration_Message"]
+    assert now[amended][0]["number"] == sales[amended][0]["number"]  # amended in place
+    assert now[cancelled][0]["state"] == "cancelled"
+
     tryton.run("fulfil")
     assert run_dag(env, "erp_fulfilment_to_crm") == "success"
     crm = {r["id"]: r for r in client.iter_records("Sales_Orders", ["ERP_Order_No", "Fulfilment_Status"])}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"installed_in_s": round(time.monotonic() - started, 1), **counts}))
         return 0
 
+    if args.command == "import":
+        # Tryton processes a confirmed sale (shipments, invoices) through its queue; the import job leaves that to
+        # the ERP's own processing run (`fulfil` here, Tryton's queue worker in production), so an order confirmed
+        # today can still be amended or cancelled from the CRM until the warehouse starts on it
+        os.environ["TRYTOND_QUEUE__WORKER"] = "True"
     server.connect(args.db)
     if args.command == "seed":  # the demo company again on an installed company (development)
         from include.adapters.tryton import company

@@ -2,9 +2,9 @@
 
 The same demo company the reference ERP and the CRM sandbox are seeded from (include/sandbox/demo_company.py), so
 master-data matching, stock and credit have something to agree on: customers with Chinese names and unified social
-credit codes (Tryton identifiers of type `cn_vat`: Tryton files the code as China's tax number, checked by python-stdnum), products by SKU with their VAT rate
-as customer tax, manufactured products with a bill of materials, stock in two warehouses (SH01, SZ01) and a little
-history: sales that were shipped, invoiced and partly paid, some overdue.
+credit codes (Tryton files them as identifiers of type `cn_vat`, China's tax number, checked by python-stdnum),
+products by SKU with their VAT rate as customer tax, manufactured products with a bill of materials, stock in two
+warehouses (SH01, SZ01) and a little history: sales that were shipped, invoiced and partly paid.
 """
 
 from __future__ import annotations

@@ -186,43 +186,42 @@ def _post_sales_order(cur, hdr: dict):
 def _fill_sale(sale, hdr: dict, lines: list[dict], phash: str) -> None:
     from proteus import Model
 
+    # every check before anything changes: a refused amendment leaves the Tryton sale as it was
+    products = {p.code: p for p in Model.get("product.product").find(
+        [("code", "in", [ln["sku"] for ln in lines])])}
+    errors = [f"line {ln['line_no']}: item '{ln['sku']}' does not exist" for ln in lines
+              if ln["sku"] not in products]
+    errors += [f"line {ln['line_no']}: quantity must be positive" for ln in lines if not ln["qty"] or ln["qty"] <= 0]
     party = Model.get("party.party").find([("code", "=", hdr["customer_code"])], limit=1)
     if not party:
-        raise Rejected(f"customer '{hdr['customer_code']}' does not exist in the ERP")
+        errors.append(f"customer '{hdr['customer_code']}' does not exist in the ERP")
+    currency = Model.get("currency.currency").find([("code", "=", hdr["currency"])], limit=1) \
+        if hdr["currency"] else None
+    if hdr["currency"] and not currency:
+        errors.append(f"currency '{hdr['currency']}' is not set up in the ERP")
+    if not lines:
+        errors.append("the order has no lines")
+    if errors:
+        raise Rejected("; ".join(errors))
+    if sale.id and sale.id > 0 and sale.lines:  # an amendment: the new lines replace the old ones
+        Model.get("sale.line").delete(list(sale.lines))
+        sale.reload()
     sale.party = party[0]
     sale.reference, sale.description = hdr["source_id"], hdr["customer_po_no"]
     sale.comment = HASH_PREFIX + phash
     sale.sale_date, sale.shipping_date = hdr["order_date"], hdr["delivery_date"]
-    if hdr["currency"]:
-        currency = Model.get("currency.currency").find([("code", "=", hdr["currency"])], limit=1)
-        if not currency:
-            raise Rejected(f"currency '{hdr['currency']}' is not set up in the ERP")
+    if currency:
         sale.currency = currency[0]
     warehouses = {w.code: w for w in Model.get("stock.location").find([("type", "=", "warehouse")])}
     sale.warehouse = warehouses.get(next((ln["warehouse"] for ln in lines if ln["warehouse"]), None)) or \
         warehouses["SH01"]
-    while sale.lines:
-        sale.lines.pop()
-    products = {p.code: p for p in Model.get("product.product").find(
-        [("code", "in", [ln["sku"] for ln in lines])])}
-    errors = []
     for ln in lines:
-        product = products.get(ln["sku"])
-        if product is None:
-            errors.append(f"line {ln['line_no']}: item '{ln['sku']}' does not exist")
-            continue
-        if not ln["qty"] or ln["qty"] <= 0:
-            errors.append(f"line {ln['line_no']}: quantity must be positive")
-            continue
+        product = products[ln["sku"]]
         line = sale.lines.new()  # attribute by attribute: each runs Tryton's on_change (unit, taxes, price)
         line.product = product
         line.quantity = float(ln["qty"])
         if ln["unit_price"] is not None:
             line.unit_price = _net_unit_price(ln, hdr["prices_include_tax"], line)
-    if errors:
-        raise Rejected("; ".join(errors))
-    if not sale.lines:
-        raise Rejected("the order has no lines")
 
 
 def _net_unit_price(ln: dict, prices_include_tax: bool, line) -> Decimal:
