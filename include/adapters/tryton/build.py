@@ -11,6 +11,7 @@ that shapes it (adapter code, SQL, pins, seed sizes): the next build with the sa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -33,10 +34,15 @@ TRYTON_PYTHON = ROOT / ".venv-tryton" / "bin" / "python"
 DEFAULT_SIZES = {"customers": 60, "skus": 80, "seed": 42, "history_sales": 12}
 
 
+@functools.cache
+def _ensure_venv() -> None:
+    """.venv-tryton exists and matches requirements-tryton.txt (a no-op once installed)."""
+    subprocess.run([str(ROOT / "scripts" / "ensure_tryton_venv.sh")], check=True)
+
+
 def tryton(command: str, dbname: str, *args: str, timeout: float = 900) -> dict:
     """Run a command of the adapter's Tryton side (in .venv-tryton); returns the JSON it prints last."""
-    if not TRYTON_PYTHON.exists():
-        subprocess.run([str(ROOT / "scripts" / "ensure_tryton_venv.sh")], check=True)
+    _ensure_venv()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([str(TRYTON_PYTHON), "-m", "include.adapters.tryton", command, "--db", dbname, *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
