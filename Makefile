@@ -9,8 +9,11 @@ PY    := .venv/bin/python
 venv:
 	@scripts/ensure_venv.sh
 
+# ERP=tryton: the same demo against Tryton (include/adapters/tryton, its own venv .venv-tryton) in database
+# $$TRYTON_DB (default tryton_demo); the reference sandbox's database is left alone.
+ERP ?= reference
 demo: venv
-	@$(RUN) $(PY) -m include.demo $(DEMO_ARGS)
+	@$(if $(filter tryton,$(ERP)),ERP_DB=$${TRYTON_DB:-tryton_demo}) $(RUN) $(PY) -m include.demo --erp $(ERP) $(DEMO_ARGS)
 
 # TEST_WORKERS: pytest-xdist workers, one test module each at a time (default: one per core).
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)

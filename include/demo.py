@@ -18,6 +18,7 @@ import warnings
 import psycopg2
 import requests
 
+from include.adapters.tryton import demo as tryton_demo
 from include.sandbox.crm.process import CrmSandboxProcess
 from include.sandbox.erp import db as erp_db
 from include.sandbox.erp import seed as erp_seed
@@ -52,6 +53,8 @@ FLOW_ORDER: list[tuple[str, dict]] = [
                                   "erp_fulfilment_to_crm")],
     ("reconcile_crm_erp", {}),
 ]
+# The reference sandbox's DAGs that play the ERP's own staff and jobs; another ERP runs its own in their place.
+ERP_STAFF_DAGS = {"erp_sandbox_import_job", "erp_sandbox_business_day"}
 LEDGER_SQL = """SELECT flow, status, rows_extracted, rows_loaded, rows_quarantined, rows_failed,
                        (SELECT string_agg(k || ' ' || round((v #>> '{}')::numeric, 1) || 's', ', ')
                         FROM jsonb_each(step_seconds) AS s(k, v)) AS steps
@@ -120,20 +123,28 @@ def crm_sandbox(customers: int, skus: int, seed: int) -> CrmSandboxProcess | Non
     return None
 
 
-def print_write_back(dbname: str) -> None:
+def print_write_back(dbname: str, erp: str) -> None:
     """Stage 2 as the business sees it: each confirmed CRM order once in the ERP, held ones not, fulfilment back."""
     from collections import Counter
 
     from include.bridge.idmap import erp_order_copies
     from include.bridge.runtime import crm_client
 
-    with erp_db.connect(dbname) as conn, conn.cursor() as cur:
-        cur.execute("""SELECT count(*), count(DISTINCT source_id), count(*) FILTER (WHERE status = 'On Hold')
-                       FROM erp.sales_order WHERE source_system = 'zoho_crm'""")
-        documents, orders, erp_held = cur.fetchone()
-        cur.execute("SELECT count(*) FROM erp.customer WHERE source_system = 'zoho_crm'")
-        customers = cur.fetchone()[0]
     crm = crm_client("zoho_crm")
+    print("Stage 2 (write-back):")
+    if erp == "tryton":  # counted in Tryton through its API (print_systems); here what the CRM orders show of it
+        reached, numbered_like_tryton = tryton_demo.crm_order_numbers(crm, dbname)
+        print(f"  CRM orders in Tryton: {reached}, showing Tryton's own sale number: {numbered_like_tryton}")
+    else:
+        with erp_db.connect(dbname) as conn, conn.cursor() as cur:
+            cur.execute("""SELECT count(*), count(DISTINCT source_id), count(*) FILTER (WHERE status = 'On Hold')
+                           FROM erp.sales_order WHERE source_system = 'zoho_crm'""")
+            documents, orders, erp_held = cur.fetchone()
+            cur.execute("SELECT count(*) FROM erp.customer WHERE source_system = 'zoho_crm'")
+            customers = cur.fetchone()[0]
+        print(f"  ERP sales orders from the CRM: {documents} for {orders} CRM orders "
+              f"({'each exactly once' if documents == orders else 'DUPLICATES'}), {erp_held} on hold in the ERP; "
+              f"{customers} ERP customers created from CRM accounts")
     fields = ["Status", "ERP_Order_No", "Fulfilment_Status"]
     with psycopg2.connect(dbname=os.environ.get("BRIDGE_DB", "bridge")) as conn, conn.cursor() as cur:
         mirrored = erp_order_copies(conn)
@@ -144,10 +155,6 @@ def print_write_back(dbname: str) -> None:
     numbered = sum(1 for r in mine if r.get("ERP_Order_No"))
     held = sum(1 for r in mine if r.get("Status") == "Credit Hold")
     shipped = Counter(r.get("Fulfilment_Status") or "not shipped yet" for r in mine if r.get("ERP_Order_No"))
-    print("Stage 2 (write-back):")
-    print(f"  ERP sales orders from the CRM: {documents} for {orders} CRM orders "
-          f"({'each exactly once' if documents == orders else 'DUPLICATES'}), {erp_held} on hold in the ERP; "
-          f"{customers} ERP customers created from CRM accounts")
     print(f"  CRM orders showing their ERP number: {numbered}; on credit hold, not sent: {held}; "
           f"quarantined with the reason on the order: {quarantined}")
     print("  fulfilment back in the CRM: " + ", ".join(f"{k} {v}" for k, v in sorted(shipped.items())))
@@ -179,7 +186,7 @@ def print_forecast_loop(dbname: str) -> None:
     print("Stage 3 (forecast -> production -> ship dates):")
     print(f"  forecast rows sent to the ERP: {rows_sent} in {versions} version(s), active as {version} "
           f"({active} active version per horizon); deals quarantined with the reason on the deal: {bad_deals}")
-    print(f"  planned by the ERP sandbox from the forecast: {planned} production orders, "
+    print(f"  planned by the ERP from the forecast: {planned} production orders, "
           f"{requested} purchase requests for short materials")
     print(f"  CRM orders with an expected ship date from production: {len(orders)} "
           f"({sum(1 for o in orders if o.get('Capacity_Warning'))} with a material warning); "
@@ -208,32 +215,41 @@ def check_crm_connection() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo")
-    parser.add_argument("--customers", type=int, default=200)
-    parser.add_argument("--skus", type=int, default=1000)
+    parser.add_argument("--erp", choices=["reference", "tryton"], default="reference",
+                        help="the ERP behind the contract: the reference sandbox or Tryton (include/adapters/tryton)")
+    parser.add_argument("--customers", type=int, help="default 200 (reference), 60 (tryton)")
+    parser.add_argument("--skus", type=int, help="default 1000 (reference), 80 (tryton)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--history-days", type=int, default=100)
+    parser.add_argument("--history-days", type=int, default=100, help="reference: days of ERP history")
+    parser.add_argument("--history-sales", type=int, default=12, help="tryton: history sales to seed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    tryton = args.erp == "tryton"
+    customers = args.customers or (60 if tryton else 200)
+    skus = args.skus or (80 if tryton else 1000)
 
     started = time.monotonic()
     dbname = erp_db.erp_db_name()
-    print(f"==> 1/4 ERP sandbox: building database '{dbname}' with demo company data")
-    erp_db.build(dbname)
-    with erp_db.connect(dbname) as conn:
-        timings = erp_seed.seed(conn, customers=args.customers, skus=args.skus, seed=args.seed,
-                                history_days=args.history_days)
-        print(f"    seeded in {sum(timings.values()):.1f} s")
+    if tryton:
+        tryton_demo.build_erp(dbname, customers, skus, args.seed, args.history_sales)
+    else:
+        print(f"==> 1/4 ERP sandbox: building database '{dbname}' with demo company data")
+        erp_db.build(dbname)
+        with erp_db.connect(dbname) as conn:
+            timings = erp_seed.seed(conn, customers=customers, skus=skus, seed=args.seed,
+                                    history_days=args.history_days)
+            print(f"    seeded in {sum(timings.values()):.1f} s")
 
     print("==> 2/4 CRM sandbox (Zoho CRM v8 protocol), seeded from the same demo company")
-    crm = crm_sandbox(args.customers, args.skus, args.seed)
+    crm = crm_sandbox(customers, skus, args.seed)
     try:
-        return run_pipelines(dbname, started)
+        return run_pipelines(dbname, started, args.erp)
     finally:
         if crm:
             crm.stop()
 
 
-def run_pipelines(dbname: str, started: float) -> int:
+def run_pipelines(dbname: str, started: float, erp: str = "reference") -> int:
     print("==> 3/4 Airflow: metadata DB, connections and pipelines")
     airflow_db_ready()
     fresh_bridge_db()
@@ -241,18 +257,24 @@ def run_pipelines(dbname: str, started: float) -> int:
     failed = []
     for dag_id, conf in FLOW_ORDER:
         t0 = time.monotonic()
+        if erp == "tryton" and dag_id in ERP_STAFF_DAGS:
+            state = tryton_demo.run_erp_job(dag_id, conf, dbname)
+            continue
         state = run_dag(dag_id, conf)
         print(f"    {dag_id:<32} {state:<8} {time.monotonic() - t0:5.1f} s")
         if state != "success":
             failed.append(dag_id)
 
     print("==> 4/4 what the systems hold now")
-    with erp_db.connect(dbname) as conn:
-        print_summary(conn)
+    if erp == "tryton":
+        tryton_demo.print_systems(dbname)
+    else:
+        with erp_db.connect(dbname) as conn:
+            print_summary(conn)
     stats = requests.get(f"{os.environ.get('CRM_SANDBOX_URL', 'http://127.0.0.1:8765')}/__sandbox/stats",
                          timeout=10).json()
     print("CRM sandbox holds:\n  " + ", ".join(f"{k} {v}" for k, v in stats["records"].items()))
-    print_write_back(dbname)
+    print_write_back(dbname, erp)
     print_forecast_loop(dbname)
     print_reconciliation()
     print_ledger()

@@ -7,6 +7,7 @@ fulfilment coming back run through Airflow (dag.test); what reached Tryton is ch
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import psycopg2
@@ -14,7 +15,7 @@ import psycopg2.extras
 import pytest
 
 from include.adapters.tryton import build
-from tests.conftest import airflow_env_for, drop_database, run_dag
+from tests.conftest import airflow_env_for, drop_database, kill_dag_run_when, run_dag
 
 pytestmark = pytest.mark.slow
 SIZES = {"customers": 60, "skus": 80, "seed": 7, "history_sales": 12}
@@ -77,6 +78,11 @@ def test_stage_1_mirrors_tryton_into_the_crm(env, tryton, crm_tryton):
     for row in stock:
         if row["sku"] in products:
             assert float(products[row["sku"]]["Qty_in_Stock"] or 0) == float(row["available"]), row["sku"]
+    prices = {r["Product_Code"]: r["Unit_Price"] for r in client.iter_records("Products", ["Product_Code",
+                                                                                          "Unit_Price"])}
+    listed = tryton.query("SELECT sku, unit_price FROM erp_api.price_list WHERE price_list = 'Standard Selling'")
+    assert listed and all(round(float(prices[r["sku"]]), 2) == round(float(r["unit_price"]), 2)
+                          for r in listed if r["sku"] in prices)
 
 
 def test_confirmed_orders_reach_tryton_once_and_fulfilment_comes_back(env, tryton, crm_tryton):
@@ -120,3 +126,75 @@ def test_confirmed_orders_reach_tryton_once_and_fulfilment_comes_back(env, tryto
     shipped = [ref for ref, (sale,) in tryton.run("sales").items() if sale["shipment_state"] == "sent"]
     assert shipped
     assert all(crm[ref]["Fulfilment_Status"] for ref in shipped)
+
+
+def test_orders_sent_during_killed_runs_reach_tryton_exactly_once(env, tryton, crm_tryton):
+    """Two kills: the bridge's run after its insert into erp_inbound committed (before the CRM heard back), then
+    Tryton's import job after Tryton confirmed a sale and before the inbound row's answer was committed. After a
+    clear and the next import each order is one sale in Tryton, confirmed, with its number on the CRM order."""
+    import signal
+    import subprocess
+    import time
+
+    client = crm_tryton.client()
+    before = set(tryton.run("sales"))
+    new = [r["id"] for r in client.iter_records("Sales_Orders", ["Status"])
+           if r["Status"] in ("Created", "Approved") and r["id"] not in before][:4]
+    assert len(new) == 4
+    client.update("Sales_Orders", [{"id": i, "Status": "Confirmed"} for i in new])
+    inbound = "SELECT count(*) AS n FROM erp_inbound.sales_order_in"
+    sent_before = tryton.query(inbound)[0]["n"]
+    crm_tryton.configure(latency_ms=1500, fault_methods=["PUT"])  # slow write-back: the kill lands before it
+    when = "2026-06-01T09:00:00+00:00"
+    try:
+        kill_dag_run_when(env, "crm_orders_to_erp", {"logical_date": when, "wait_for_erp_seconds": 0},
+                          lambda: tryton.query(inbound)[0]["n"] > sent_before, "killed_orders.txt")
+    finally:
+        crm_tryton.configure(latency_ms=0, fault_methods=["GET", "POST", "PUT", "DELETE"])
+    assert run_dag(env, "crm_orders_to_erp", logical_date=when, wait_for_erp_seconds=0) == "success"  # the clear
+
+    # Tryton's import: a SHARE lock lets it claim the rows (FOR UPDATE) and confirm a sale in Tryton (its own
+    # transaction), then holds its first answer (UPDATE); the job is SIGKILLed there and its answers are lost
+    lock = psycopg2.connect(dbname=tryton.dbname)
+    lock.cursor().execute("LOCK TABLE erp_inbound.sales_order_in IN SHARE MODE")
+    job = subprocess.Popen([str(build.TRYTON_PYTHON), "-m", "include.adapters.tryton", "import", "--db",
+                            tryton.dbname], cwd=build.ROOT, env={**os.environ, "PYTHONPATH": str(build.ROOT)},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not tryton.query("""SELECT 1 FROM pg_stat_activity WHERE application_name = 'tryton-import-job'
+                                  AND wait_event_type = 'Lock'"""):
+            assert job.poll() is None and time.monotonic() < deadline, "the import job ended before the kill point"
+            time.sleep(0.05)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(30)
+    finally:
+        lock.close()
+    in_tryton = tryton.run("sales")
+    answered = tryton.query("SELECT source_id FROM erp_inbound.sales_order_in WHERE status <> 'NEW'")
+    assert set(new) & set(in_tryton), "Tryton confirmed a sale before the kill"
+    assert not set(new) & {r["source_id"] for r in answered}, "the killed job's answers were lost"
+
+    tryton.run("import")
+    assert run_dag(env, "crm_orders_to_erp", wait_for_erp_seconds=0) == "success"  # answers back to the CRM
+    sales = tryton.run("sales")
+    crm = {r["id"]: r for r in client.iter_records("Sales_Orders", ["ERP_Order_No"])}
+    sent = {r["source_id"] for r in tryton.query("SELECT source_id FROM erp_inbound.sales_order_in")} & set(new)
+    assert sent  # (an order the gate quarantined, e.g. its account not linked yet, is not sent at all)
+    for ref in sent:
+        assert len(sales.get(ref, [])) == 1, (ref, sales.get(ref))
+        assert sales[ref][0]["state"] in ("confirmed", "quotation"), sales[ref]
+        assert crm[ref]["ERP_Order_No"] == sales[ref][0]["number"], ref
+
+
+def test_the_pipeline_becomes_tryton_stock_forecasts_once(env, tryton, crm_tryton):
+    """The forecast version is active in Tryton as its stock forecasts; the same pipeline again sends nothing."""
+    assert run_dag(env, "crm_forecast_to_erp", wait_for_erp_seconds=0) == "success"
+    tryton.run("import")
+    assert run_dag(env, "crm_forecast_to_erp", wait_for_erp_seconds=0) == "success"  # answer read, nothing new
+    tryton.run("import")
+    versions = tryton.query("SELECT version_no, status, total_qty FROM erp_api.forecast_versions")
+    assert [v["status"] for v in versions] == ["Active"], versions
+    summary = tryton.run("summary")
+    assert summary["forecasts"].get("done") and summary["forecast_lines_active"] > 0, summary
+    assert not summary["forecasts"].get("cancelled"), summary  # unchanged: not replaced by a copy of itself

@@ -4,6 +4,7 @@
   import    the import job: drain erp_inbound into Tryton (one pass; --loop SECONDS to keep going)
   fulfil    ship and invoice what is open (--pay: and collect it); the demo's "business days" on a real ERP
   sales     the sales that carry a CRM reference, as Tryton reports them (JSON)
+  summary   counts of what the CRM put into Tryton (parties, sales by state, forecasts), through Tryton's API
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.adapters.tryton")
-    parser.add_argument("command", choices=["install", "seed", "import", "fulfil", "sales"])
+    parser.add_argument("command", choices=["install", "seed", "import", "fulfil", "sales", "summary"])
     parser.add_argument("--db", required=True)
     parser.add_argument("--customers", type=int, default=60)
     parser.add_argument("--skus", type=int, default=80)
@@ -54,11 +55,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(company.seed_master_data(args.customers, args.skus, args.seed, args.history_sales)))
         return 0
-    if args.command in ("fulfil", "sales"):
+    if args.command in ("fulfil", "sales", "summary"):
         from include.adapters.tryton import fulfil
 
-        print(json.dumps(fulfil.fulfil_open_sales(args.pay) if args.command == "fulfil"
-                         else fulfil.sales_by_reference(), ensure_ascii=False))
+        report = {"fulfil": lambda: fulfil.fulfil_open_sales(args.pay), "sales": fulfil.sales_by_reference,
+                  "summary": fulfil.crm_summary}[args.command]
+        print(json.dumps(report(), ensure_ascii=False))
         return 0
 
     from include.adapters.tryton import importer

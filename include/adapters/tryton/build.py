@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[3]
 ADAPTER_DIR = Path(__file__).resolve().parent
-CONTRACT_SQL = (ADAPTER_DIR / "sql" / "erp_api.sql", erp_db.SQL_DIR / "40_inbound.sql")
+# the inbound tables first: the forecast views read the import job's answers
+CONTRACT_SQL = (erp_db.SQL_DIR / "40_inbound.sql", ADAPTER_DIR / "sql" / "erp_api.sql")
 TRYTON_PYTHON = ROOT / ".venv-tryton" / "bin" / "python"
 DEFAULT_SIZES = {"customers": 60, "skus": 80, "seed": 42, "history_sales": 12}
 
@@ -54,7 +55,9 @@ def tryton(command: str, dbname: str, *args: str, timeout: float = 900) -> dict:
 
 def template_name(sizes: dict) -> str:
     digest = hashlib.sha256(json.dumps(sizes, sort_keys=True).encode())
-    for path in sorted(ADAPTER_DIR.rglob("*.py")) + sorted(ADAPTER_DIR.rglob("*.sql")) + list(CONTRACT_SQL) + [
+    # what shapes the installed database (not the import job, fulfilment or demo code, which run against it)
+    for path in [ADAPTER_DIR / n for n in ("build.py", "company.py", "server.py", "__main__.py")] + sorted(
+            ADAPTER_DIR.rglob("*.sql")) + list(CONTRACT_SQL) + [
             ROOT / "constraints-tryton.txt", ROOT / "include" / "sandbox" / "demo_company.py"]:
         digest.update(path.read_bytes())
     return f"tryton_tpl_{digest.hexdigest()[:12]}"

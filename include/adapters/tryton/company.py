@@ -120,6 +120,11 @@ def seed_master_data(customers: int, skus: int, seed: int, history_sales: int) -
             party.credit_limit_amount = Decimal(c.credit_limit)
         parties.append(party)
     Party.save(parties)
+    # the seeded customers came with their codes: the sequence continues after them, or the next customer
+    # created from the CRM would be given a code that is taken
+    sequence = Model.get("party.configuration")(1).party_sequence
+    sequence.number_next = max([int(p.code[1:]) for p in parties if p.code[1:].isdigit()], default=0) + 1
+    sequence.save()
 
     Template = Model.get("product.template")
     templates = []

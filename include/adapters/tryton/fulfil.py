@@ -6,6 +6,8 @@ an accountant would click them.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from proteus import Model
 
 
@@ -44,3 +46,23 @@ def sales_by_reference() -> dict[str, list[dict]]:
             "invoice_state": sale.invoice_state, "party": sale.party.code, "total": str(sale.total_amount),
             "lines": [{"sku": ln.product.code, "quantity": ln.quantity} for ln in sale.lines if ln.product]})
     return out
+
+
+def crm_summary() -> dict:
+    """What the CRM put into Tryton, counted through Tryton's API (the demo's stage 2 / 3 figures)."""
+    sales = sales_by_reference()
+    parties = Model.get("party.identifier").find([("type", "=", None), ("code", "like", "zoho_crm:%")])
+    forecasts = Model.get("stock.forecast").find([])
+    return {"crm_orders": len(sales), "sales": sum(len(v) for v in sales.values()),
+            "held": sum(1 for v in sales.values() for s in v if s["state"] == "quotation"),
+            "states": _count(s["state"] for v in sales.values() for s in v),
+            "shipments": _count(s["shipment_state"] for v in sales.values() for s in v),
+            "invoices": _count(s["invoice_state"] for v in sales.values() for s in v),
+            "parties_from_crm": len({i.party.id for i in parties}),
+            "forecasts": _count(f.state for f in forecasts),
+            "forecast_lines_active": sum(len(f.lines) for f in forecasts if f.state == "done")}
+
+
+
+def _count(values) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))

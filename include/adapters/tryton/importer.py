@@ -14,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from decimal import Decimal
 
 import psycopg
 from psycopg.rows import dict_row
+
+from include.sandbox.erp.forecast_checks import forecast_row_problems
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,8 @@ def _post_sales_order(cur, hdr: dict):
     if action == "CREATE":
         if sale:
             if (sale.comment or "") == HASH_PREFIX + phash:
+                if sale.state == "draft":  # an import killed between Tryton's save and the quote: finish it
+                    return _answer(_submit(sale, cur, hdr), "order created (an interrupted import finished)")
                 return _answer(sale, "already created by an earlier message; not created again")
             raise Rejected(f"order {hdr['source_id']} already exists in the ERP as {sale.number} with different "
                            "content; send the change as an amendment")
@@ -177,6 +182,8 @@ def _post_sales_order(cur, hdr: dict):
         _cancel(sale)
         return _answer(sale, "order cancelled")
     if (sale.comment or "") == HASH_PREFIX + phash:
+        if sale.state == "draft":  # an amendment killed between Tryton's save and the quote: finish it
+            return _answer(_submit(sale, cur, hdr), "order amended (an interrupted import finished)")
         return _answer(sale, "no change against the ERP order")
     _back_to_draft(sale, "amended")
     _fill_sale(sale, hdr, lines, phash)
@@ -287,9 +294,13 @@ def _answer(sale, message: str):
 
 # ------------------------------------------------------------------------------------------ forecasts
 def _drain_forecasts(conn) -> dict[str, int]:
-    """A complete batch becomes one Tryton stock forecast per warehouse and month, done (= active); the forecasts
-    of an earlier batch for the same horizon are cancelled, so a new version replaces the old one as a whole."""
+    """A complete batch becomes one Tryton stock forecast per warehouse and period, done (= active); the forecasts
+    of an earlier batch for the same horizon are cancelled, so a new version replaces the old one as a whole. If
+    Tryton refuses any of it, the earlier version is put back and every row of the batch is answered with the reason.
+    (A crash after Tryton confirmed and before the rows' answer is committed leaves a version the next pass over the
+    same batch cancels as "earlier": the forecast converges to one active version.)"""
     from proteus import Model
+    from trytond.exceptions import UserError, UserWarning
 
     counts = {"processed": 0, "error": 0, "retry": 0}
     with conn.transaction(), conn.cursor() as cur:
@@ -299,40 +310,98 @@ def _drain_forecasts(conn) -> dict[str, int]:
             cur.execute("SELECT * FROM erp_inbound.demand_forecast_in WHERE batch_id = %s AND status = 'NEW' "
                         "ORDER BY id FOR UPDATE SKIP LOCKED", (batch,))
             rows = cur.fetchall()
-            Forecast = Model.get("stock.forecast")
-            warehouses = {w.code: w for w in Model.get("stock.location").find([("type", "=", "warehouse")])}
             products = {p.code: p for p in Model.get("product.product").find(
                 [("code", "in", sorted({r["sku"] for r in rows if r["sku"]}))])}
-            bad = {r["id"]: f"item '{r['sku']}' does not exist" for r in rows if r["sku"] not in products}
-            groups: dict[tuple, list[dict]] = {}
-            for r in rows:
-                if r["id"] not in bad:
-                    groups.setdefault((r["warehouse"] or "SH01", r["period_start"]), []).append(r)
-            for old in Forecast.find([("state", "=", "done"), ("from_date", ">=", rows[0]["horizon_start"]),
-                                      ("to_date", "<=", rows[0]["horizon_end"])]):
-                old.click("draft")  # Tryton: done -> draft -> cancelled
-                old.click("cancel")
-            numbers = []
-            for (warehouse, period), items in sorted(groups.items()):
-                forecast = Forecast(warehouse=warehouses.get(warehouse, warehouses["SH01"]),
-                                    from_date=period, to_date=min(r["horizon_end"] for r in items))
-                forecast.destination, = Model.get("stock.location").find([("type", "=", "customer")], limit=1)
-                for r in items:
-                    line = forecast.lines.new(product=products[r["sku"]])
-                    line.quantity = float(r["qty"])
-                forecast.click("confirm")
-                numbers.append(f"FC-{forecast.id}")
-            version = ",".join(numbers) or None
-            for r in rows:
-                if r["id"] in bad:
-                    cur.execute("UPDATE erp_inbound.demand_forecast_in SET status = 'ERROR', error_message = %s, "
-                                "processed_at = now() WHERE id = %s", (bad[r["id"]], r["id"]))
-                    counts["error"] += 1
-                else:
-                    cur.execute("UPDATE erp_inbound.demand_forecast_in SET status = 'PROCESSED', erp_doc_no = %s, "
-                                "processed_at = now() WHERE id = %s", (version, r["id"]))
-                    counts["processed"] += 1
+            warehouses = {w.code for w in Model.get("stock.location").find([("type", "=", "warehouse")])}
+            bad = _forecast_row_errors(rows, products, warehouses)
+            if bad:  # one invalid row rejects the batch, as the contract says
+                _answer_forecast_rows(cur, rows, bad, None)
+                counts["error"] += len(rows)
+                continue
+            Forecast = Model.get("stock.forecast")
+            earlier = Forecast.find([("state", "=", "done"), ("from_date", ">=", rows[0]["horizon_start"]),
+                                     ("to_date", "<=", rows[0]["horizon_end"])])
+            created = []
+            try:
+                for old in earlier:  # first: Tryton refuses two active forecasts over the same dates
+                    _forecast_to(old, "cancelled")
+                # ORDERS rows are sales already in Tryton: they are demand there, not again as forecast
+                for forecast in _forecasts(Model, [r for r in rows if r["demand_type"] == "PIPELINE"], products):
+                    created.append(forecast)
+                    forecast.click("confirm")
+            except (UserError, UserWarning) as exc:
+                for forecast in (f for f in created if f.id > 0):  # saved ones; an unsaved one is nothing
+                    _forecast_to(forecast, "cancelled")
+                for old in earlier:  # the earlier version stays the active one
+                    old.reload()
+                    _forecast_to(old, "done")
+                reason = (exc.message if hasattr(exc, "message") else str(exc)).strip()
+                _answer_forecast_rows(cur, rows, {r["id"]: f"forecast refused by Tryton: {reason}" for r in rows}, None)
+                counts["error"] += len(rows)
+                continue
+            # the version is the set of Tryton forecasts it became (erp_api.forecast_versions groups them back)
+            version = "FC-" + ",".join(str(f.id) for f in created) if created else None
+            _answer_forecast_rows(cur, rows, {}, version)
+            counts["processed"] += len(rows)
     return counts
+
+
+def _forecast_row_errors(rows: list[dict], products: dict, warehouses: set[str]) -> dict[int, str]:
+    """The reference ERP's checks of a forecast row, by row id (an empty dict: the batch is valid)."""
+    return {r["id"]: "; ".join(problems) for r in rows
+            if (problems := forecast_row_problems(r, rows[0], products, warehouses))}
+
+
+def _answer_forecast_rows(cur, rows: list[dict], errors: dict[int, str], version: str | None) -> None:
+    for r in rows:
+        if errors:
+            reason = errors.get(r["id"]) or f"batch rejected: {len(errors)} other rows are invalid"
+            cur.execute("UPDATE erp_inbound.demand_forecast_in SET status = 'ERROR', error_message = %s, "
+                        "processed_at = now() WHERE id = %s", (reason, r["id"]))
+        else:
+            cur.execute("UPDATE erp_inbound.demand_forecast_in SET status = 'PROCESSED', erp_doc_no = %s, "
+                        "processed_at = now() WHERE id = %s", (version, r["id"]))
+
+
+def _ceil_to(qty: float, rounding: float, digits: int) -> float:
+    """Tryton's Uom.ceil (a server method proteus does not expose): up to the next multiple of the rounding."""
+    return round(math.ceil(round(qty / rounding, 9)) * rounding, digits)
+
+
+def _forecast_to(forecast, state: str) -> None:
+    """Tryton's forecast workflow: draft -> done / cancelled, and both back to draft only."""
+    if forecast.state != state:
+        if forecast.state != "draft":
+            forecast.click("draft")
+        forecast.click("confirm" if state == "done" else "cancel")
+
+
+def _forecasts(Model, rows: list[dict], products: dict) -> list:
+    """Unsaved Tryton forecasts for the rows: one per warehouse and period, each ending the day before the
+    warehouse's next period (Tryton refuses overlapping forecasts) and the last one at the horizon's end."""
+    import datetime as dt
+
+    warehouses = {w.code: w for w in Model.get("stock.location").find([("type", "=", "warehouse")])}
+    customers, = Model.get("stock.location").find([("type", "=", "customer")], limit=1)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["warehouse"] or "SH01", r["period_start"]), []).append(r)
+    out = []
+    for (warehouse, period), items in sorted(groups.items()):
+        later = [p for w, p in groups if w == warehouse and p > period]
+        end = min(later) - dt.timedelta(days=1) if later else max(r["horizon_end"] for r in items)
+        forecast = Model.get("stock.forecast")(warehouse=warehouses.get(warehouse, warehouses["SH01"]),
+                                               from_date=period, to_date=end, destination=customers)
+        qty: dict[str, float] = {}  # Tryton: one line per product; the contract's rows split it by region / type
+        for r in items:
+            qty[r["sku"]] = qty.get(r["sku"], 0.0) + float(r["qty"])
+        for sku, total in sorted(qty.items()):
+            line = forecast.lines.new(product=products[sku])
+            # a pipeline forecast is weighted (21.7 units); Tryton keeps quantities to the unit's rounding, so it
+            # is rounded up there: planning for a part unit more, not less
+            line.quantity = _ceil_to(total, line.unit.rounding, line.unit.digits)
+        out.append(forecast)
+    return out
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m include.adapters.tryton import` is the entry point

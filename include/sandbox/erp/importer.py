@@ -21,6 +21,7 @@ import psycopg2.extras
 
 from include.bridge.uscc import is_valid_uscc
 from include.sandbox.erp import planner
+from include.sandbox.erp.forecast_checks import forecast_row_problems
 
 log = logging.getLogger(__name__)
 
@@ -584,24 +585,8 @@ def _apply_forecast(cur, rows: list[dict]) -> tuple[str, str | None, dict[int, s
     known = {r["sku"] for r in cur.fetchall()}
     cur.execute("SELECT code FROM erp.warehouse")
     warehouses = {r["code"] for r in cur.fetchall()}
-    errors: dict[int, str] = {}
-    for r in rows:
-        problems = []
-        if r["sku"] not in known:
-            problems.append(f"unknown SKU '{r['sku']}'")
-        if r["qty"] is None or r["qty"] < 0:
-            problems.append(f"quantity must be 0 or more (got {r['qty']})")
-        if not r["region"]:
-            problems.append("region is missing")
-        if r["period_start"] is None or not first["horizon_start"] <= r["period_start"] <= first["horizon_end"]:
-            problems.append(f"period {r['period_start']} is outside the horizon "
-                            f"{first['horizon_start']}..{first['horizon_end']}")
-        if r["warehouse"] and r["warehouse"] not in warehouses:
-            problems.append(f"unknown warehouse '{r['warehouse']}'")
-        if r["demand_type"] not in ("PIPELINE", "ORDERS"):
-            problems.append(f"demand type must be PIPELINE or ORDERS (got {r['demand_type']!r})")
-        if problems:
-            errors[r["id"]] = "; ".join(problems)
+    errors = {r["id"]: "; ".join(problems) for r in rows
+              if (problems := forecast_row_problems(r, first, known, warehouses))}
     if errors:
         return "ERROR", None, errors
     cur.execute("SELECT erp.doc_no('FC', 'erp.fc_seq', 5) AS no")

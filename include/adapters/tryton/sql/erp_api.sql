@@ -4,6 +4,7 @@
 -- (internal_quantity: in the product's default unit) and references as 'model,id' strings (origin, shipment).
 -- A company with several Tryton companies would add a company filter here; the demo company is the only one.
 CREATE SCHEMA erp_api;
+CREATE SCHEMA erp_adapter;  -- the adapter's helpers: not part of the contract
 
 CREATE FUNCTION erp_api.utc(a timestamp, b timestamp) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE AS $$ SELECT greatest(a, b) AT TIME ZONE 'UTC' $$;
@@ -329,38 +330,50 @@ JOIN stock_location w ON w.id = m.warehouse
 LEFT JOIN sale_line l ON m.origin = 'sale.line,' || l.id
 LEFT JOIN sale_sale s ON s.id = l.sale;
 
--- The forecast the ERP plans with: Tryton's stock forecasts (one per warehouse and period), done = active.
+-- The forecast the ERP plans with. A version (one batch of erp_inbound.demand_forecast_in) becomes one Tryton stock
+-- forecast per warehouse and period; the import job answers the batch with their ids ('FC-5,7,9'), and the
+-- version is active while all of them are done (Tryton's confirmed state) and superseded once all are cancelled.
+CREATE VIEW erp_adapter.forecast_version_forecasts AS
+SELECT i.erp_doc_no AS version_no, i.source_system, i.batch_id, min(i.horizon_start) AS horizon_start,
+       max(i.horizon_end) AS horizon_end, count(*)::integer AS row_count, sum(i.qty)::numeric AS total_qty,
+       min(i.processed_at) AS created_at,
+       string_to_array(substr(i.erp_doc_no, 4), ',')::integer[] AS forecast_ids
+FROM erp_inbound.demand_forecast_in i
+WHERE i.status = 'PROCESSED' AND i.erp_doc_no LIKE 'FC-%'
+GROUP BY i.erp_doc_no, i.source_system, i.batch_id;
+
 CREATE VIEW erp_api.forecast_versions AS
-SELECT 'FC-' || f.id AS version_no, 'zoho_crm'::text AS source_system, NULL::text AS batch_id,
-       f.from_date AS horizon_start, f.to_date AS horizon_end,
-       CASE f.state WHEN 'done' THEN 'Active' WHEN 'cancelled' THEN 'Superseded' ELSE 'Draft' END AS status,
-       (SELECT count(*) FROM stock_forecast_line l WHERE l.forecast = f.id)::integer AS row_count,
-       (SELECT coalesce(sum(l.quantity), 0) FROM stock_forecast_line l WHERE l.forecast = f.id)::numeric AS total_qty,
-       0 AS production_orders_planned, 0 AS purchase_requests_raised,
-       f.create_date AT TIME ZONE 'UTC' AS created_at, erp_api.utc(f.write_date, f.create_date) AS updated_at
-FROM stock_forecast f;
+SELECT v.version_no, v.source_system, v.batch_id, v.horizon_start, v.horizon_end,
+       CASE WHEN bool_and(f.state = 'done') THEN 'Active' WHEN bool_and(f.state = 'cancelled') THEN 'Superseded'
+            ELSE 'Draft' END AS status,
+       v.row_count, v.total_qty, 0 AS production_orders_planned, 0 AS purchase_requests_raised,
+       v.created_at, max(erp_api.utc(f.write_date, f.create_date)) AS updated_at
+FROM erp_adapter.forecast_version_forecasts v
+JOIN stock_forecast f ON f.id = ANY (v.forecast_ids)
+GROUP BY v.version_no, v.source_system, v.batch_id, v.horizon_start, v.horizon_end, v.row_count, v.total_qty,
+         v.created_at;
 
 CREATE VIEW erp_api.demand_forecast AS
-SELECT 'FC-' || f.id AS version_no, 'zoho_crm'::text AS source_system, NULL::text AS batch_id,
-       f.from_date AS horizon_start, f.to_date AS horizon_end, t.code AS sku, NULL::text AS region, w.code AS warehouse,
-       f.from_date AS period_start, 'PIPELINE'::text AS demand_type, round(l.quantity::numeric, 3) AS qty,
-       erp_api.utc(f.write_date, f.create_date) AS updated_at
-FROM stock_forecast f
+SELECT v.version_no, v.source_system, v.batch_id, v.horizon_start, v.horizon_end, t.code AS sku,
+       NULL::text AS region, w.code AS warehouse, f.from_date AS period_start, 'PIPELINE'::text AS demand_type,
+       round(l.quantity::numeric, 3) AS qty, erp_api.utc(f.write_date, f.create_date) AS updated_at
+FROM erp_adapter.forecast_version_forecasts v
+JOIN stock_forecast f ON f.id = ANY (v.forecast_ids)
 JOIN stock_forecast_line l ON l.forecast = f.id
 JOIN product_product p ON p.id = l.product
 JOIN product_template t ON t.id = p.template
 JOIN stock_location w ON w.id = f.warehouse
 WHERE f.state = 'done';
 
--- The standard price list is the template's list price (tax excluded in Tryton); sale price lists with
--- formulas are not expanded here.
+-- The standard selling list (the contract's name for it, 'Standard Selling') is the template's list price, tax
+-- excluded in Tryton, valid from the day it was set; sale price lists with formulas are not expanded here.
 CREATE VIEW erp_api.price_list AS
-SELECT i.sku, 'STANDARD'::text AS price_list, i.uom,
+SELECT i.sku, 'Standard Selling'::text AS price_list, i.uom,
        (SELECT c.code FROM company_company co JOIN currency_currency c ON c.id = co.currency
         ORDER BY co.id LIMIT 1)::char(3) AS currency,
        lp.list_price AS unit_price, i.tax_rate, false AS tax_included,
        lp.list_price AS unit_price_excl_tax, round(lp.list_price * (1 + i.tax_rate / 100), 4) AS unit_price_incl_tax,
-       1::numeric AS min_qty, NULL::date AS valid_from, NULL::date AS valid_to,
+       1::numeric AS min_qty, (lp.create_date AT TIME ZONE 'UTC')::date AS valid_from, NULL::date AS valid_to,
        greatest(i.updated_at, erp_api.utc(lp.write_date, lp.create_date)) AS updated_at
 FROM erp_api.items i
 JOIN product_template t ON t.code = i.sku
