@@ -123,7 +123,7 @@ def crm_sandbox(customers: int, skus: int, seed: int) -> CrmSandboxProcess | Non
     return None
 
 
-def print_write_back(dbname: str, erp: str) -> None:
+def print_write_back(dbname: str, tryton_counts: dict | None = None) -> None:
     """Stage 2 as the business sees it: each confirmed CRM order once in the ERP, held ones not, fulfilment back."""
     from collections import Counter
 
@@ -132,8 +132,8 @@ def print_write_back(dbname: str, erp: str) -> None:
 
     crm = crm_client("zoho_crm")
     print("Stage 2 (write-back):")
-    if erp == "tryton":  # counted in Tryton through its API (print_systems); here what the CRM orders show of it
-        reached, numbered_like_tryton = tryton_demo.crm_order_numbers(crm, dbname)
+    if tryton_counts:  # counted in Tryton through its API (print_systems); here what the CRM orders show of it
+        reached, numbered_like_tryton = tryton_demo.crm_order_numbers(crm, tryton_counts)
         print(f"  CRM orders in Tryton: {reached}, showing Tryton's own sale number: {numbered_like_tryton}")
     else:
         with erp_db.connect(dbname) as conn, conn.cursor() as cur:
@@ -256,25 +256,26 @@ def run_pipelines(dbname: str, started: float, erp: str = "reference") -> int:
     check_crm_connection()
     failed = []
     for dag_id, conf in FLOW_ORDER:
-        t0 = time.monotonic()
         if erp == "tryton" and dag_id in ERP_STAFF_DAGS:
-            state = tryton_demo.run_erp_job(dag_id, conf, dbname)
+            tryton_demo.run_erp_job(dag_id, dbname)
             continue
+        t0 = time.monotonic()
         state = run_dag(dag_id, conf)
         print(f"    {dag_id:<32} {state:<8} {time.monotonic() - t0:5.1f} s")
         if state != "success":
             failed.append(dag_id)
 
     print("==> 4/4 what the systems hold now")
+    tryton_counts = None
     if erp == "tryton":
-        tryton_demo.print_systems(dbname)
+        tryton_counts = tryton_demo.print_systems(dbname)
     else:
         with erp_db.connect(dbname) as conn:
             print_summary(conn)
     stats = requests.get(f"{os.environ.get('CRM_SANDBOX_URL', 'http://127.0.0.1:8765')}/__sandbox/stats",
                          timeout=10).json()
     print("CRM sandbox holds:\n  " + ", ".join(f"{k} {v}" for k, v in stats["records"].items()))
-    print_write_back(dbname, erp)
+    print_write_back(dbname, tryton_counts)
     print_forecast_loop(dbname)
     print_reconciliation()
     print_ledger()

@@ -29,8 +29,9 @@ def build_erp(dbname: str, customers: int, skus: int, seed: int, history_sales: 
           "Tryton, about 100 s)")
 
 
-def run_erp_job(dag_id: str, conf: dict, dbname: str) -> str:
-    """What Tryton's staff and jobs do where the reference demo runs the sandbox's DAG `dag_id`."""
+def run_erp_job(dag_id: str, dbname: str) -> None:
+    """What Tryton's staff and jobs do where the reference demo runs the sandbox's DAG `dag_id` (its conf, e.g. a
+    number of simulated days, has no meaning for a real ERP: one pass does what is due now). Raises on failure."""
     started = time.monotonic()
     if dag_id == "erp_sandbox_import_job":
         counts = build.tryton("import", dbname)
@@ -40,10 +41,10 @@ def run_erp_job(dag_id: str, conf: dict, dbname: str) -> str:
         raise ValueError(f"no Tryton counterpart for the sandbox DAG {dag_id}")
     print(f"    tryton: {'import job' if dag_id.endswith('import_job') else 'fulfilment':<24} "
           f"{time.monotonic() - started:5.1f} s  {counts}")
-    return "success"
 
 
-def print_systems(dbname: str) -> None:
+def print_systems(dbname: str) -> dict:
+    """Prints what Tryton holds; returns Tryton's own counts (crm_order_numbers reads them)."""
     with erp_db.connect(dbname) as conn:
         print_summary(conn, CONTRACT_SUMMARY_SQL, "Tryton holds (through the contract's views):")
     summary = build.tryton("summary", dbname)
@@ -55,13 +56,13 @@ def print_systems(dbname: str) -> None:
     print("  sales by state: " + _counts(summary["states"]) + "; shipments: " + _counts(summary["shipments"])
           + "; invoices: " + _counts(summary["invoices"]))
     print(f"  stock forecasts: {_counts(summary['forecasts'])} ({summary['forecast_lines_active']} lines active)")
+    return summary
 
 
-def crm_order_numbers(crm, dbname: str) -> tuple[int, int]:
+def crm_order_numbers(crm, summary: dict) -> tuple[int, int]:
     """(CRM orders that reached Tryton, of those showing Tryton's number on the CRM order)."""
-    sales = build.tryton("sales", dbname)
-    numbers = {r["id"]: r.get("ERP_Order_No") for r in crm.iter_records("Sales_Orders", ["ERP_Order_No"])}
-    return len(sales), sum(1 for ref, copies in sales.items() if numbers.get(ref) == copies[0]["number"])
+    shown = {r["id"]: r.get("ERP_Order_No") for r in crm.iter_records("Sales_Orders", ["ERP_Order_No"])}
+    return len(summary["numbers"]), sum(1 for ref, no in summary["numbers"].items() if shown.get(ref) == no)
 
 
 def _counts(counts: dict) -> str:

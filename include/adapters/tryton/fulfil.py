@@ -60,8 +60,8 @@ def crm_summary() -> dict:
             "invoices": _count(s["invoice_state"] for v in sales.values() for s in v),
             "parties_from_crm": len({i.party.id for i in parties}),
             "forecasts": _count(f.state for f in forecasts),
-            "forecast_lines_active": sum(len(f.lines) for f in forecasts if f.state == "done")}
-
+            "forecast_lines_active": sum(len(f.lines) for f in forecasts if f.state == "done"),
+            "numbers": {ref: v[0]["number"] for ref, v in sales.items()}}
 
 
 def _count(values) -> dict[str, int]:

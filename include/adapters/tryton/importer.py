@@ -64,15 +64,20 @@ def _drain(conn, table: str, post) -> dict[str, int]:
             return counts
 
 
+def _reason(exc: Exception) -> str:
+    """What Tryton (UserError / UserWarning: .message) or a rule of ours said, as people are shown it."""
+    return (exc.message if hasattr(exc, "message") else str(exc)).strip()
+
+
 def _post_one(cur, table: str, row: dict, post) -> str:
     from trytond.exceptions import UserError, UserWarning
 
     try:
         doc_no, message, extra = post(cur, row)
     except (Rejected, UserError, UserWarning) as exc:
-        reason = exc.message if hasattr(exc, "message") else str(exc)
+        reason = _reason(exc)
         cur.execute(f"UPDATE erp_inbound.{table} SET status = 'ERROR', error_message = %s, processed_at = now() "
-                    "WHERE id = %s", (reason.strip(), row["id"]))
+                    "WHERE id = %s", (reason, row["id"]))
         return "error"
     except NotReady as exc:
         final = row["retry_count"] + 1 >= MAX_RETRIES
@@ -312,7 +317,7 @@ def _drain_forecasts(conn) -> dict[str, int]:
             rows = cur.fetchall()
             products = {p.code: p for p in Model.get("product.product").find(
                 [("code", "in", sorted({r["sku"] for r in rows if r["sku"]}))])}
-            warehouses = {w.code for w in Model.get("stock.location").find([("type", "=", "warehouse")])}
+            warehouses = {w.code: w for w in Model.get("stock.location").find([("type", "=", "warehouse")])}
             bad = _forecast_row_errors(rows, products, warehouses)
             if bad:  # one invalid row rejects the batch, as the contract says
                 _answer_forecast_rows(cur, rows, bad, None)
@@ -326,7 +331,8 @@ def _drain_forecasts(conn) -> dict[str, int]:
                 for old in earlier:  # first: Tryton refuses two active forecasts over the same dates
                     _forecast_to(old, "cancelled")
                 # ORDERS rows are sales already in Tryton: they are demand there, not again as forecast
-                for forecast in _forecasts(Model, [r for r in rows if r["demand_type"] == "PIPELINE"], products):
+                for forecast in _forecasts(Model, [r for r in rows if r["demand_type"] == "PIPELINE"], products,
+                                           warehouses):
                     created.append(forecast)
                     forecast.click("confirm")
             except (UserError, UserWarning) as exc:
@@ -335,8 +341,8 @@ def _drain_forecasts(conn) -> dict[str, int]:
                 for old in earlier:  # the earlier version stays the active one
                     old.reload()
                     _forecast_to(old, "done")
-                reason = (exc.message if hasattr(exc, "message") else str(exc)).strip()
-                _answer_forecast_rows(cur, rows, {r["id"]: f"forecast refused by Tryton: {reason}" for r in rows}, None)
+                refused = f"forecast refused by Tryton: {_reason(exc)}"
+                _answer_forecast_rows(cur, rows, {r["id"]: refused for r in rows}, None)
                 counts["error"] += len(rows)
                 continue
             # the version is the set of Tryton forecasts it became (erp_api.forecast_versions groups them back)
@@ -346,21 +352,22 @@ def _drain_forecasts(conn) -> dict[str, int]:
     return counts
 
 
-def _forecast_row_errors(rows: list[dict], products: dict, warehouses: set[str]) -> dict[int, str]:
+def _forecast_row_errors(rows: list[dict], products: dict, warehouses: dict) -> dict[int, str]:
     """The reference ERP's checks of a forecast row, by row id (an empty dict: the batch is valid)."""
     return {r["id"]: "; ".join(problems) for r in rows
             if (problems := forecast_row_problems(r, rows[0], products, warehouses))}
 
 
 def _answer_forecast_rows(cur, rows: list[dict], errors: dict[int, str], version: str | None) -> None:
-    for r in rows:
-        if errors:
-            reason = errors.get(r["id"]) or f"batch rejected: {len(errors)} other rows are invalid"
-            cur.execute("UPDATE erp_inbound.demand_forecast_in SET status = 'ERROR', error_message = %s, "
-                        "processed_at = now() WHERE id = %s", (reason, r["id"]))
-        else:
-            cur.execute("UPDATE erp_inbound.demand_forecast_in SET status = 'PROCESSED', erp_doc_no = %s, "
-                        "processed_at = now() WHERE id = %s", (version, r["id"]))
+    """The whole batch answered: PROCESSED with the version, or (any error) every row ERROR with its reason."""
+    if not errors:
+        cur.execute("UPDATE erp_inbound.demand_forecast_in SET status = 'PROCESSED', erp_doc_no = %s, "
+                    "processed_at = now() WHERE id = ANY (%s)", (version, [r["id"] for r in rows]))
+        return
+    cur.executemany("UPDATE erp_inbound.demand_forecast_in SET status = 'ERROR', error_message = %s, "
+                    "processed_at = now() WHERE id = %s",
+                    [(errors.get(r["id"]) or f"batch rejected: {len(errors)} other rows are invalid", r["id"])
+                     for r in rows])
 
 
 def _ceil_to(qty: float, rounding: float, digits: int) -> float:
@@ -376,12 +383,11 @@ def _forecast_to(forecast, state: str) -> None:
         forecast.click("confirm" if state == "done" else "cancel")
 
 
-def _forecasts(Model, rows: list[dict], products: dict) -> list:
+def _forecasts(Model, rows: list[dict], products: dict, warehouses: dict) -> list:
     """Unsaved Tryton forecasts for the rows: one per warehouse and period, each ending the day before the
     warehouse's next period (Tryton refuses overlapping forecasts) and the last one at the horizon's end."""
     import datetime as dt
 
-    warehouses = {w.code: w for w in Model.get("stock.location").find([("type", "=", "warehouse")])}
     customers, = Model.get("stock.location").find([("type", "=", "customer")], limit=1)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
