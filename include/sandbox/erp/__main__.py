@@ -4,6 +4,7 @@
     python -m include.sandbox.erp simulate [--days N]
     python -m include.sandbox.erp process-inbound
     python -m include.sandbox.erp summary
+    python -m include.sandbox.erp file-exchange --folder DIR [--encoding gb18030]
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     p_sim.add_argument("--days", type=int, default=1)
     sub.add_parser("process-inbound", help="run the ERP's import job over erp_inbound once")
     sub.add_parser("summary", help="print what the sandbox holds")
+    p_files = sub.add_parser("file-exchange", help="file mode: import the bridge's CSV batches from DIR/to_erp, "
+                                                   "process them, export views and answers to DIR/from_erp")
+    p_files.add_argument("--folder", required=True, help="the drop folder's root")
+    p_files.add_argument("--encoding", default="gb18030", help="of the files it writes (gb18030, gbk, utf-8-sig)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dbname = args.db or db.erp_db_name()
@@ -55,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(importer.process_inbound(conn)))
         elif args.command == "summary":
             print_summary(conn)
+        elif args.command == "file-exchange":
+            from include.adapters.csv_folder.folders import LocalFolder
+            from include.sandbox.erp import file_mode
+
+            print(json.dumps(file_mode.exchange(conn, LocalFolder(args.folder), args.encoding), default=str))
     return 0
 
 
