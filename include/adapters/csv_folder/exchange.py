@@ -69,8 +69,10 @@ def receive_files() -> dict:
         conn.close()
         bridge.close()
         folder.close()
-    if result["rejected"] or result["stuck"]:
+    if result["rejected"] or result["stuck"] or result["set_aside"]:
         raise RuntimeError(f"drop folder {result['folder']}: " + "; ".join(
             [f"rejected (moved to from_erp/rejected/): {r}" for r in result["rejected"]]
-            + [f"stuck (incomplete for over {settings['stale_minutes']} min): {s}" for s in result["stuck"]]))
+            + [f"stuck (incomplete for over {settings['stale_minutes']} min): {s}" for s in result["stuck"]]
+            + ([f"in from_erp/rejected/ until fixed or removed: {', '.join(result['set_aside'])}"]
+               if result["set_aside"] else [])))
     return result

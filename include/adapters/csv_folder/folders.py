@@ -2,7 +2,8 @@
 few operations, and writes are atomic on both: a reader sees a whole file or none (`.tmp` name, fsync, rename).
 
 Layout under the root: `to_erp/` (the bridge writes, the ERP reads and archives to `to_erp/archive/`),
-`from_erp/` (the ERP writes, the bridge reads and archives to `from_erp/archive/`). Files whose names start
+`from_erp/` (the ERP writes, the bridge reads and archives to `from_erp/archive/`, or sets aside in
+`from_erp/rejected/` what it cannot trust). Files whose names start
 with a dot or end in `.tmp` are work in progress and never listed.
 
 An Airflow connection says which (folder_from_connection): conn type `fs` (or `file`) with extra
@@ -27,7 +28,8 @@ from typing import Protocol
 from include.adapters.csv_folder.fileformat import encoding_of
 
 log = logging.getLogger(__name__)
-TO_ERP, FROM_ERP, ARCHIVE = "to_erp", "from_erp", "archive"
+TO_ERP, FROM_ERP, ARCHIVE, REJECTED = "to_erp", "from_erp", "archive", "rejected"
+SUBFOLDERS = (TO_ERP, FROM_ERP, f"{TO_ERP}/{ARCHIVE}", f"{FROM_ERP}/{ARCHIVE}", f"{FROM_ERP}/{REJECTED}")
 # extra keys a drop-folder connection may carry; any other is a typo that would silently change behaviour
 CONNECTION_EXTRA = {"path", "encoding", "timezone", "stale_minutes", "batch_rows", "host_key", "private_key",
                     "no_host_key_check", "timeout", "max_retries"}
@@ -48,7 +50,7 @@ def _visible(name: str) -> bool:
 class LocalFolder:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        for sub in (TO_ERP, FROM_ERP, f"{TO_ERP}/{ARCHIVE}", f"{FROM_ERP}/{ARCHIVE}"):
+        for sub in SUBFOLDERS:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
@@ -97,7 +99,7 @@ class SftpFolder:
         self.host_key, self.check_host_key = host_key, check_host_key
         self.timeout, self.max_retries = timeout, max_retries
         self._ssh = self._sftp = None
-        for sub in (TO_ERP, FROM_ERP, f"{TO_ERP}/{ARCHIVE}", f"{FROM_ERP}/{ARCHIVE}"):
+        for sub in SUBFOLDERS:
             self._retry(self._mkdir, sub)
 
     def __repr__(self) -> str:
@@ -135,7 +137,9 @@ class SftpFolder:
             try:
                 return op(self._connect(), *args)
             except (OSError, EOFError, paramiko.SSHException) as exc:
-                if isinstance(exc, FileNotFoundError | PermissionError) or attempt == self.max_retries:
+                final = (FileNotFoundError, PermissionError, paramiko.BadHostKeyException,
+                         paramiko.AuthenticationException)  # a retry cannot change these
+                if isinstance(exc, final) or attempt == self.max_retries:
                     raise
                 log.warning("%r: %s; reconnecting (attempt %d of %d)", self, exc, attempt + 1, self.max_retries)
                 self.close()

@@ -6,8 +6,8 @@ exactly once however often it is delivered and whatever crashes:
   (after `stale_minutes` it is reported as stuck);
 - a file already loaded (same sha256): skipped and archived;
 - a manifest or a file that cannot be trusted (unreadable manifest, unknown table or column, row count different
-  from the manifest's): nothing of its batch loads; it moves to `from_erp/rejected/` and the run fails with the
-  reason, so the operator hears of it;
+  from the manifest's): nothing of its batch loads; it moves to `from_erp/rejected/` and every run fails, saying
+  why and which, until the operator has fixed it (dropped again into from_erp/) or removed it;
 - a malformed line (does not decode, does not parse, wrong number of fields, a value of the wrong type, a key
   missing, a key twice): quarantined in the bridge with file name, line number and the line itself; the lines
   around it load.
@@ -29,13 +29,12 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from include.adapters.csv_folder import fileformat
-from include.adapters.csv_folder.folders import ARCHIVE, FROM_ERP, Folder
+from include.adapters.csv_folder.folders import ARCHIVE, FROM_ERP, REJECTED, Folder
 from include.bridge import engine
 from include.sandbox.erp.db import ERP_ANSWER_COLUMNS
 
 log = logging.getLogger(__name__)
 FLOW = "erp_file_exchange"      # the quarantine's flow name for lines of the ERP's files
-REJECTED = "rejected"
 TRUE, FALSE = {"true", "t", "1", "y", "yes", "是"}, {"false", "f", "0", "n", "no", "否"}
 
 
@@ -127,6 +126,8 @@ def receive(conn, bridge, folder: Folder, timezone: str = "Asia/Shanghai", stale
     for kind in ("waiting", "stuck", "rejected"):
         for why in report[kind]:
             log.warning("%s: %s", kind, why)
+    # rejected earlier and not yet dealt with: every run says so until the operator fixes or removes them
+    report["set_aside"] = [n for n in folder.list(f"{FROM_ERP}/{REJECTED}") if n.endswith(fileformat.MANIFEST_SUFFIX)]
     return dict(counts) | report
 
 
@@ -141,16 +142,17 @@ def _age_minutes(created_at: str) -> float | None:
 
 
 def _move_batch(folder: Folder, name: str, data: bytes, to: str) -> None:
-    """The manifest and its files into from_erp/<to>/<batch>/ (a file already moved is left alone)."""
+    """The manifest and its files into from_erp/archive/<batch>/, or flat into from_erp/rejected/ (where the
+    operator finds them; a file already moved is left alone)."""
     try:
         entries = fileformat.parse_manifest(name, data).files
-        batch = name[: -len(fileformat.MANIFEST_SUFFIX)]
     except fileformat.ManifestError:
-        entries, batch = [], name
+        entries = []
+    where = f"{FROM_ERP}/{to}/{name[: -len(fileformat.MANIFEST_SUFFIX)]}" if to == ARCHIVE else f"{FROM_ERP}/{to}"
     for entry in entries:
         if folder.read(f"{FROM_ERP}/{entry.name}") is not None:
-            folder.move(f"{FROM_ERP}/{entry.name}", f"{FROM_ERP}/{to}/{batch}/{entry.name}")
-    folder.move(f"{FROM_ERP}/{name}", f"{FROM_ERP}/{to}/{batch}/{name}")  # last: until then it is retried
+            folder.move(f"{FROM_ERP}/{entry.name}", f"{where}/{entry.name}")
+    folder.move(f"{FROM_ERP}/{name}", f"{where}/{name}")  # last: until then it is retried
 
 
 def _load(conn, bridge, kinds: dict[str, Target], manifest: fileformat.Manifest, files: dict[str, bytes],

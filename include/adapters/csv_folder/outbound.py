@@ -26,7 +26,7 @@ from include.sandbox.erp.db import ERP_ANSWER_COLUMNS
 
 log = logging.getLogger(__name__)
 FILES_YAML = Path(__file__).resolve().parent / "files.yaml"
-SCHEMA = {"to_erp": config.Map({"flow": str, config.Opt("lines"): str, config.Opt("whole"): str})}
+SCHEMA = {"to_erp": config.Map({"flow": str, "lines": config.Opt(str), "whole": config.Opt(str)})}
 
 
 @cache
