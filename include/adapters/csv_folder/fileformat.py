@@ -85,7 +85,10 @@ def parse_manifest(name: str, data: bytes) -> Manifest:
         raise ManifestError(f"{name}: its batch must name it ({raw.get('batch')!r}{MANIFEST_SUFFIX})")
     if raw.get("mode", "delta") not in ("delta", "full"):
         raise ManifestError(f"{name}: mode {raw.get('mode')!r} is neither delta nor full")
-    encoding = encoding_of(raw.get("encoding", ""), name)
+    try:
+        encoding = encoding_of(raw.get("encoding", ""), name)
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     files = raw.get("files")
     if not isinstance(files, list) or not files:
         raise ManifestError(f"{name}: no files listed")
@@ -235,16 +238,17 @@ def _records(reader, source: _Lines, header: list[str], file_name: str) -> Itera
         except StopIteration:
             done = True
         except csv.Error as exc:
-            error = f"{file_name} line {start}: {exc}"
+            error = exc
         while source.errors:  # lines that did not decode, in the order they were met
             no, why, shown = source.errors.pop(0)
             yield Line(no, None, why, shown)
         if done:
             return
+        # the record starts on the first line it read that decoded (one that did not was reported above)
         start = min((n for n in range(start, source.next_no) if n in source.raw), default=start)
         raw = source.raw.get(start, "")
         if error:
-            yield Line(start, None, error, raw)
+            yield Line(start, None, f"{file_name} line {start}: {error}", raw)
         elif not values or values == [""]:
             continue  # a blank line (some tools end a file with two CRLFs)
         elif len(values) != len(header):

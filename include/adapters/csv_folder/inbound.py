@@ -115,10 +115,12 @@ def receive(conn, bridge, folder: Folder, timezone: str = "Asia/Shanghai", stale
                     f"{name}: {'; '.join(waits)}")
                 continue
             loaded = _load(conn, bridge, kinds, manifest, files, tz)
-        except (fileformat.ManifestError, Refused) as exc:
+        except (fileformat.ManifestError, Refused, psycopg2.DataError) as exc:
             conn.rollback()
             bridge.rollback()
-            report["rejected"].append(str(exc))
+            # a value the database refuses (a number too large for its column, ...) rejects the batch, not the run
+            report["rejected"].append(str(exc) if not isinstance(exc, psycopg2.DataError) else
+                                      f"{name}: the exchange database refused a value: {str(exc).strip()}")
             _move_batch(folder, name, data, REJECTED)
             continue
         counts.update(loaded)
