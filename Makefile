@@ -10,7 +10,8 @@ venv:
 	@scripts/ensure_venv.sh
 
 # ERP=tryton: the same demo against Tryton (include/adapters/tryton, its own venv .venv-tryton) in database
-# $$TRYTON_DB (default tryton_demo); the reference sandbox's database is left alone.
+# $$TRYTON_DB (default tryton_demo); the reference sandbox's database is left alone. ERP=files: the reference ERP
+# behind the CSV drop folder (include/adapters/csv_folder; exchange DB $$EXCHANGE_DB, default erp_exchange).
 ERP ?= reference
 demo: venv
 	@$(if $(filter tryton,$(ERP)),ERP_DB=$${TRYTON_DB:-tryton_demo}) $(RUN) $(PY) -m include.demo --erp $(ERP) $(DEMO_ARGS)

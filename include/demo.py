@@ -18,6 +18,7 @@ import warnings
 import psycopg2
 import requests
 
+from include.adapters.csv_folder import demo as files_demo
 from include.adapters.tryton import demo as tryton_demo
 from include.sandbox.crm.process import CrmSandboxProcess
 from include.sandbox.erp import db as erp_db
@@ -215,8 +216,9 @@ def check_crm_connection() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo")
-    parser.add_argument("--erp", choices=["reference", "tryton"], default="reference",
-                        help="the ERP behind the contract: the reference sandbox or Tryton (include/adapters/tryton)")
+    parser.add_argument("--erp", choices=["reference", "tryton", "files"], default="reference",
+                        help="the ERP behind the contract: the reference sandbox, Tryton (include/adapters/tryton), "
+                             "or the reference sandbox through the CSV drop folder (include/adapters/csv_folder)")
     parser.add_argument("--customers", type=int, help="default 200 (reference), 60 (tryton)")
     parser.add_argument("--skus", type=int, help="default 1000 (reference), 80 (tryton)")
     parser.add_argument("--seed", type=int, default=42)
@@ -254,10 +256,15 @@ def run_pipelines(dbname: str, started: float, erp: str = "reference") -> int:
     airflow_db_ready()
     fresh_bridge_db()
     check_crm_connection()
+    if erp == "files":
+        files_demo.prepare(dbname, run_dag)
     failed = []
     for dag_id, conf in FLOW_ORDER:
         if erp == "tryton" and dag_id in ERP_STAFF_DAGS:
             tryton_demo.run_erp_job(dag_id, dbname)
+            continue
+        if erp == "files" and dag_id in ERP_STAFF_DAGS:
+            files_demo.run_erp_job(dag_id, conf, dbname, run_dag)
             continue
         t0 = time.monotonic()
         state = run_dag(dag_id, conf)
@@ -272,6 +279,8 @@ def run_pipelines(dbname: str, started: float, erp: str = "reference") -> int:
     else:
         with erp_db.connect(dbname) as conn:
             print_summary(conn)
+    if erp == "files":
+        files_demo.print_files()
     stats = requests.get(f"{os.environ.get('CRM_SANDBOX_URL', 'http://127.0.0.1:8765')}/__sandbox/stats",
                          timeout=10).json()
     print("CRM sandbox holds:\n  " + ", ".join(f"{k} {v}" for k, v in stats["records"].items()))

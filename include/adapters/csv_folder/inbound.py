@@ -11,9 +11,10 @@ exactly once however often it is delivered and whatever crashes:
 - a malformed line (does not decode, does not parse, wrong number of fields, a value of the wrong type, a key
   missing, a key twice): quarantined in the bridge with file name, line number and the line itself; the lines
   around it load.
-Tables: any of erp_api (mode full: the file is the whole table; delta: rows replace those with the same key),
-business_date, and `<inbound table>_answers`: the ERP's answers (status, document number, messages) to documents
-the bridge sent, matched by idempotency_key.
+A full export of a table marks the quarantined lines of its earlier files replayed: the table now holds the ERP's
+whole truth. Tables: any of erp_api (mode full: the file is the whole table; delta: rows replace those with the
+same key), business_date, and `<inbound table>_answers`: the ERP's answers (status, document number, messages) to
+documents the bridge sent, matched by idempotency_key.
 """
 
 from __future__ import annotations
@@ -177,6 +178,8 @@ def _load(conn, bridge, kinds: dict[str, Target], manifest: fileformat.Manifest,
                 raise Refused(f"{manifest.name}: {entry.name} holds {len(good) + len(bad)} rows, its manifest "
                               f"says {entry.rows}")
             loaded = _store(cur, target, good, manifest.mode, bad, entry.name)
+            if manifest.mode == "full" and not target.answers:
+                counts["quarantine_replayed"] += _replayed(bridge, entry.table, entry.name)
             engine.quarantine(bridge, FLOW, manifest.batch, bad)
             cur.execute("""INSERT INTO erp_files.inbound_file (sha256, file_name, manifest, table_name, rows_loaded,
                                rows_quarantined) VALUES (%s, %s, %s, %s, %s, %s)""",
@@ -190,6 +193,16 @@ def _load(conn, bridge, kinds: dict[str, Target], manifest: fileformat.Manifest,
     bridge.commit()
     conn.commit()
     return counts
+
+
+def _replayed(bridge, table: str, file_name: str) -> int:
+    """A full export of a table is its whole truth: lines of earlier files for it that were quarantined are now
+    replaced by what the ERP holds (replayed)."""
+    with bridge.cursor() as cur:
+        cur.execute("""UPDATE bridge.quarantine SET status = 'replayed', resolved_at = now(), resolved_by = %s
+                       WHERE flow = %s AND status = 'open' AND payload ->> 'table' = %s
+                         AND payload ->> 'file' <> %s""", (f"{FLOW}: full export {file_name}", FLOW, table, file_name))
+        return cur.rowcount
 
 
 def _parse(target: Target, entry, data: bytes, encoding: str, tz):
