@@ -23,16 +23,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 from bridge_flows.defaults import task_defaults
-
-
-def _require_files_connection() -> None:
-    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
-    from airflow.sdk import BaseHook
-
-    try:
-        BaseHook.get_connection("erp_files")
-    except AirflowNotFoundException:
-        raise AirflowSkipException("no erp_files connection: this ERP exchanges tables, not files") from None
+from erp_files.hook import skip_unless_configured
 
 
 @dag(
@@ -50,14 +41,14 @@ def erp_file_exchange():
     def receive_files() -> dict:
         from include.adapters.csv_folder import exchange
 
-        _require_files_connection()
+        skip_unless_configured()
         return exchange.receive_files()
 
     @task
     def send_files() -> dict:
         from include.adapters.csv_folder import exchange
 
-        _require_files_connection()
+        skip_unless_configured()
         return exchange.send_files()
 
     receive_files() >> send_files()

@@ -38,3 +38,13 @@ class ErpFilesHook(BaseHook):
             return True, f"{self._folder!r}: reachable, {waiting} file(s) in {FROM_ERP}/"
         except Exception as exc:  # the UI shows the message (host key, path, credentials)
             return False, str(exc)
+
+
+def skip_unless_configured(conn_id: str = ErpFilesHook.default_conn_name) -> None:
+    """Skip the task, saying why, when the ERP has no drop folder (it exchanges tables)."""
+    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise AirflowSkipException(f"no {conn_id} connection: this ERP exchanges tables, not files") from None

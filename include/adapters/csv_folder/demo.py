@@ -68,7 +68,8 @@ def run_erp_job(dag_id: str, conf: dict, erp_dbname: str, run_dag: Callable[[str
             file_mode.export_files(conn, LocalFolder(folder_root()), ERP_ENCODING)
         what = "exported"
     _exchange_dag(run_dag)
-    print(f"    {'erp side: ' + dag_id.removeprefix('erp_sandbox_'):<32} done     {time.monotonic() - started:5.1f} s  {what}")
+    label = "erp side: " + dag_id.removeprefix("erp_sandbox_")
+    print(f"    {label:<32} done     {time.monotonic() - started:5.1f} s  {what}")
 
 
 def _exchange_dag(run_dag: Callable[[str, dict], str]) -> None:
