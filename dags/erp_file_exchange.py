@@ -9,10 +9,10 @@ flows read and write the contract's tables in the **exchange database** (connect
 1. `receive_files` — the ERP's export files in `from_erp/` (stock, credit, order status, the answers to our
    documents, ...) into the exchange database, a manifest at a time, exactly once (by sha256); malformed lines
    are quarantined (flow `erp_file_exchange`) with file name and line number; a batch that cannot be trusted
-   moves to `from_erp/rejected/` and fails the task with the reason (alert).
-2. `send_files` — new inbound documents (customers, orders with their lines, forecast versions) as one CSV file
-   per table and batch plus a manifest (rows, bytes, sha256) into `to_erp/`, written atomically, in the
-   connection's encoding (GB18030 / GBK / UTF-8 with BOM).
+   moves to `from_erp/rejected/` and fails the task with the reason (alert) on every run until dealt with.
+2. `send_files` (also when receiving failed) — new inbound documents (customers, orders with their lines,
+   forecast versions) as one CSV file per table and batch plus a manifest (rows, bytes, sha256) into `to_erp/`,
+   written atomically, in the connection's encoding (GB18030 / GBK / UTF-8 with BOM).
 
 Without an `erp_files` connection the ERP exchanges tables and both tasks skip, saying so.
 docs/erp-contract.md, "CSV drop folder".
@@ -23,7 +23,6 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 from bridge_flows.defaults import task_defaults
-from erp_files.hook import skip_unless_configured
 
 
 @dag(
@@ -39,13 +38,17 @@ from erp_files.hook import skip_unless_configured
 def erp_file_exchange():
     @task
     def receive_files() -> dict:
+        from erp_files.hook import skip_unless_configured
+
         from include.adapters.csv_folder import exchange
 
         skip_unless_configured()
         return exchange.receive_files()
 
-    @task
+    @task(trigger_rule="all_done")  # a batch the ERP got wrong never holds back our documents
     def send_files() -> dict:
+        from erp_files.hook import skip_unless_configured
+
         from include.adapters.csv_folder import exchange
 
         skip_unless_configured()

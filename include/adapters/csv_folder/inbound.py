@@ -36,6 +36,7 @@ from include.sandbox.erp.db import ERP_ANSWER_COLUMNS
 
 log = logging.getLogger(__name__)
 FLOW = "erp_file_exchange"      # the quarantine's flow name for lines of the ERP's files
+ANSWER_STATUSES = ("PROCESSED", "ERROR")
 TRUE, FALSE = {"true", "t", "1", "y", "yes", "是"}, {"false", "f", "0", "n", "no", "否"}
 
 
@@ -116,11 +117,11 @@ def receive(conn, bridge, folder: Folder, timezone: str = "Asia/Shanghai", stale
                     f"{name}: {'; '.join(waits)}")
                 continue
             loaded = _load(conn, bridge, kinds, manifest, files, tz)
-        except (fileformat.ManifestError, Refused, psycopg2.DataError) as exc:
+        except (fileformat.ManifestError, Refused, psycopg2.DataError, psycopg2.IntegrityError) as exc:
             conn.rollback()
             bridge.rollback()
             # a value the database refuses (a number too large for its column, ...) rejects the batch, not the run
-            report["rejected"].append(str(exc) if not isinstance(exc, psycopg2.DataError) else
+            report["rejected"].append(str(exc) if not isinstance(exc, psycopg2.Error) else
                                       f"{name}: the exchange database refused a value: {str(exc).strip()}")
             _move_batch(folder, name, data, REJECTED)
             continue
@@ -232,6 +233,9 @@ def _parse(target: Target, entry, data: bytes, encoding: str, tz):
                     reasons.append(f"{entry.name} line {line.line_no}: {column} {text!r}: {exc}")
             reasons += [f"{entry.name} line {line.line_no}: {c} is empty (it is required)"
                         for c in sorted(target.required) if c in header and row.get(c) is None]
+            if target.answers and row.get("status") not in (None, *ANSWER_STATUSES):
+                reasons.append(f"{entry.name} line {line.line_no}: status {row['status']!r} is not an answer "
+                               f"({' or '.join(ANSWER_STATUSES)})")
         if not reasons:
             key = tuple(row[k] for k in target.key)
             if key in first_line:

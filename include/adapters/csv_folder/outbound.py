@@ -26,7 +26,8 @@ from include.sandbox.erp.db import ERP_ANSWER_COLUMNS
 
 log = logging.getLogger(__name__)
 FILES_YAML = Path(__file__).resolve().parent / "files.yaml"
-SCHEMA = {"to_erp": config.Map({"flow": str, "lines": config.Opt(str), "whole": config.Opt(str)})}
+SCHEMA = {"to_erp": config.Map({"flow": str, "lines": config.Opt(str), "whole": config.Opt(str),
+                                 "count": config.Opt(str)})}
 
 
 @cache
@@ -70,10 +71,14 @@ def _claim(conn, table: str, spec: dict, encoding: str, batch_rows: int) -> tupl
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('erp_files.claim'))")  # one claimer at a time
         if spec.get("whole"):
+            # the first group whose rows are all in (the bridge may insert a large version in several commits)
             group = sql.Identifier(spec["whole"])
+            whole = sql.SQL("count(*) >= max(t.{})").format(sql.Identifier(spec["count"])) if spec.get(
+                "count") else sql.SQL("true")
             cur.execute(sql.SQL("""SELECT t.id FROM erp_inbound.{t} t WHERE t.{g} = (
-                                       SELECT min(t.{g}) FROM erp_inbound.{t} t WHERE {unsent})
-                                   AND {unsent} ORDER BY t.id""").format(t=t, g=group, unsent=unsent))
+                                       SELECT t.{g} FROM erp_inbound.{t} t WHERE {unsent} GROUP BY t.{g}
+                                       HAVING {whole} ORDER BY min(t.id) LIMIT 1)
+                                   AND {unsent} ORDER BY t.id""").format(t=t, g=group, whole=whole, unsent=unsent))
         else:
             cur.execute(sql.SQL("SELECT t.id FROM erp_inbound.{t} t WHERE {unsent}{complete} ORDER BY t.id LIMIT %s")
                         .format(t=t, unsent=unsent, complete=complete), (batch_rows,))
