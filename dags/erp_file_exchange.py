@@ -10,9 +10,9 @@ flows read and write the contract's tables in the **exchange database** (connect
    documents, ...) into the exchange database, a manifest at a time, exactly once (by sha256); malformed lines
    are quarantined (flow `erp_file_exchange`) with file name and line number; a batch that cannot be trusted
    moves to `from_erp/rejected/` and fails the task with the reason (alert) on every run until dealt with.
-2. `send_files` (also when receiving failed) — new inbound documents (customers, orders with their lines,
-   forecast versions) as one CSV file per table and batch plus a manifest (rows, bytes, sha256) into `to_erp/`,
-   written atomically, in the connection's encoding (GB18030 / GBK / UTF-8 with BOM).
+2. `send_files` (beside it: a failed receive does not hold it back) — new inbound documents (customers, orders
+   with their lines, forecast versions) as one CSV file per table and batch plus a manifest (rows, bytes, sha256)
+   into `to_erp/`, written atomically, in the connection's encoding (GB18030 / GBK / UTF-8 with BOM).
 
 Without an `erp_files` connection the ERP exchanges tables and both tasks skip, saying so.
 docs/erp-contract.md, "CSV drop folder".
@@ -45,7 +45,7 @@ def erp_file_exchange():
         skip_unless_configured()
         return exchange.receive_files()
 
-    @task(trigger_rule="all_done")  # a batch the ERP got wrong never holds back our documents
+    @task
     def send_files() -> dict:
         from erp_files.hook import skip_unless_configured
 
@@ -54,7 +54,10 @@ def erp_file_exchange():
         skip_unless_configured()
         return exchange.send_files()
 
-    receive_files() >> send_files()
+    # side by side, not one after the other: a batch the ERP got wrong never holds back our documents, and a
+    # failed side still fails the run
+    receive_files()
+    send_files()
 
 
 erp_file_exchange()

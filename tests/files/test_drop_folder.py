@@ -89,6 +89,16 @@ def orders(env) -> str:
     return run_dag(env, ORDERS, wait_for_erp_seconds=0)
 
 
+def test_the_exchange_database_has_the_reference_contracts_columns(exchange_db, erp):
+    def columns(dbname):
+        with psycopg2.connect(dbname=dbname) as conn, conn.cursor() as cur:
+            cur.execute("""SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns
+                           WHERE table_schema IN ('erp_api', 'erp_inbound') ORDER BY 1, 2, ordinal_position""")
+            return cur.fetchall()
+
+    assert columns(exchange_db.dbname) == columns(erp.dbname)
+
+
 def test_stage_1_reads_the_erp_through_its_gbk_files(env, erp, exchange_db, sftp, client):
     assert run_dag(env, "erp_stock_to_crm") == "success"
     products = {r["Product_Code"]: r for r in client.iter_records("Products", ["Product_Code", "Available_Qty"])}

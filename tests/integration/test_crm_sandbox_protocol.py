@@ -153,6 +153,20 @@ def test_get_by_id_and_external_id(api):
 
 
 # ---------------------------------------------------------------------------------------------- writing
+@pytest.mark.parametrize("module, items", [("Sales_Orders", "Ordered_Items"), ("Invoices", "Invoiced_Items")])
+def test_orders_and_invoices_are_created_only_with_their_line_items(api, module, items):
+    """Zoho's inventory modules need their line-item subform to create a record (crm-oas v8.0 records: the
+    subform is mandatory in the module's layout); the history mirrors send the ERP's lines."""
+    product = api("POST", "/Products", json={"data": [{"Product_Name": f"L-{module}", "Product_Code": f"L-{module}"}]})
+    product_id = product.json()["data"][0]["details"]["id"]
+    bare = api("POST", f"/{module}", json={"data": [{"Subject": "no lines"}]})
+    assert bare.json()["data"][0]["code"] == "MANDATORY_NOT_FOUND"
+    assert bare.json()["data"][0]["details"]["api_name"] == items
+    lined = api("POST", f"/{module}", json={"data": [{"Subject": "with lines", items: [
+        {"Product_Name": {"id": product_id}, "Quantity": 2, "List_Price": 10.0}]}]})
+    assert lined.json()["data"][0]["code"] == "SUCCESS", lined.json()
+
+
 def test_insert_statuses_201_207_400_and_limit(api):
     ok = api("POST", "/Products", json={"data": [{"Product_Name": "A1", "Product_Code": "T-A1"}], "trigger": []})
     assert ok.status_code == 201 and ok.json()["data"][0]["message"] == "record added"

@@ -91,22 +91,29 @@ def test_history_sums_match_on_both_sides(stage1, bridge, erp, client):
         orders["amount"])
 
 
-def test_mirrored_orders_are_created_with_the_erp_lines_as_line_items(stage1, bridge, erp, client):
-    """Zoho creates a sales order only with its line items (Ordered_Items): each ERP line, its product linked."""
+@pytest.mark.parametrize("module, items_field, entity, lines_sql, flow", [
+    ("Sales_Orders", "Ordered_Items", "sales_order", "SELECT sku, qty, unit_price FROM erp_api.sales_order_lines "
+     "WHERE erp_order_no = %s ORDER BY line_no", "erp_order_history_to_crm"),
+    ("Invoices", "Invoiced_Items", "invoice", "SELECT sku, qty, unit_price FROM erp_api.invoice_lines "
+     "WHERE invoice_no = %s ORDER BY line_no", "erp_invoice_history_to_crm")])
+def test_mirrored_orders_and_invoices_are_created_with_the_erp_lines_as_line_items(stage1, bridge, erp, client, module,
+                                                                                    items_field, entity, lines_sql,
+                                                                                    flow):
+    """Zoho creates a sales order or an invoice only with its line items (Ordered_Items / Invoiced_Items): each ERP
+    line, its product linked."""
     products = {crm_id: sku for sku, crm_id in linked(bridge, "product").items()}
-    orders = linked(bridge, "sales_order")
+    documents = linked(bridge, entity)
     checked = 0
-    for so_no in sorted(orders)[:5]:
-        erp_lines = erp.query("""SELECT sku, qty, unit_price FROM erp_api.sales_order_lines WHERE erp_order_no = %s
-                                 ORDER BY line_no""", (so_no,))
-        items = client.get_record("Sales_Orders", orders[so_no])["Ordered_Items"]
-        assert [(products[i["Product_Name"]["id"]], money(i["Quantity"]), money(i["List_Price"])) for i in items] \
-            == [(r["sku"], money(r["qty"]), money(r["unit_price"])) for r in erp_lines]
+    for doc_no in sorted(documents)[:5]:
+        erp_lines = erp.query(lines_sql, (doc_no,))
+        items = client.get_record(module, documents[doc_no])[items_field]
+        got = [(products[i["Product_Name"]["id"]], money(i["Quantity"]), money(i["List_Price"])) for i in items]
+        assert erp_lines and got == [(r["sku"], money(r["qty"]), money(r["unit_price"])) for r in erp_lines]
         checked += 1
     assert checked == 5
     # the synced state (a rollback's before-image) holds no line items: an update never sends them again
-    assert bridge_rows(bridge, """SELECT count(*) FROM bridge.synced_state WHERE flow = 'erp_order_history_to_crm'
-                                  AND values ? 'Ordered_Items'""") == [(0,)]
+    assert bridge_rows(bridge, f"""SELECT count(*) FROM bridge.synced_state WHERE flow = '{flow}'
+                                   AND values ? '{items_field}'""") == [(0,)]
 
 
 def test_prices_match_and_a_crm_edit_is_overwritten_and_audited(stage1, bridge, erp, client):

@@ -176,20 +176,28 @@ WHERE b.sku = s.sku AND b.warehouse = s.warehouse;
 INSERT INTO sim_touched SELECT sku FROM sim_ship;
 
 -- invoicing of shipped, not yet billed goods
+CREATE TEMP TABLE sim_bill_line ON COMMIT DROP AS
+SELECT o.so_no, l.line_no, l.sku, l.delivered_qty - l.billed_qty AS qty, l.unit_price, l.discount_pct, l.tax_rate,
+       round(l.net_amount * (l.delivered_qty - l.billed_qty) / l.qty, 2) AS net
+FROM erp.sales_order o JOIN erp.sales_order_line l USING (so_no)
+WHERE l.delivered_qty > l.billed_qty AND o.status NOT IN ('Cancelled', 'Closed');
 CREATE TEMP TABLE sim_bill ON COMMIT DROP AS
-SELECT o.so_no, o.customer_code, o.currency, o.exchange_rate, c.payment_terms_days,
-       sum(round(l.net_amount * (l.delivered_qty - l.billed_qty) / l.qty, 2)) AS net,
-       sum(round(round(l.net_amount * (l.delivered_qty - l.billed_qty) / l.qty, 2)
-                 * l.tax_rate / 100, 2)) AS tax
-FROM erp.sales_order o JOIN erp.sales_order_line l USING (so_no) JOIN erp.customer c USING (customer_code)
-WHERE l.delivered_qty > l.billed_qty AND o.status NOT IN ('Cancelled', 'Closed')
-GROUP BY o.so_no, o.customer_code, o.currency, o.exchange_rate, c.payment_terms_days;
+SELECT erp.doc_no('SINV', 'erp.inv_seq') AS invoice_no, b.*
+FROM (SELECT o.so_no, o.customer_code, o.currency, o.exchange_rate, c.payment_terms_days,
+             sum(bl.net) AS net, sum(round(bl.net * bl.tax_rate / 100, 2)) AS tax
+      FROM sim_bill_line bl JOIN erp.sales_order o USING (so_no) JOIN erp.customer c USING (customer_code)
+      GROUP BY o.so_no, o.customer_code, o.currency, o.exchange_rate, c.payment_terms_days
+      ORDER BY o.so_no) b;
 INSERT INTO erp.sales_invoice (invoice_no, customer_code, so_no, invoice_date, due_date, currency, exchange_rate,
                                net_amount, tax_amount, grand_total, outstanding_amount, status)
-SELECT erp.doc_no('SINV', 'erp.inv_seq'),
-       customer_code, so_no, erp.today(), erp.today() + payment_terms_days, currency, exchange_rate,
+SELECT invoice_no, customer_code, so_no, erp.today(), erp.today() + payment_terms_days, currency, exchange_rate,
        net, tax, net + tax, net + tax, 'Unpaid'
-FROM (SELECT * FROM sim_bill ORDER BY so_no) b;
+FROM sim_bill ORDER BY invoice_no;
+INSERT INTO erp.sales_invoice_line (invoice_no, line_no, so_no, so_line_no, sku, qty, unit_price, discount_pct,
+                                    tax_rate, net_amount)
+SELECT b.invoice_no, row_number() OVER (PARTITION BY b.invoice_no ORDER BY bl.line_no), bl.so_no, bl.line_no, bl.sku,
+       bl.qty, bl.unit_price, bl.discount_pct, bl.tax_rate, bl.net
+FROM sim_bill_line bl JOIN sim_bill b USING (so_no);
 UPDATE erp.sales_order_line l SET billed_qty = l.delivered_qty
 FROM sim_bill b WHERE l.so_no = b.so_no AND l.delivered_qty > l.billed_qty;
 

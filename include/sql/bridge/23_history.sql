@@ -51,3 +51,6 @@ CREATE TABLE IF NOT EXISTS bridge.stg_erp_invoice_history_to_crm (
     gate_ok              boolean,
     PRIMARY KEY (batch_id, row_no)
 );
+
+-- the invoice's lines as one JSON array (the CRM invoice is created with them as Invoiced_Items)
+ALTER TABLE bridge.stg_erp_invoice_history_to_crm ADD COLUMN IF NOT EXISTS lines jsonb;

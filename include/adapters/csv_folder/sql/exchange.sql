@@ -92,6 +92,19 @@ CREATE TABLE erp_api.forecast_versions (
     updated_at                timestamp with time zone,
     UNIQUE NULLS NOT DISTINCT (version_no)
 );
+CREATE TABLE erp_api.invoice_lines (
+    invoice_no   text NOT NULL,
+    line_no      integer NOT NULL,
+    sku          text,
+    qty          numeric(18,3),
+    uom          text,
+    unit_price   numeric(18,4),
+    discount_pct numeric(5,2),
+    tax_rate     numeric(5,2),
+    net_amount   numeric(18,2),
+    updated_at   timestamp with time zone,
+    UNIQUE NULLS NOT DISTINCT (invoice_no, line_no)
+);
 CREATE TABLE erp_api.invoices (
     invoice_no       text NOT NULL,
     customer_code    text,

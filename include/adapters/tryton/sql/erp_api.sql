@@ -206,6 +206,22 @@ JOIN product_uom u ON u.id = l.unit
 LEFT JOIN stock_location w ON w.id = s.warehouse
 WHERE l.type = 'line' AND s.number IS NOT NULL;
 
+-- What each customer invoice bills, line by line.
+CREATE VIEW erp_api.invoice_lines AS
+SELECT i.number AS invoice_no,
+       (row_number() OVER (PARTITION BY i.id ORDER BY l.sequence NULLS LAST, l.id))::integer AS line_no,
+       t.code AS sku, round(l.quantity::numeric, 3) AS qty, u.symbol AS uom, l.unit_price, 0::numeric AS discount_pct,
+       round(coalesce((SELECT sum(x.rate) FROM "account_invoice_line-account_tax" r JOIN account_tax x ON x.id = r.tax
+                       WHERE r.line = l.id), 0) * 100, 2) AS tax_rate,
+       round(l.unit_price * l.quantity::numeric, 2) AS net_amount,
+       erp_api.utc(i.write_date, i.create_date) AS updated_at
+FROM account_invoice_line l
+JOIN account_invoice i ON i.id = l.invoice
+JOIN product_product p ON p.id = l.product
+JOIN product_template t ON t.id = p.template
+JOIN product_uom u ON u.id = l.unit
+WHERE l.type = 'line' AND i.type = 'out' AND i.number IS NOT NULL;
+
 -- Customer invoices (type 'out'); outstanding = the invoice's receivable lines not yet reconciled.
 CREATE VIEW erp_api.invoices AS
 SELECT i.number AS invoice_no, p.code AS customer_code, so.number AS sales_order_no,

@@ -231,6 +231,21 @@ CREATE INDEX sales_invoice_customer ON erp.sales_invoice (customer_code);
 CREATE INDEX sales_invoice_so ON erp.sales_invoice (so_no);
 CREATE INDEX sales_invoice_updated_at ON erp.sales_invoice (updated_at);
 CREATE INDEX sales_invoice_open ON erp.sales_invoice (due_date) WHERE outstanding_amount > 0;
+-- what each invoice bills: the shipped, not yet billed quantity of its order's lines (ERPNext Sales Invoice Item)
+CREATE TABLE erp.sales_invoice_line (
+    invoice_no   text NOT NULL REFERENCES erp.sales_invoice ON DELETE CASCADE,
+    line_no      integer NOT NULL,
+    so_no        text NOT NULL,
+    so_line_no   integer NOT NULL,
+    sku          text NOT NULL REFERENCES erp.item,
+    qty          numeric(18, 3) NOT NULL CHECK (qty > 0),      -- in stock uom
+    unit_price   numeric(18, 4) NOT NULL,                      -- per stock uom, excl. tax
+    discount_pct numeric(5, 2) NOT NULL DEFAULT 0,
+    tax_rate     numeric(5, 2) NOT NULL,
+    net_amount   numeric(18, 2) NOT NULL,
+    PRIMARY KEY (invoice_no, line_no),
+    FOREIGN KEY (so_no, so_line_no) REFERENCES erp.sales_order_line
+);
 
 CREATE SEQUENCE erp.pay_seq;
 CREATE TABLE erp.payment_entry (

@@ -104,6 +104,14 @@ SELECT i.invoice_no,
 FROM erp.sales_invoice i
 LEFT JOIN erp.sales_order o ON o.so_no = i.so_no;
 
+-- what each invoice bills, line by line (Zoho creates an invoice only with its Invoiced_Items)
+CREATE VIEW erp_api.invoice_lines AS
+SELECT l.invoice_no, l.line_no, l.sku, l.qty, i.stock_uom AS uom, l.unit_price, l.discount_pct, l.tax_rate, l.net_amount,
+       v.updated_at
+FROM erp.sales_invoice_line l
+JOIN erp.item i ON i.sku = l.sku
+JOIN erp.sales_invoice v ON v.invoice_no = l.invoice_no;
+
 CREATE VIEW erp_api.sales_order_status AS
 SELECT o.so_no                          AS erp_order_no,
        o.source_system,
