@@ -11,7 +11,9 @@ owner, before the scheduler starts:
 
 Roles (least privilege): the owner (migrations) creates and alters; `bridge_app` (the flows: connection
 `bridge_db`) reads and writes rows but changes no table; `bridge_receiver` (the CRM notification receiver) may
-only INSERT notifications into bridge.crm_event. Passwords come from BRIDGE_APP_PASSWORD / BRIDGE_RECEIVER_PASSWORD.
+only INSERT notifications into bridge.crm_event; `bridge_console` (the operator console in the Airflow UI: connection
+`bridge_console_db`) reads every table and may only resolve quarantine entries and record its own actions. Passwords
+come from BRIDGE_APP_PASSWORD / BRIDGE_RECEIVER_PASSWORD / BRIDGE_CONSOLE_PASSWORD.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql" / "bridge"
 APP_ROLE = os.environ.get("BRIDGE_APP_ROLE", "bridge_app")
 RECEIVER_ROLE = os.environ.get("BRIDGE_RECEIVER_ROLE", "bridge_receiver")
+CONSOLE_ROLE = os.environ.get("BRIDGE_CONSOLE_ROLE", "bridge_console")
 LOCK = "bridge.schema"
 
 
@@ -94,11 +97,12 @@ def ensure_schema(conn) -> None:
                                f"{schema_version()}: run `python -m include.bridge.db migrate` as its owner") from None
 
 
-def grant_roles(cur, app_role: str = APP_ROLE, receiver_role: str = RECEIVER_ROLE) -> None:
+def grant_roles(cur, app_role: str = APP_ROLE, receiver_role: str = RECEIVER_ROLE,
+                console_role: str = CONSOLE_ROLE) -> None:
     """Grants for the roles that exist (the owner keeps everything else)."""
     from psycopg2 import sql
 
-    cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", ([app_role, receiver_role],))
+    cur.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)", ([app_role, receiver_role, console_role],))
     present = {r[0] for r in cur.fetchall()}
     if app_role in present:
         app = sql.Identifier(app_role)
@@ -112,26 +116,35 @@ def grant_roles(cur, app_role: str = APP_ROLE, receiver_role: str = RECEIVER_ROL
         cur.execute(sql.SQL("GRANT INSERT (channel_id, module, operation, record_ids) ON bridge.crm_event TO {}")
                     .format(receiver))
         cur.execute(sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA bridge TO {}").format(receiver))
+    if console_role in present:  # reads everything; writes only a resolution and its own audit row
+        console = sql.Identifier(console_role)
+        for statement in ("GRANT USAGE ON SCHEMA bridge TO {}", "GRANT SELECT ON ALL TABLES IN SCHEMA bridge TO {}",
+                          "GRANT UPDATE (status, resolved_at, resolved_by, resolution_comment) ON bridge.quarantine "
+                          "TO {}", "GRANT INSERT ON bridge.console_action TO {}",
+                          "GRANT USAGE ON SEQUENCE bridge.console_action_id_seq TO {}"):
+            cur.execute(sql.SQL(statement).format(console))
 
 
 def create_roles(conn, app_role: str = APP_ROLE, receiver_role: str = RECEIVER_ROLE,
-                 passwords: dict[str, str] | None = None) -> list[str]:
-    """The app and receiver roles (LOGIN; passwords from `passwords` or BRIDGE_APP_PASSWORD /
-    BRIDGE_RECEIVER_PASSWORD), CONNECT on the bridge DB, then their grants. Needs CREATEROLE. A role that exists
-    keeps its password unless one is given. Roles are server-wide: created in database postgres under a lock there
-    (an advisory lock only excludes sessions of one database)."""
+                 passwords: dict[str, str] | None = None, console_role: str = CONSOLE_ROLE) -> list[str]:
+    """The app, receiver and console roles (LOGIN; passwords from `passwords` or BRIDGE_APP_PASSWORD /
+    BRIDGE_RECEIVER_PASSWORD / BRIDGE_CONSOLE_PASSWORD), CONNECT on the bridge DB, then their grants. Needs
+    CREATEROLE. A role that exists keeps its password unless one is given. Roles are server-wide: created in
+    database postgres under a lock there (an advisory lock only excludes sessions of one database)."""
     import psycopg2
     from psycopg2 import sql
 
     passwords = passwords or {app_role: os.environ.get("BRIDGE_APP_PASSWORD", ""),
-                              receiver_role: os.environ.get("BRIDGE_RECEIVER_PASSWORD", "")}
+                              receiver_role: os.environ.get("BRIDGE_RECEIVER_PASSWORD", ""),
+                              console_role: os.environ.get("BRIDGE_CONSOLE_PASSWORD", "")}
+    roles = [app_role, receiver_role, console_role]
     info = conn.info
     server = psycopg2.connect(host=info.host, port=info.port, user=info.user, password=info.password or None,
                               dbname="postgres")
     try:
         with server.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('bridge.roles'))")
-            for role in (app_role, receiver_role):
+            for role in roles:
                 cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                 if not cur.fetchone():
                     cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
@@ -142,12 +155,12 @@ def create_roles(conn, app_role: str = APP_ROLE, receiver_role: str = RECEIVER_R
     finally:
         server.close()
     with conn.cursor() as cur:
-        for role in (app_role, receiver_role):
+        for role in roles:
             cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(info.dbname),
                                                                             sql.Identifier(role)))
-        grant_roles(cur, app_role, receiver_role)
+        grant_roles(cur, app_role, receiver_role, console_role)
     conn.commit()
-    return [app_role, receiver_role]
+    return roles
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m include.bridge.db", description="The bridge DB's schema")
     sub = parser.add_subparsers(dest="command", required=True)
     migrate = sub.add_parser("migrate", help="install or complete schema bridge (libpq settings: PG* / BRIDGE_DB)")
-    migrate.add_argument("--roles", action="store_true", help="also create the app and receiver roles")
+    migrate.add_argument("--roles", action="store_true", help="also create the app, receiver and console roles")
     args = parser.parse_args(argv)
     dsn = os.environ.get("BRIDGE_DB_DSN", f"dbname={os.environ.get('BRIDGE_DB', 'bridge')}")
     conn = psycopg2.connect(dsn)

@@ -104,12 +104,14 @@ def sweep_abandoned(conn, flow: str, is_running, keep_run_id: str | None = None)
     return closed
 
 
-def record_step(conn, batch_id: str, step: str, seconds: float, **counts: int) -> None:
-    """Add a step's duration and set counts (rows_extracted=…, rows_loaded=…) on the ledger row."""
+def record_step(conn, batch_id: str, step: str, seconds: float, credits: int = 0, **counts: int) -> None:
+    """Add a step's duration and the Zoho API credits it spent, and set counts (rows_extracted=…, rows_loaded=…) on
+    the ledger row."""
     sets = "".join(f", {name} = %s" for name in counts)
     with conn.cursor() as cur:
-        cur.execute(f"""UPDATE bridge.run_ledger SET step_seconds = step_seconds || jsonb_build_object(%s, %s){sets}
-                        WHERE batch_id = %s""", (step, round(seconds, 3), *counts.values(), batch_id))
+        cur.execute(f"""UPDATE bridge.run_ledger SET step_seconds = step_seconds || jsonb_build_object(%s, %s),
+                               crm_credits = crm_credits + %s{sets}
+                        WHERE batch_id = %s""", (step, round(seconds, 3), credits, *counts.values(), batch_id))
     conn.commit()
 
 
@@ -246,12 +248,14 @@ def open_quarantine(conn, flow: str) -> list[dict]:
 
 
 def resolve_quarantine(conn, flow: str, business_keys: list[str], status: str = "replayed",
-                       by: str | None = None) -> int:
-    """Mark open entries replayed (their records passed the gate and loaded) or dismissed (by a person)."""
+                       by: str | None = None, comment: str | None = None) -> int:
+    """Mark open entries replayed (their records passed the gate and loaded) or dismissed (by a person, why in
+    `comment`)."""
     with conn.cursor() as cur:
-        cur.execute("""UPDATE bridge.quarantine SET status = %s, resolved_at = now(), resolved_by = %s
+        cur.execute("""UPDATE bridge.quarantine SET status = %s, resolved_at = now(), resolved_by = %s,
+                              resolution_comment = %s
                        WHERE flow = %s AND status = 'open' AND business_key = ANY (%s)""",
-                    (status, by, flow, business_keys))
+                    (status, by, comment, flow, business_keys))
         return cur.rowcount
 
 

@@ -189,13 +189,14 @@ class Flow:
     def step(self, systems, run: Run, name: str) -> Iterator[dict[str, int]]:
         """Time a step; the ledger counts it sets (rows_extracted, rows_passed, rows_loaded, rows_quarantined,
         rows_failed) are recorded with its seconds and kept in run.counts."""
-        started, counts, failed = time.monotonic(), {}, True
+        started, counts, failed, credits = time.monotonic(), {}, True, systems.crm_credits()
         try:
             yield counts
             failed = False
         finally:  # a failed step is recorded too (a refused gate's counts), unless recording fails as well
             try:
-                engine.record_step(systems.bridge(), run.batch_id, name, time.monotonic() - started, **counts)
+                engine.record_step(systems.bridge(), run.batch_id, name, time.monotonic() - started,
+                                   systems.crm_credits() - credits, **counts)
             except Exception as exc:
                 if not failed:
                     raise

@@ -165,6 +165,20 @@ def _context():
     return ctx
 
 
+def record_docs_pages(conn, ctx, flow: str, batch_id: str, docs_dir: str) -> None:
+    """This batch's validation pages (the context is this gate's own, so its store holds only them), relative to the
+    Data Docs root, in the batch's ledger row: the operator console links a run to its pages."""
+    root = os.path.dirname(os.path.abspath(docs_dir))
+    pages = sorted(
+        os.path.relpath(url["site_url"].removeprefix("file://"), root)
+        for key in ctx.validation_results_store.list_keys()
+        for url in ctx.get_docs_sites_urls(resource_identifier=key, site_name="bridge"))
+    with conn.cursor() as cur:
+        cur.execute("UPDATE bridge.run_ledger SET gate_docs = gate_docs || jsonb_build_object(%s::text, %s::jsonb) "
+                    "WHERE batch_id = %s", (flow, json.dumps(pages), batch_id))
+    conn.commit()
+
+
 def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str, columns: list[str],
              parameters: dict | None = None, chunk_rows: int = 100_000, suite: dict | None = None,
              docs_dir: str | None = None, unit_column: str | None = None) -> GateResult:
@@ -236,6 +250,7 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
     conn.commit()
     if docs_dir:
         result.docs_url = ctx.build_data_docs(site_names=["bridge"])["bridge"]
+        record_docs_pages(conn, ctx, flow, batch_id, docs_dir)
     if unit_column:
         result.unit = unit_column
         result.units, result.bad_units = count_units(conn, table, batch_id, unit_column, list(result.bad_rows))

@@ -913,10 +913,11 @@ class MirrorFlow(Flow):
                 for r in queued]
 
     def load(self, systems, run: Run, chunk_no: int) -> dict:
-        started = time.monotonic()
+        started, credits = time.monotonic(), systems.crm_credits()
         counts = load_chunk(self.spec, systems.bridge(), systems.crm(), run.batch_id, chunk_no,
                             run.facts.get("bulk", False))
-        engine.record_step(systems.bridge(), run.batch_id, f"load_{chunk_no}", time.monotonic() - started)
+        engine.record_step(systems.bridge(), run.batch_id, f"load_{chunk_no}", time.monotonic() - started,
+                           systems.crm_credits() - credits)
         return counts
 
     def finish(self, systems, run: Run, send_alert=None) -> dict:

@@ -56,6 +56,11 @@ class Systems:
             self._open["crm"] = crm_client(self.crm_conn_id)
         return self._open["crm"]
 
+    def crm_credits(self) -> int:
+        """Zoho API credits this process's CRM client has spent so far (0 before it opened)."""
+        client = self._open.get("crm")
+        return int(client.stats.get("credits", 0)) if client is not None else 0
+
     def __enter__(self) -> Systems:
         return self
 

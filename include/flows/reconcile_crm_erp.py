@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg2.extras
 
-from include.bridge import config, mirror
+from include.bridge import config, mirror, report
 from include.bridge.alerts import Alert
 from include.bridge.flow import Flow, Run
 from include.bridge.mirror import Mirror, reports_dir
@@ -319,47 +319,9 @@ def compare(bridge, erp, batch_id: str, run_date: dt.date, grace_minutes: int | 
 
 
 # ------------------------------------------------------------------------------------------- report
-def bar_chart(items: list[tuple[str, int]], title: str, width: int = 560) -> str:
-    """An inline SVG bar chart: no script, no network, opens anywhere."""
-    top = max([v for _, v in items] + [1])
-    bars = []
-    for i, (label, value) in enumerate(items):
-        w = int((width - 230) * value / top)
-        y = 28 + i * 26
-        bars.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(label)}</text>'
-                    f'<rect x="220" y="{y}" width="{w}" height="18" fill="#3b82f6"/>'
-                    f'<text x="{226 + w}" y="{y + 14}" font-size="12">{value}</text>')
-    height = 40 + 26 * len(items)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">'
-            f'<text x="0" y="14" font-size="14" font-weight="bold">{html.escape(title)}</text>{"".join(bars)}</svg>')
-
-
 def trend_chart(days: list[tuple[dt.date, dict]], width: int = 560, height: int = 200) -> str:
     """Stacked columns per run date: the differences of each kind over recent days."""
-    palette = ["#3b82f6", "#ef4444", "#14b8a6", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899", "#6b7280", "#0ea5e9",
-               "#84cc16", "#a855f7", "#f97316", "#64748b"]
-    colors = [palette[k % len(palette)] for k in range(len(KIND_LABEL))]
-    kinds = list(KIND_LABEL)
-    top = max([sum(c.values()) for _, c in days] + [1])
-    col = min(40, max(8, (width - 60) // max(len(days), 1) - 6))
-    parts = [f'<text x="0" y="14" font-size="14" font-weight="bold">Differences per day (last {len(days)})</text>']
-    for i, (day, counts) in enumerate(days):
-        x, base = 40 + i * (col + 6), height - 30
-        for k, kind in enumerate(kinds):
-            h = int((height - 60) * counts.get(kind, 0) / top)
-            if h:
-                base -= h
-                parts.append(f'<rect x="{x}" y="{base}" width="{col}" height="{h}" fill="{colors[k]}">'
-                             f'<title>{day} {KIND_LABEL[kind]}: {counts[kind]}</title></rect>')
-        parts.append(f'<text x="{x}" y="{height - 14}" font-size="10">{day:%m-%d}</text>')
-        parts.append(f'<text x="{x}" y="{base - 3}" font-size="10">{sum(counts.values())}</text>')
-    per_row = 7  # legend entries per line
-    legend = "".join(f'<rect x="{40 + k % per_row * 74}" y="{height - 8 + k // per_row * 12}" width="8" height="8" '
-                     f'fill="{colors[k]}"/><text x="{50 + k % per_row * 74}" y="{height + k // per_row * 12}" '
-                     f'font-size="9">{SHORT_LABEL[kind]}</text>' for k, kind in enumerate(kinds))
-    rows = (len(kinds) - 1) // per_row
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 4 + rows * 12}" role="img">'
-            f'{"".join(parts)}{legend}</svg>')
+    return report.stacked_columns(days, SHORT_LABEL, f"Differences per day (last {len(days)})", width, height)
 
 
 def write_report(bridge, batch_id: str, run_date: dt.date, counts: dict, compared: dict, threshold: int) -> Path:
@@ -379,11 +341,11 @@ def write_report(bridge, batch_id: str, run_date: dt.date, counts: dict, compare
         f"<tr><td>{html.escape(KIND_LABEL.get(r['kind'], r['kind']))}</td>"
         f"<td>{html.escape(r['business_key'] or '')}</td>"
         f"<td>{html.escape(r['crm_id'] or '')}</td>"
-        f"<td><code>{html.escape(json.dumps(r['crm_value'], ensure_ascii=False) if r['crm_value'] else '')}</code></td>"
-        f"<td><code>{html.escape(json.dumps(r['erp_value'], ensure_ascii=False) if r['erp_value'] else '')}</code></td>"
+        f"<td>{report.fields_html(r['crm_value'])}</td><td>{report.fields_html(r['erp_value'])}</td>"
         f"<td>{html.escape(r['system_of_record'].upper())}</td><td>{html.escape(r['corrected_by'])}</td>"
         f"<td>{html.escape(r['detail'] or '')}</td></tr>" for r in rows)
-    by_kind = bar_chart([(KIND_LABEL[k], counts.get(k, 0)) for k in KIND_LABEL], f"Differences by kind ({run_date})")
+    by_kind = report.bar_chart([(KIND_LABEL[k], counts.get(k, 0)) for k in KIND_LABEL],
+                               f"Differences by kind ({run_date})")
     body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>CRM / ERP reconciliation {run_date}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#111}} table{{border-collapse:collapse;font-size:13px}}

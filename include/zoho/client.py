@@ -174,7 +174,7 @@ class ZohoCrmClient:
         self._cache_key = hashlib.sha256(f"{self.accounts_url}|{client_id}|{refresh_token}".encode()).hexdigest()
         self._cache_dir = token_cache_dir or default_token_cache_dir()
         self.session = session or requests.Session()
-        self.stats = {"requests": 0, "retries": 0, "token_refreshes": 0}
+        self.stats = {"requests": 0, "retries": 0, "token_refreshes": 0, "credits": 0}
 
     def check_connection(self) -> tuple[bool, str]:
         """(ok, what a person reads): the org this client reaches, or why it cannot."""
@@ -287,6 +287,7 @@ class ZohoCrmClient:
             token = self.access_token()
             hdrs = {"Authorization": f"Zoho-oauthtoken {token}"} | (headers or {})
             self.stats["requests"] += 1
+            self.stats["credits"] += limits.call_credits(method, path, json)
             try:
                 resp = self.session.request(method, url, params=params, json=json, headers=hdrs, files=files,
                                             timeout=self.timeout)

@@ -62,3 +62,15 @@ def bulk_write(records: int, first_writes: int = 0) -> int:
 
 def bulk_is_cheaper(records: int, first_writes: int = 0) -> bool:
     return bulk_write(records, first_writes) < batch_write(records, first_writes)
+
+
+def call_credits(method: str, path: str, json: dict | None = None) -> int:
+    """What one API call costs by Zoho's price list: a bulk-write job 500, a bulk-read job 50 (their status polls
+    and file downloads 1), a record write 1 per 10 records, any other call (a page of records, a COQL query,
+    metadata) 1. What the org is charged is Zoho's to say; this is what the bridge counts in its ledger."""
+    if "/bulk/" in path and method == "POST":
+        return BULK_WRITE_JOB if path.rstrip("/").endswith("/write") else BULK_READ_JOB
+    data = (json or {}).get("data") if method in ("POST", "PUT", "PATCH") else None
+    if isinstance(data, list) and data:
+        return math.ceil(len(data) / RECORDS_PER_WRITE_CREDIT)
+    return 1
