@@ -361,7 +361,7 @@ LONGEST_FIRST = ["test_stage2_write_back", "test_tryton_erp", "test_operations",
 # airflow = DAG runs through Airflow (dag.test), SIGKILL, clear and retry; stack = scheduler, Celery workers, browser.
 TIERS = {"unit": {"test_architecture", "test_flow_contract", "test_dag_integrity", "test_project_files",
                   "test_matching", "test_order_rows", "test_uscc_and_demo_company", "test_values_and_approvals",
-                  "test_zoho_endpoints", "test_drop_folder_format"},
+                  "test_zoho_endpoints", "test_drop_folder_format", "test_console_pages"},
          "airflow": {"test_stage1_flows", "test_stage2_write_back", "test_stage3_forecast", "test_erp_stock_to_crm",
                      "test_operations", "test_alerts", "test_crm_events", "test_hostile_input",
                      "test_faults_through_airflow", "test_drop_folder"},

@@ -63,3 +63,14 @@ def test_every_task_retries_after_the_one_configured_delay(dagbag, monkeypatch):
         scheduler_copy = DagSerialization.from_dict(DagSerialization.to_dict(dag))
         for task in [*dag.tasks, *scheduler_copy.tasks]:
             assert task.retry_delay == wanted, f"{dag_id}.{task.task_id} retries after {task.retry_delay}"
+
+
+def test_the_console_finds_the_dag_of_every_flow(dagbag):
+    """The console (include/console/catalog.py) links a flow's records to the DAG that runs it."""
+    from include.console.catalog import dag_of
+    from include.flows import FLOWS
+
+    for flow in [*FLOWS, "erp_file_exchange"]:
+        dag = dagbag.dags.get(dag_of(flow))
+        assert dag is not None, f"flow {flow}: no DAG {dag_of(flow)}"
+        assert dag.dag_id == flow or any(t.task_id.startswith(f"{flow}.") for t in dag.tasks), (flow, dag.dag_id)

@@ -165,9 +165,11 @@ def _context():
     return ctx
 
 
-def record_docs_pages(conn, ctx, flow: str, batch_id: str, docs_dir: str) -> None:
-    """This batch's validation pages (the context is this gate's own, so its store holds only them), relative to the
-    Data Docs root, in the batch's ledger row: the operator console links a run to its pages."""
+def build_docs(conn, ctx, flow: str, batch_id: str, docs_dir: str) -> str:
+    """Build the Data Docs site; this batch's validation pages (the context is this gate's own, so its store holds
+    only them), relative to the Data Docs root, go in the batch's ledger row (the operator console links a run to
+    them). Returns the site's index URL."""
+    index = ctx.build_data_docs(site_names=["bridge"])["bridge"]
     root = os.path.dirname(os.path.abspath(docs_dir))
     pages = sorted(
         os.path.relpath(url["site_url"].removeprefix("file://"), root)
@@ -177,6 +179,7 @@ def record_docs_pages(conn, ctx, flow: str, batch_id: str, docs_dir: str) -> Non
         cur.execute("UPDATE bridge.run_ledger SET gate_docs = gate_docs || jsonb_build_object(%s::text, %s::jsonb) "
                     "WHERE batch_id = %s", (flow, json.dumps(pages), batch_id))
     conn.commit()
+    return index
 
 
 def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str, columns: list[str],
@@ -249,8 +252,7 @@ def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str,
         result.bad_rows.setdefault(row_no, []).append(name)
     conn.commit()
     if docs_dir:
-        result.docs_url = ctx.build_data_docs(site_names=["bridge"])["bridge"]
-        record_docs_pages(conn, ctx, flow, batch_id, docs_dir)
+        result.docs_url = build_docs(conn, ctx, flow, batch_id, docs_dir)
     if unit_column:
         result.unit = unit_column
         result.units, result.bad_units = count_units(conn, table, batch_id, unit_column, list(result.bad_rows))

@@ -62,7 +62,7 @@ def bar_chart(items: list[tuple[str, int]], title: str, width: int = 560) -> str
     top = max([v for _, v in items] + [1])
     bars = []
     for i, (label, value) in enumerate(items):
-        w = int((width - 230) * value / top)
+        w = int((width - 290) * value / top)  # room for the label on the left and the figure on the right
         y = 28 + i * 26
         bars.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(label)}</text>'
                     f'<rect x="220" y="{y}" width="{w}" height="18" fill="#3b82f6"/>'
@@ -75,6 +75,10 @@ def bar_chart(items: list[tuple[str, int]], title: str, width: int = 560) -> str
 def stacked_columns(days: list[tuple[dt.date, dict]], kinds: dict[str, str], title: str, width: int = 560,
                     height: int = 200, per_row: int = 7) -> str:
     """Stacked columns per day: `days` is (day, {kind: count}); `kinds` names each kind in the legend."""
+    if not days:
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40" role="img"><text x="0" y="14" '
+                f'font-size="14" font-weight="bold">{html.escape(title)}</text><text x="0" y="34" font-size="12">'
+                'nothing yet</text></svg>')
     colors = {kind: PALETTE[k % len(PALETTE)] for k, kind in enumerate(kinds)}
     top = max([sum(c.values()) for _, c in days] + [1])
     col = min(40, max(8, (width - 60) // max(len(days), 1) - 6))

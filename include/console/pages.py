@@ -36,9 +36,13 @@ def when(value) -> str:
     return str(value)
 
 
+STATUS_CLASS = {"success": "ok", "replayed": "ok", "passed": "ok", "partial": "warn", "running": "warn",
+                "open": "warn", "dry_run": "muted", "skipped": "muted", "dismissed": "muted"}
+
+
 def status_class(status: str | None) -> str:
-    return {"success": "ok", "replayed": "ok", "passed": "ok", "partial": "warn", "dry_run": "muted",
-            "skipped": "muted", "open": "warn", "dismissed": "muted"}.get(status or "", "bad" if status else "muted")
+    """A status's colour: green done, amber in progress or waiting, grey not live, red anything else (failed)."""
+    return STATUS_CLASS.get(status or "", "bad" if status else "muted")
 
 
 def age(seconds: float) -> str:

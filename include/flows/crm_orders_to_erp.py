@@ -183,7 +183,7 @@ def bad_orders(bridge, batch_id: str, result: GateResult) -> tuple[list[Quaranti
     messages = spec()["messages"]
     bad: dict[str, list[str]] = {}
     modules: dict[str, str] = {}
-    hashes: dict[str, str] = {}
+    shown: dict[str, dict] = {}
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         if result.bad_rows:
             cur.execute(f"SELECT * FROM {STAGING} WHERE batch_id = %s AND row_no = ANY (%s)",
@@ -198,13 +198,16 @@ def bad_orders(bridge, batch_id: str, result: GateResult) -> tuple[list[Quaranti
                     modules[row["crm_id"] or "?"] = row["source_module"]
                     if line not in bad.setdefault(row["crm_id"] or "?", []):
                         bad[row["crm_id"] or "?"].append(line)
-            cur.execute(f"SELECT DISTINCT crm_id, payload_hash FROM {STAGING} "
-                        "WHERE batch_id = %s AND crm_id = ANY (%s)", (batch_id, list(bad)))
-            hashes = {r["crm_id"]: r["payload_hash"] for r in cur.fetchall()}
+            # what a person reads beside the reasons (the console, the SQL): which document, whose
+            cur.execute(f"""SELECT DISTINCT ON (crm_id) crm_id, payload_hash, source_module AS module, subject,
+                                   customer_code FROM {STAGING}
+                            WHERE batch_id = %s AND crm_id = ANY (%s) ORDER BY crm_id, row_no""",
+                        (batch_id, list(bad)))
+            shown = {r["crm_id"]: dict(r) for r in cur.fetchall()}
         cur.execute(f"UPDATE {STAGING} SET gate_ok = NOT (coalesce(crm_id, '') = ANY (%s)) WHERE batch_id = %s",
                     (list(bad), batch_id))
     bridge.commit()
-    return [QuarantineRow(k, {"crm_id": k, "payload_hash": hashes.get(k)}, v) for k, v in bad.items()], modules
+    return [QuarantineRow(k, shown.get(k) or {"crm_id": k, "payload_hash": None}, v) for k, v in bad.items()], modules
 
 
 MESSAGE_CHARS = 2000  # Integration_Message is a multi-line text field: Zoho refuses a longer value
