@@ -27,7 +27,9 @@ lint: venv
 # The Airflow UI on the embedded default (SQLite metadata, LocalExecutor): http://localhost:8080, user admin,
 # password in $$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated (docs/operations.md "Airflow UI").
 ui: venv
-	@$(RUN) bash -c '. scripts/env.sh && PATH="$$ROOT/.venv/bin:$$PATH" exec airflow standalone'
+	@$(RUN) bash -c '. scripts/env.sh && createdb "$$BRIDGE_DB" 2>/dev/null; \
+	  $(PY) -m include.bridge.db migrate --console-role >/dev/null && \
+	  PATH="$$ROOT/.venv/bin:$$PATH" exec airflow standalone'
 
 # Regenerate the full lock from a clean install of requirements.txt.
 lock:

@@ -87,6 +87,7 @@ def fresh_bridge_db() -> None:
     erp_db.create_database(name, drop=True)
     with psycopg2.connect(dbname=name) as conn:
         bridge_db.install_schema(conn)
+        bridge_db.create_console_role(conn)  # what `make ui`'s console reads through
 
 
 def print_ledger() -> None:

@@ -29,6 +29,9 @@ if ! grep -q '^ZOHO_CLIENT_ID=' "$SECRETS_FILE"; then  # OAuth client of the loc
     echo "ZOHO_REFRESH_TOKEN=1000.$(head -c 24 /dev/urandom | base64 | tr -dc 'a-f0-9').$(head -c 12 /dev/urandom | base64 | tr -dc 'a-f0-9')"
   } >> "$SECRETS_FILE"
 fi
+if ! grep -q '^BRIDGE_CONSOLE_PASSWORD=' "$SECRETS_FILE"; then  # the operator console's role on the bridge DB
+  echo "BRIDGE_CONSOLE_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" >> "$SECRETS_FILE"
+fi
 if ! grep -q '^ERP_ROLE_SUFFIX=' "$SECRETS_FILE"; then  # this checkout's own ERP sandbox roles (server-wide)
   echo "ERP_ROLE_SUFFIX=$(head -c 12 /dev/urandom | base64 | tr -dc 'a-z0-9' | head -c 6)" >> "$SECRETS_FILE"
 fi
@@ -61,3 +64,6 @@ fi
 # Who may release a credit hold from the CRM: the CRM sandbox's credit controller (a real org lists its own user ids).
 export AIRFLOW_VAR_BRIDGE_CREDIT_APPROVERS="${AIRFLOW_VAR_BRIDGE_CREDIT_APPROVERS:-[\"5843104000000424021\"]}"
 export AIRFLOW_CONN_BRIDGE_DB="${AIRFLOW_CONN_BRIDGE_DB:-postgresql://${PGUSER}@${PGHOST}:${PGPORT}/${BRIDGE_DB}}"
+# The operator console (plugins/bridge_console) reads through its own role: this checkout's, server-wide.
+export BRIDGE_CONSOLE_ROLE="${BRIDGE_CONSOLE_ROLE:-bridge_console_${ERP_ROLE_SUFFIX}}"
+export AIRFLOW_CONN_BRIDGE_CONSOLE_DB="${AIRFLOW_CONN_BRIDGE_CONSOLE_DB:-postgresql://${BRIDGE_CONSOLE_ROLE}:${BRIDGE_CONSOLE_PASSWORD}@${PGHOST}:${PGPORT}/${BRIDGE_DB}}"

@@ -57,8 +57,8 @@ def test_docker_compose_requires_its_secrets_binds_to_loopback_and_gives_each_se
     services = compose["services"]
     secrets = {"AIRFLOW_DB_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "ERP_DB_ADMIN_PASSWORD",
                "ERP_OWNER_PASSWORD", "ERP_READ_PASSWORD", "ERP_WRITE_PASSWORD", "BRIDGE_DB_PASSWORD",
-               "BRIDGE_APP_PASSWORD", "BRIDGE_RECEIVER_PASSWORD", "CRM_NOTIFY_TOKEN", "ZOHO_CLIENT_ID",
-               "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "_AIRFLOW_WWW_USER_PASSWORD"}
+               "BRIDGE_APP_PASSWORD", "BRIDGE_RECEIVER_PASSWORD", "BRIDGE_CONSOLE_PASSWORD", "CRM_NOTIFY_TOKEN",
+               "ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "_AIRFLOW_WWW_USER_PASSWORD"}
     used = dict(re.findall(r"\$\{([A-Z_]+)(:[?-][^}]*)?\}", text))
     for var in secrets:
         assert var in used and used[var].startswith(":?"), f"{var} must be required (${{{var}:?...}})"
@@ -70,6 +70,9 @@ def test_docker_compose_requires_its_secrets_binds_to_loopback_and_gives_each_se
     env = services["airflow-worker"]["environment"]
     assert "PGPASSWORD" not in env and "bridge_app:" in env["AIRFLOW_CONN_BRIDGE_DB"]
     assert "user=bridge_receiver" in services["crm-events"]["environment"]["BRIDGE_DB_DSN"]
+    api = services["airflow-apiserver"]["environment"]  # the console's connection, in the one service that serves it
+    assert "bridge_console:" in api["AIRFLOW_CONN_BRIDGE_CONSOLE_DB"] and api["AIRFLOW_CONN_BRIDGE_DB"] == \
+        env["AIRFLOW_CONN_BRIDGE_DB"] and "AIRFLOW_CONN_BRIDGE_CONSOLE_DB" not in env
     assert set(services["crm-sandbox"]["environment"]) == {"PYTHONPATH", "ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET",
                                                            "ZOHO_REFRESH_TOKEN"}
     docs = (ROOT / "docs" / "configuration.md").read_text()

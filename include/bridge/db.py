@@ -128,39 +128,55 @@ def grant_roles(cur, app_role: str = APP_ROLE, receiver_role: str = RECEIVER_ROL
 def create_roles(conn, app_role: str = APP_ROLE, receiver_role: str = RECEIVER_ROLE,
                  passwords: dict[str, str] | None = None, console_role: str = CONSOLE_ROLE) -> list[str]:
     """The app, receiver and console roles (LOGIN; passwords from `passwords` or BRIDGE_APP_PASSWORD /
-    BRIDGE_RECEIVER_PASSWORD / BRIDGE_CONSOLE_PASSWORD), CONNECT on the bridge DB, then their grants. Needs
-    CREATEROLE. A role that exists keeps its password unless one is given. Roles are server-wide: created in
-    database postgres under a lock there (an advisory lock only excludes sessions of one database)."""
-    import psycopg2
-    from psycopg2 import sql
-
+    BRIDGE_RECEIVER_PASSWORD / BRIDGE_CONSOLE_PASSWORD), CONNECT on the bridge DB, then their grants."""
     passwords = passwords or {app_role: os.environ.get("BRIDGE_APP_PASSWORD", ""),
                               receiver_role: os.environ.get("BRIDGE_RECEIVER_PASSWORD", ""),
                               console_role: os.environ.get("BRIDGE_CONSOLE_PASSWORD", "")}
     roles = [app_role, receiver_role, console_role]
+    login_roles(conn, {role: passwords.get(role, "") for role in roles})
+    with conn.cursor() as cur:
+        grant_roles(cur, app_role, receiver_role, console_role)
+    conn.commit()
+    return roles
+
+
+def login_roles(conn, passwords: dict[str, str]) -> None:
+    """LOGIN roles (role -> password; an empty one keeps a role's password) with CONNECT on the bridge DB. Needs
+    CREATEROLE. Roles are server-wide: created in database postgres under a lock there (an advisory lock only
+    excludes sessions of one database)."""
+    import psycopg2
+    from psycopg2 import sql
+
     info = conn.info
     server = psycopg2.connect(host=info.host, port=info.port, user=info.user, password=info.password or None,
                               dbname="postgres")
     try:
         with server.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext('bridge.roles'))")
-            for role in roles:
+            for role, password in passwords.items():
                 cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                 if not cur.fetchone():
                     cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-                if passwords.get(role):
+                if password:
                     cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role),
-                                                                            sql.Literal(passwords[role])))
+                                                                            sql.Literal(password)))
         server.commit()
     finally:
         server.close()
     with conn.cursor() as cur:
-        for role in roles:
+        for role in passwords:
             cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(info.dbname),
                                                                             sql.Identifier(role)))
-        grant_roles(cur, app_role, receiver_role, console_role)
     conn.commit()
-    return roles
+
+
+def create_console_role(conn, role: str = CONSOLE_ROLE, password: str | None = None) -> str:
+    """Only the console's role (the local setup: `make ui`, the demo), password from BRIDGE_CONSOLE_PASSWORD."""
+    login_roles(conn, {role: password if password is not None else os.environ.get("BRIDGE_CONSOLE_PASSWORD", "")})
+    with conn.cursor() as cur:
+        grant_roles(cur, console_role=role)
+    conn.commit()
+    return role
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     migrate = sub.add_parser("migrate", help="install or complete schema bridge (libpq settings: PG* / BRIDGE_DB)")
     migrate.add_argument("--roles", action="store_true", help="also create the app, receiver and console roles")
+    migrate.add_argument("--console-role", action="store_true",
+                         help="also create the console's role only (the local setup)")
     args = parser.parse_args(argv)
     dsn = os.environ.get("BRIDGE_DB_DSN", f"dbname={os.environ.get('BRIDGE_DB', 'bridge')}")
     conn = psycopg2.connect(dsn)
@@ -180,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bridge schema {schema_version()}: {'installed' if ran else 'already current'}")
         if args.roles:
             print("roles:", ", ".join(create_roles(conn)))
+        elif args.console_role:
+            print("role:", create_console_role(conn))
     finally:
         conn.close()
 

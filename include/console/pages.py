@@ -129,10 +129,29 @@ def overview_page(rows: list[dict], every: dict[str, int | None], series: dict, 
                   **common)
 
 
+def by_kind(differences: list[dict]) -> list[dict]:
+    """Differences grouped by kind, each kind with the fields its values hold: one column per field and side, so
+    a person reads 'Unit_Price CRM 80.00 | ERP 86.40' rather than two JSON objects. Values that are not objects
+    (a list of duplicate records) keep one cell per side."""
+    groups: dict[str, dict] = {}
+    for d in differences:
+        g = groups.setdefault(d["kind"], {"kind": d["kind"], "label": KIND_LABEL.get(d["kind"], d["kind"]),
+                                          "fields": {}, "rows": []})
+        sides = {side: d[f"{side}_value"] for side in ("crm", "erp")}
+        if all(isinstance(v, dict | type(None)) for v in sides.values()):
+            for v in sides.values():
+                g["fields"].update(dict.fromkeys(v or {}))
+        g["rows"].append(d | {"sides": sides})
+    for g in groups.values():
+        g["fields"] = list(g["fields"])
+    return list(groups.values())
+
+
 def reconciliation_page(data: dict, **common) -> str:
     run = data["run"]
     counts = run["counts"] if run else {}
     return render("reconciliation.html", title="CRM / ERP reconciliation", data=data, kinds=KIND_LABEL,
+                  groups=by_kind(data["differences"]),
                   kinds_chart=report.bar_chart([(KIND_LABEL.get(k, k), counts.get(k, 0)) for k in KIND_LABEL],
                                                f"Differences by kind ({run['run_date']})") if run else "",
                   trend_chart=report.stacked_columns(data["history"], SHORT_LABEL, "Differences per day", 620,

@@ -35,12 +35,29 @@ class LazyApp:
 
 @contextlib.contextmanager
 def bridge_db():
-    """A connection to the bridge DB as the console's role; closed after the request."""
+    """A connection to the bridge DB as the console's role; closed after the request. A connection that is not
+    defined, a role that cannot log in, a schema older than the console: a 503 that says which and what to do."""
+    import psycopg2
+    from fastapi import HTTPException
+
     from include.bridge.runtime import pg_connect
 
-    conn = pg_connect(CONN_ID)
+    try:
+        conn = pg_connect(CONN_ID)
+    except psycopg2.Error as exc:
+        raise HTTPException(503, f"the console cannot reach the bridge DB through connection {CONN_ID}: "
+                                 f"{str(exc).strip()}") from None
+    except Exception as exc:  # Airflow's "connection not defined"
+        raise HTTPException(503, f"connection {CONN_ID} (the bridge DB as role bridge_console): "
+                                 f"{type(exc).__name__}: {exc}") from None
     try:
         yield conn
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn) as exc:
+        raise HTTPException(503, f"the bridge schema is older than the console ({str(exc).strip()}): run "
+                                 "`python -m include.bridge.db migrate` as its owner") from None
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise HTTPException(503, f"connection {CONN_ID}'s role lacks a grant ({str(exc).strip()}): run "
+                                 "`python -m include.bridge.db migrate --roles` as the owner") from None
     finally:
         conn.close()
 

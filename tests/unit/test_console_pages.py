@@ -92,5 +92,6 @@ def test_every_page_renders():
            "compared": {"stock": 9}, "threshold": 50, "alerted": False}
     recon = pages.reconciliation_page({"runs": [run], "run": run, "differences": [difference],
                                        "history": [(NOW.date(), {"stock_mismatch": 1})]}, **COMMON)
-    assert "<b>Available_Qty</b> 5" in recon and '{"' not in recon.split("<table>")[1]
+    assert "<th>Available_Qty CRM</th><th>Available_Qty ERP</th>" in recon and '{"' not in recon.split("<table>")[1]
+    assert '<td class="n">5</td><td class="n">7</td>' in recon
     assert "No actions yet" in pages.render("actions.html", title="Actions", rows=[], **COMMON)
