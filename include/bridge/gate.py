@@ -169,6 +169,7 @@ def build_docs(conn, ctx, flow: str, batch_id: str, docs_dir: str) -> str:
     """Build the Data Docs site; this batch's validation pages (the context is this gate's own, so its store holds
     only them), relative to the Data Docs root, go in the batch's ledger row (the operator console links a run to
     them). Returns the site's index URL."""
+    started = time.monotonic()
     index = ctx.build_data_docs(site_names=["bridge"])["bridge"]
     root = os.path.dirname(os.path.abspath(docs_dir))
     pages = sorted(
@@ -176,14 +177,16 @@ def build_docs(conn, ctx, flow: str, batch_id: str, docs_dir: str) -> str:
         for key in ctx.validation_results_store.list_keys()
         for url in ctx.get_docs_sites_urls(resource_identifier=key, site_name="bridge"))
     with conn.cursor() as cur:
-        cur.execute("UPDATE bridge.run_ledger SET gate_docs = gate_docs || jsonb_build_object(%s::text, %s::jsonb) "
-                    "WHERE batch_id = %s", (flow, json.dumps(pages), batch_id))
+        cur.execute("""UPDATE bridge.run_ledger SET gate_docs = gate_docs || jsonb_build_object(%s::text, %s::jsonb),
+                              step_seconds = step_seconds || jsonb_build_object('data_docs', %s)
+                       WHERE batch_id = %s""", (flow, json.dumps(pages), round(time.monotonic() - started, 3),
+                                                 batch_id))
     conn.commit()
     return index
 
 
 def run_gate(conn, sqlalchemy_url: str, *, flow: str, table: str, batch_id: str, columns: list[str],
-             parameters: dict | None = None, chunk_rows: int = 100_000, suite: dict | None = None,
+             parameters: dict | None = None, chunk_rows: int = 25_000, suite: dict | None = None,
              docs_dir: str | None = None, unit_column: str | None = None) -> GateResult:
     """Validate the staged rows of `batch_id` in `table` (which has batch_id and row_no columns).
 

@@ -75,8 +75,9 @@ def refresh_product_links(bridge, crm, full: bool = False, full_refresh_hours: f
                 INSERT INTO bridge.id_map (entity, erp_key, crm_id, match_rule)
                 SELECT c.entity, c.erp_key, c.crm_id, c.match_rule FROM product_codes c
                 WHERE c.erp_key IN (SELECT erp_key FROM product_codes GROUP BY erp_key HAVING count(*) = 1)
-                  AND NOT EXISTS (SELECT 1 FROM bridge.id_map o WHERE o.entity = 'product'
-                                  AND (o.crm_id = c.crm_id OR o.erp_key = c.erp_key))
+                  -- two probes, one per unique index (an OR of both would compare every pair of rows)
+                  AND NOT EXISTS (SELECT 1 FROM bridge.id_map o WHERE o.entity = 'product' AND o.crm_id = c.crm_id)
+                  AND NOT EXISTS (SELECT 1 FROM bridge.id_map o WHERE o.entity = 'product' AND o.erp_key = c.erp_key)
                   AND c.match_rule <> 'lookalike'
                 ON CONFLICT (entity, erp_key) DO NOTHING
                 RETURNING erp_key, crm_id, match_rule)

@@ -523,9 +523,10 @@ def quote(value) -> str:
 def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool = False) -> dict:
     """Write one chunk's pending records to the CRM and record each outcome (and new CRM ids).
 
-    Pages of `load_page_rows` (default 100,000) are read, written and recorded in turn, so a bulk load of a
-    million records never holds them all in memory, and a killed task resumes after its last recorded page."""
-    page_rows = int(m.settings.get("load_page_rows", 100_000))
+    Pages of `load_page_rows` (default 25,000: one bulk-write job) are read, written and recorded in turn, so a bulk
+    load of a million records never holds more than a page in memory, and a killed task resumes after its last
+    recorded page."""
+    page_rows = int(m.settings.get("load_page_rows", limits.BULK_WRITE_ROWS_PER_JOB))
     loaded = failed = 0
     last = ""
     if m.by_id and bulk:
