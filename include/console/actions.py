@@ -14,7 +14,12 @@ MAX_COMMENT = 2000
 
 
 class ActionRefused(ValueError):
-    """The action cannot be taken as asked (the message says why); nothing was changed."""
+    """The action cannot be taken as asked (the message says why); nothing was changed. `forbidden`: the person
+    may not act on what was selected (an HTTP 403), rather than a selection that is stale or incomplete (409)."""
+
+    def __init__(self, message: str, forbidden: bool = False):
+        super().__init__(message)
+        self.forbidden = forbidden
 
 
 def selected(conn, ids: list[int], flows_allowed: list[str]) -> dict[str, list[dict]]:
@@ -31,7 +36,7 @@ def selected(conn, ids: list[int], flows_allowed: list[str]) -> dict[str, list[d
         raise ActionRefused(f"entries {closed} are not open any more (reload the page)")
     denied = sorted({e["flow"] for e in found.values()} - set(flows_allowed))
     if denied:
-        raise ActionRefused(f"not allowed to act on flows {denied}")
+        raise ActionRefused(f"not allowed to act on flows {denied}", forbidden=True)
     by_flow: dict[str, list[dict]] = {}
     for e in found.values():
         by_flow.setdefault(e["flow"], []).append(e)

@@ -183,7 +183,7 @@ def register_actions(r: APIRouter) -> None:
                 done = actions.dismiss(conn, body.ids, user.get_name(), body.comment,
                                        actionable_flows(user, session, conn))
             except actions.ActionRefused as exc:
-                raise HTTPException(403 if "not allowed" in str(exc) else 409, str(exc)) from None
+                raise HTTPException(403 if exc.forbidden else 409, str(exc)) from None
         return {"message": f"{done['dismissed']} entries dismissed ({', '.join(done['flows'])})"} | done
 
     @r.post("/api/quarantine/replay", dependencies=[Depends(json_only)])
@@ -203,7 +203,7 @@ def replay_entries(body: Selection, user, session, dag_bag, request: Request) ->
             comment = actions.clean_comment(body.comment, required=False)
             by_flow = actions.selected(conn, body.ids, actionable_flows(user, session, conn))
         except actions.ActionRefused as exc:
-            raise HTTPException(403 if "not allowed" in str(exc) else 409, str(exc)) from None
+            raise HTTPException(403 if exc.forbidden else 409, str(exc)) from None
         started, paused = [], []
         for flow, chosen in by_flow.items():
             dag_id = dag_of(flow)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import os
 import resource
 import tempfile
@@ -49,7 +50,8 @@ def ceilings(crm: CrmSandbox, skus: int) -> dict[str, float]:
     client updating products by id in batches of 100 (one after another, as the benchmark's load does) and by one
     bulk-write job (update by id), nothing else around them."""
     client = crm.client(max_retries=10)
-    ids = [r["id"] for r in client.iter_coql("Products", ["Product_Code"])][:min(CEILING_RECORDS, skus)]
+    ids = [r["id"] for r in itertools.islice(client.iter_coql("Products", ["Product_Code"]),
+                                             min(CEILING_RECORDS, skus))]  # not the whole catalogue in memory
     out = {}
     t = time.monotonic()
     client.update("Products", ceiling_records(ids, "batches"))

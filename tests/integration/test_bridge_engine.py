@@ -79,7 +79,7 @@ def test_data_docs_are_built_for_the_batch(staging, tmp_path):
     index = (tmp_path / "docs" / "index.html").read_text()
     assert "erp_stock_to_crm" in index
     pages = list((tmp_path / "docs" / "validations").rglob("*.html"))
-    assert len(pages) == 1 + 3  # batch level, and one per chunk of 40 rows
+    assert len(pages) == 2 + 3  # batch level (its shape, its rows), and one per chunk of 40 rows
     assert any("on_hand" in p.read_text() for p in pages)
 
 
