@@ -101,6 +101,7 @@ def main() -> None:
             print(f"added {args.deals:,} deals to the CRM in {seconds:.1f} s (not counted)", flush=True)
 
             figures: dict[str, float] = {}
+            credits = crm.credits_used()  # what the flows spend, not the deals' creation above
             run_id = f"bench_fc_{uuid.uuid4().hex[:6]}"
             run = timed(figures, "extract", forecast.FORECAST.extract, systems, run_id, dt.date.today())
             timed(figures, "gate + buckets + totals", forecast.FORECAST.validate, systems, run)
@@ -118,7 +119,10 @@ def main() -> None:
             for step, s in figures.items():
                 print(f"  {step:<38} {s:7.1f} s {lines / s if s else 0:>10,.0f} lines/s")
             ours = sum(s for k, s in figures.items() if "not ours" not in k)
-            print(f"  flow total {ours:.1f} s = {lines / ours:,.0f} lines/s; peak {peak_mb():,.0f} MB", flush=True)
+            spent, credits = crm.credits_used() - credits, crm.credits_used()
+            print(f"  flow total {ours:.1f} s = {lines / ours:,.0f} lines/s; peak {peak_mb():,.0f} MB; "
+                  f"{spent:,} API credits ({1000 * spent / max(run.counts['open_deals'], 1):,.1f} per 1,000 deals)",
+                  flush=True)
 
             figures = {}
             run_id = f"bench_rc_{uuid.uuid4().hex[:6]}"
@@ -131,7 +135,7 @@ def main() -> None:
                   f"{compared['differences']:,} differences {compared['counts']}")
             for step, s in figures.items():
                 print(f"  {step:<38} {s:7.1f} s {rows / s if s else 0:>10,.0f} records/s")
-            print(f"  peak {peak_mb():,.0f} MB", flush=True)
+            print(f"  peak {peak_mb():,.0f} MB; {crm.credits_used() - credits:,} API credits", flush=True)
         finally:
             crm.stop()
             bridge.close()
