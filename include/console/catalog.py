@@ -17,7 +17,3 @@ def dag_of(flow: str) -> str:
     base = flow.split(".", 1)[0]  # a flow's second suite (crm_forecast_to_erp.totals) is the flow's
     return DAG_OF_PART.get(base, base)
 
-
-def flows_of(dag_id: str, flows: list[str]) -> list[str]:
-    """Of `flows`, those `dag_id` runs."""
-    return [f for f in flows if dag_of(f) == dag_id]

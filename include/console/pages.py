@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from include.bridge import report
 from include.console.catalog import dag_of
+from include.flows import reconcile_crm_erp
 from include.flows.reconcile_crm_erp import KIND_LABEL, SHORT_LABEL
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -149,10 +150,7 @@ def by_kind(differences: list[dict]) -> list[dict]:
 
 def reconciliation_page(data: dict, **common) -> str:
     run = data["run"]
-    counts = run["counts"] if run else {}
     return render("reconciliation.html", title="CRM / ERP reconciliation", data=data, kinds=KIND_LABEL,
                   groups=by_kind(data["differences"]),
-                  kinds_chart=report.bar_chart([(KIND_LABEL.get(k, k), counts.get(k, 0)) for k in KIND_LABEL],
-                                               f"Differences by kind ({run['run_date']})") if run else "",
-                  trend_chart=report.stacked_columns(data["history"], SHORT_LABEL, "Differences per day", 620,
-                                                     220) if run else "", **common)
+                  kinds_chart=reconcile_crm_erp.kinds_chart(run["counts"], run["run_date"]) if run else "",
+                  trend_chart=reconcile_crm_erp.trend_chart(data["history"], 620, 220) if run else "", **common)

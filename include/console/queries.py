@@ -7,6 +7,8 @@ import datetime as dt
 
 import psycopg2.extras
 
+from include.flows import reconcile_crm_erp
+
 ROW_LIMIT = 500  # rows a page lists; the count beside it says how many there are
 
 
@@ -124,7 +126,7 @@ def previews(conn, flows: list[str], batch_id: str | None = None) -> dict:
     return {"runs": runs, "batch_id": chosen, "rows": rows}
 
 
-def reconciliation(conn, batch_id: str | None = None, days: int = 30) -> dict:
+def reconciliation(conn, batch_id: str | None = None) -> dict:
     """A reconciliation run (the newest unless `batch_id`), its differences, and the totals per day before it."""
     runs = _rows(conn, """SELECT batch_id, run_id, run_date, counts, total, compared, threshold, alerted, created_at
                           FROM bridge.reconciliation_run ORDER BY created_at DESC LIMIT 60""", {})
@@ -134,11 +136,13 @@ def reconciliation(conn, batch_id: str | None = None, days: int = 30) -> dict:
     differences = _rows(conn, """SELECT * FROM bridge.reconciliation_difference WHERE batch_id = %(batch)s
                                  ORDER BY kind, row_no LIMIT %(limit)s""",
                         {"batch": chosen["batch_id"], "limit": ROW_LIMIT})
-    history = _rows(conn, """SELECT DISTINCT ON (run_date) run_date, counts FROM bridge.reconciliation_run
-                             WHERE run_date > %(day)s::date - %(days)s AND run_date <= %(day)s
-                             ORDER BY run_date, created_at DESC""", {"day": chosen["run_date"], "days": days})
     return {"runs": runs, "run": chosen, "differences": differences,
-            "history": [(r["run_date"], r["counts"]) for r in history]}
+            "history": reconcile_crm_erp.history(conn, chosen["run_date"])}
+
+
+def reconciliation_trend(conn) -> list[tuple[dt.date, dict]]:
+    """The reconciliation's differences per day up to today (the overview's chart)."""
+    return reconcile_crm_erp.history(conn, dt.date.today())
 
 
 def actions(conn, flows: list[str], limit: int = 100) -> list[dict]:

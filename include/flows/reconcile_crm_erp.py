@@ -324,6 +324,24 @@ def trend_chart(days: list[tuple[dt.date, dict]], width: int = 560, height: int 
     return report.stacked_columns(days, SHORT_LABEL, f"Differences per day (last {len(days)})", width, height)
 
 
+def kinds_chart(counts: dict, run_date: dt.date) -> str:
+    """One bar per kind of difference of a run (the report's and the operator console's)."""
+    return report.bar_chart([(KIND_LABEL[k], counts.get(k, 0)) for k in KIND_LABEL],
+                            f"Differences by kind ({run_date})")
+
+
+def history(bridge, run_date: dt.date) -> list[tuple[dt.date, dict]]:
+    """(day, differences per kind) of each day's latest run in the `trend_days` up to `run_date` (the report's and
+    the operator console's trend)."""
+    with bridge.cursor() as cur:
+        cur.execute("""SELECT DISTINCT ON (run_date) run_date, counts FROM bridge.reconciliation_run
+                       WHERE run_date > %s::date - %s AND run_date <= %s ORDER BY run_date, created_at DESC""",
+                    (run_date, int(spec()["settings"]["trend_days"]), run_date))
+        days = [(day, counts) for day, counts in cur.fetchall()]
+    bridge.rollback()
+    return days
+
+
 def write_report(bridge, batch_id: str, run_date: dt.date, counts: dict, compared: dict, threshold: int) -> Path:
     settings = spec()["settings"]
     with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -331,11 +349,8 @@ def write_report(bridge, batch_id: str, run_date: dt.date, counts: dict, compare
                                      FROM bridge.reconciliation_difference WHERE batch_id = %s) d
                        WHERE n <= %s ORDER BY kind, row_no""", (batch_id, settings["rows_per_kind_in_report"]))
         rows = cur.fetchall()
-        cur.execute("""SELECT DISTINCT ON (run_date) run_date, counts FROM bridge.reconciliation_run
-                       WHERE run_date > %s - %s ORDER BY run_date, created_at DESC""",
-                    (run_date, int(settings["trend_days"])))
-        history = [(r["run_date"], r["counts"]) for r in cur.fetchall()]
     bridge.rollback()
+    days = history(bridge, run_date)
     total = sum(counts.values())
     table = "".join(
         f"<tr><td>{html.escape(KIND_LABEL.get(r['kind'], r['kind']))}</td>"
@@ -344,8 +359,7 @@ def write_report(bridge, batch_id: str, run_date: dt.date, counts: dict, compare
         f"<td>{report.fields_html(r['crm_value'])}</td><td>{report.fields_html(r['erp_value'])}</td>"
         f"<td>{html.escape(r['system_of_record'].upper())}</td><td>{html.escape(r['corrected_by'])}</td>"
         f"<td>{html.escape(r['detail'] or '')}</td></tr>" for r in rows)
-    by_kind = report.bar_chart([(KIND_LABEL[k], counts.get(k, 0)) for k in KIND_LABEL],
-                               f"Differences by kind ({run_date})")
+    by_kind = kinds_chart(counts, run_date)
     body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>CRM / ERP reconciliation {run_date}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#111}} table{{border-collapse:collapse;font-size:13px}}
@@ -355,7 +369,7 @@ code{{font-size:12px}} .charts{{display:flex;gap:3em;flex-wrap:wrap}}</style></h
 <p><b>{total}</b> differences (alert threshold {threshold}); compared:
 {html.escape(', '.join(f'{k} {v}' for k, v in compared.items()))}. Batch <code>{html.escape(batch_id)}</code>.
 Nothing was changed: each row names the system of record and the flow that should correct it.</p>
-<div class="charts">{by_kind}{trend_chart(history)}</div>
+<div class="charts">{by_kind}{trend_chart(days)}</div>
 <h2>Differences</h2>
 <table><tr><th>kind</th><th>key</th><th>CRM id</th><th>CRM value</th><th>ERP value</th><th>system of record</th>
 <th>corrected by</th><th>detail</th></tr>{table}</table></body></html>"""

@@ -12,10 +12,12 @@ only the API server ever calls it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import mimetypes
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 PREFIX = "/bridge-console"
 CONN_ID = "bridge_console_db"
 CRM_CONN_ID, ERP_CONN_ID = "zoho_crm", "erp_read"
@@ -38,6 +40,7 @@ def bridge_db():
     """A connection to the bridge DB as the console's role; closed after the request. A connection that is not
     defined, a role that cannot log in, a schema older than the console: a 503 that says which and what to do."""
     import psycopg2
+    from airflow.exceptions import AirflowNotFoundException
     from fastapi import HTTPException
 
     from include.bridge.runtime import pg_connect
@@ -47,9 +50,9 @@ def bridge_db():
     except psycopg2.Error as exc:
         raise HTTPException(503, f"the console cannot reach the bridge DB through connection {CONN_ID}: "
                                  f"{str(exc).strip()}") from None
-    except Exception as exc:  # Airflow's "connection not defined"
-        raise HTTPException(503, f"connection {CONN_ID} (the bridge DB as role bridge_console): "
-                                 f"{type(exc).__name__}: {exc}") from None
+    except AirflowNotFoundException:
+        raise HTTPException(503, f"connection {CONN_ID} is not defined: the bridge DB as role bridge_console "
+                                 "(docs/configuration.md)") from None
     try:
         yield conn
     except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn) as exc:
@@ -65,6 +68,8 @@ def bridge_db():
 def links():
     """CRM record / ERP document links where the connections give a URL pattern (extra `record_url`,
     `document_url`); none where they do not, or where the connection is not there."""
+    from airflow.exceptions import AirflowNotFoundException
+
     from include.bridge.runtime import connection
     from include.console.pages import Links
 
@@ -72,13 +77,15 @@ def links():
     for conn_id, key in ((CRM_CONN_ID, "record_url"), (ERP_CONN_ID, "document_url")):
         try:
             patterns.append((connection(conn_id).extra_dejson or {}).get(key))
-        except Exception:  # an unknown connection: no links, the page still shows the keys
+        except AirflowNotFoundException:  # not defined here: the pages show the keys without links
+            log.info("connection %s is not defined: the console shows its records without links", conn_id)
             patterns.append(None)
     return Links(*patterns)
 
 
 def schedule_seconds(dag_models: list) -> dict[str, int | None]:
-    """Each DAG's interval between two scheduled runs, from its cron expression (None: asset-only, manual)."""
+    """Each DAG's interval between two scheduled runs, from its cron expression (None: asset-only, manual). Airflow
+    summarises presets as cron too (@daily: "0 0 * * *")."""
     import datetime as dt
 
     from croniter import croniter
@@ -91,7 +98,7 @@ def schedule_seconds(dag_models: list) -> dict[str, int | None]:
             first = it.get_next(dt.datetime)
             out[dm.dag_id] = int((it.get_next(dt.datetime) - first).total_seconds())
         else:
-            out[dm.dag_id] = {"@hourly": 3600, "@daily": 86400}.get(dm.timetable_summary or "")
+            out[dm.dag_id] = None
     return out
 
 

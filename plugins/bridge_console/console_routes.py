@@ -31,15 +31,17 @@ class Selection(BaseModel):
     comment: str | None = Field(default=None, max_length=actions.MAX_COMMENT)
 
 
-def visible_flows(user, session, conn, flow: str | None = None) -> list[str]:
-    """The flows whose DAG the person may read (one flow, when asked for: a 403 if it is not theirs)."""
+def visible_flows(user, session, conn) -> list[str]:
+    """The flows whose DAG the person may read."""
     allowed = get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session)
-    flows = [f for f in queries.known_flows(conn) if dag_of(f) in allowed]
-    if flow:
-        if dag_of(flow) not in allowed:
-            raise HTTPException(403, f"no access to DAG {dag_of(flow)} (flow {flow})")
-        return [flow]
-    return flows
+    return [f for f in queries.known_flows(conn) if dag_of(f) in allowed]
+
+
+def readable_flow(user, flow: str) -> list[str]:
+    """One flow asked for by name: a 403 unless the person may read its DAG's runs."""
+    if not may(user, dag_of(flow)):
+        raise HTTPException(403, f"no access to DAG {dag_of(flow)} (flow {flow})")
+    return [flow]
 
 
 def may(user, dag_id: str, method: str = "GET", entity=DagAccessEntity.RUN) -> bool:
@@ -65,9 +67,9 @@ def overview_data(user, session) -> dict:
         flows = visible_flows(user, session, conn)
         rows = queries.overview(conn, flows)
         series = queries.daily(conn, flows)
-        recon = queries.reconciliation(conn) if may(user, RECONCILIATION_DAG) else {"history": []}
+        trend = queries.reconciliation_trend(conn) if may(user, RECONCILIATION_DAG) else []
     dag_models = session.scalars(select(DagModel).where(DagModel.dag_id.in_({dag_of(f) for f in flows}))).all()
-    return {"rows": rows, "every": schedule_seconds(dag_models), "series": series, "recon_history": recon["history"]}
+    return {"rows": rows, "every": schedule_seconds(dag_models), "series": series, "recon_history": trend}
 
 
 def router() -> APIRouter:
@@ -120,7 +122,7 @@ def register_quarantine(r: APIRouter) -> None:
             raise HTTPException(422, f"status must be open, replayed or dismissed, not {status!r}")
         with bridge_db() as conn:
             all_flows = visible_flows(user, session, conn)
-            flows = visible_flows(user, session, conn, flow) if flow else all_flows
+            flows = readable_flow(user, flow) if flow else all_flows
             return all_flows, queries.quarantine(conn, flows, reason=reason or None, older_than_days=older_than_days,
                                                  status=status)
 
