@@ -18,12 +18,14 @@ import contextlib
 import hmac
 import json
 import logging
+import select
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
 WATCHED_EVENTS = ["Sales_Orders.create", "Sales_Orders.edit", "Quotes.create", "Quotes.edit"]
 CHANNEL_ID = "1000000068001"  # Zoho channel ids are numeric; one channel per bridge installation
+WAKE_CHANNEL = "bridge_crm_event"  # PostgreSQL NOTIFY channel: a stored notification wakes the trigger at once
 
 
 MAX_BODY = 64 * 1024          # a notification is a few hundred bytes: anything bigger is refused unread
@@ -77,6 +79,7 @@ def record_notification(bridge, note: Notification) -> int:
     with bridge.cursor() as cur:
         cur.execute("""INSERT INTO bridge.crm_event (channel_id, module, operation, record_ids)
                        VALUES (%s, %s, %s, %s)""", (note.channel_id, note.module, note.operation, note.ids))
+        cur.execute(f"NOTIFY {WAKE_CHANNEL}")  # delivered on commit, with the row
     bridge.commit()
     return len(note.ids)
 
@@ -90,6 +93,24 @@ def claim_events(bridge) -> dict:
         cur.execute("DELETE FROM bridge.crm_event WHERE claimed_at < now() - interval '7 days'")
     bridge.commit()
     return {"events": len(rows), "records": sum(r[1] for r in rows), "modules": sorted({r[0] for r in rows})}
+
+
+def listen(bridge) -> None:
+    """Ask for the receiver's wake-ups on this connection (see wait_for_wake)."""
+    with bridge.cursor() as cur:
+        cur.execute(f"LISTEN {WAKE_CHANNEL}")
+    bridge.commit()
+
+
+def wait_for_wake(bridge, seconds: float) -> bool:
+    """Block until the receiver stored a notification (its NOTIFY) or `seconds` passed; True when woken. The caller
+    claims events either way: a NOTIFY lost with a dropped connection costs one poll interval, never an event."""
+    if not select.select([bridge], [], [], seconds)[0]:
+        return False
+    bridge.poll()
+    woken = bool(bridge.notifies)
+    bridge.notifies.clear()
+    return woken
 
 
 MAX_CHANNEL_TOKEN = 50  # Zoho: a watch channel's token is at most 50 characters

@@ -67,6 +67,7 @@ def refresh_product_links(bridge, crm, full: bool = False, full_refresh_hours: f
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS product_codes (entity text, erp_key text, crm_id text, "
                     "match_rule text, code text) ON COMMIT DROP; TRUNCATE product_codes")
         seen, newest = _stage_product_codes(cur, crm, since)
+        engine.analyze_if_large(cur, seen, "product_codes", at_least=1000)
         removed = _drop_stale_product_links(cur) if full else []
         conflicts = _product_code_conflicts(cur, run_id, full)
         # every product link added or removed leaves an audit row: a link decides where stock and orders go
@@ -87,6 +88,7 @@ def refresh_product_links(bridge, crm, full: bool = False, full_refresh_hours: f
                    jsonb_build_object('crm_id', crm_id, 'match_rule', match_rule), %(run)s, %(run)s, crm_id
             FROM added""", {"run": run_id})
         added = cur.rowcount  # (in SQL: a first sync links a million products)
+        engine.analyze_if_large(cur, added + len(removed), "bridge.id_map")
         engine.audit(bridge, "master_data_match", "bridge", "product_link",
                      [engine.AuditRow(k, {"crm_id": c, "match_rule": r}, None, c) for k, c, r in removed], run_id,
                      run_id)
@@ -130,14 +132,20 @@ def _drop_stale_product_links(cur) -> list[tuple]:
 def _product_code_conflicts(cur, run_id: str, full: bool) -> list[dict]:
     """Products that are not linked because their code is ambiguous: into bridge.match_review (a full read
     keeps what is still open); the ones not listed before are returned as {crm_id, code, sku, why}."""
-    cur.execute("""
+    # the link of each code's SKU: a full read joins all links at once (hash), an incremental one probes the index
+    # per new code (hashing a million links to check a few thousand codes was most of an incremental run)
+    linked = ("LEFT JOIN bridge.id_map o ON o.entity = 'product' AND o.erp_key = c.erp_key AND o.crm_id <> c.crm_id"
+              if full else
+              """LEFT JOIN LATERAL (SELECT o.crm_id FROM bridge.id_map o WHERE o.entity = 'product'
+                                    AND o.erp_key = c.erp_key AND o.crm_id <> c.crm_id LIMIT 1) o ON true""")
+    cur.execute(f"""
         SELECT c.crm_id, c.code, c.erp_key,
                CASE WHEN c.match_rule = 'lookalike' THEN 'the code has characters that only look like an ERP SKU'
                     WHEN o.crm_id IS NOT NULL THEN 'SKU ' || c.erp_key || ' is already linked to CRM product '
                                                    || o.crm_id
                     ELSE 'several CRM products have the code ' || c.erp_key END
         FROM product_codes c
-        LEFT JOIN bridge.id_map o ON o.entity = 'product' AND o.erp_key = c.erp_key AND o.crm_id <> c.crm_id
+        {linked}
         WHERE c.match_rule = 'lookalike' OR o.crm_id IS NOT NULL
            OR (c.erp_key IN (SELECT erp_key FROM product_codes GROUP BY erp_key HAVING count(*) > 1)
                AND NOT EXISTS (SELECT 1 FROM bridge.id_map m WHERE m.entity = 'product' AND m.crm_id = c.crm_id))

@@ -301,6 +301,7 @@ def extract(m: Mirror, erp, bridge, batch_id: str, since: dt.datetime, until: dt
                              WHERE s.batch_id = %s""", (m.link["entity"], batch_id))
         bcur.execute(f"SELECT count(*) FROM {m.staging} WHERE batch_id = %s", (batch_id,))
         n = bcur.fetchone()[0]
+        engine.analyze_if_large(bcur, n, m.staging)  # the gate and the plan read this batch next
     bridge.commit()
     return Staged(n, read_at[0])
 
@@ -433,6 +434,7 @@ def plan_load(m: Mirror, bridge, batch_id: str, dry_run: bool = False, version: 
               AND (v.version IS NULL OR %(version)s::timestamptz IS NULL OR v.version <= %(version)s)""",
                     {"batch": batch_id, "flow": m.flow, "chunks": chunks, "version": version})
         queued = cur.rowcount
+        engine.analyze_if_large(cur, queued, "bridge.load_queue")  # the load pages through it by key
         cur.execute("""UPDATE bridge.load_queue q SET before = k.before FROM kept_before k
                        WHERE q.batch_id = %(batch)s AND q.business_key = k.business_key""", {"batch": batch_id})
         first_writes = 0  # by-id loads read before-images of records never synced (priced into the mode)
@@ -721,16 +723,22 @@ def finish(m: Mirror, bridge, batch_id: str, run_id: str, until: dt.datetime | N
                            batch_id = excluded.batch_id, synced_at = now(), source_version = excluded.source_version
                        WHERE s.source_version IS NULL OR excluded.source_version IS NULL
                           OR s.source_version <= excluded.source_version""", (batch_id,))
+        engine.analyze_if_large(cur, cur.rowcount, "bridge.synced_state", "bridge.key_version")
         cur.execute("""SELECT business_key, values, error FROM bridge.load_queue
                        WHERE batch_id = %s AND status = 'failed'""", (batch_id,))
         rejected = cur.fetchall()
         engine.quarantine(bridge, m.flow, batch_id, [(r["business_key"], r["values"], [f"CRM rejected: {r['error']}"])
                                                      for r in rejected])
-        cur.execute(f"""SELECT DISTINCT s.{m.key} AS key FROM {m.staging} s WHERE s.batch_id = %s AND s.gate_ok
-                        AND NOT EXISTS (SELECT 1 FROM bridge.load_queue q WHERE q.batch_id = s.batch_id
-                                        AND q.business_key = s.{m.key} AND q.status = 'failed')""", (batch_id,))
-        passed = [r["key"] for r in cur.fetchall()]
-        replayed = engine.resolve_quarantine(bridge, m.flow, passed, "replayed", run_id)
+        # open entries whose key passed the gate and did not fail in the CRM are replayed: in SQL, since a first
+        # sync passes a million keys (as a list they were the finish step's peak memory)
+        cur.execute(f"""UPDATE bridge.quarantine SET status = 'replayed', resolved_at = now(), resolved_by = %(run)s,
+                                                     resolution_comment = NULL
+                        WHERE flow = %(flow)s AND status = 'open' AND business_key IN (
+                            SELECT s.{m.key} FROM {m.staging} s WHERE s.batch_id = %(batch)s AND s.gate_ok
+                              AND NOT EXISTS (SELECT 1 FROM bridge.load_queue q WHERE q.batch_id = s.batch_id
+                                              AND q.business_key = s.{m.key} AND q.status = 'failed'))""",
+                    {"run": run_id, "flow": m.flow, "batch": batch_id})
+        replayed = cur.rowcount
         cur.execute("""SELECT count(*) FILTER (WHERE status = 'loaded') AS loaded,
                               count(*) FILTER (WHERE status = 'failed') AS failed,
                               count(*) FILTER (WHERE status = 'superseded') AS superseded,

@@ -15,7 +15,8 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 
 class CrmChangeEventTrigger(BaseEventTrigger):
-    """Fires once when CRM change notifications are waiting (polls the bridge DB every `poll_seconds`)."""
+    """Fires once when CRM change notifications are waiting: woken by the receiver's NOTIFY, and polling the bridge DB
+    every `poll_seconds` besides (a NOTIFY does not survive a dropped connection; the rows do)."""
 
     def __init__(self, bridge_conn_id: str = "bridge_db", poll_seconds: float = 2.0, **kwargs):
         super().__init__(**kwargs)
@@ -27,9 +28,10 @@ class CrmChangeEventTrigger(BaseEventTrigger):
                 {"bridge_conn_id": self.bridge_conn_id, "poll_seconds": self.poll_seconds})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        import psycopg2
         from asgiref.sync import sync_to_async
 
-        from include.bridge.crm_events import claim_events
+        from include.bridge.crm_events import claim_events, listen, wait_for_wake
         from include.bridge.runtime import pg_connect
 
         connect = sync_to_async(pg_connect)  # connection lookup goes through the triggerer's supervisor
@@ -39,6 +41,7 @@ class CrmChangeEventTrigger(BaseEventTrigger):
                 try:
                     if conn is None or conn.closed:
                         conn = await connect(self.bridge_conn_id)
+                        await asyncio.to_thread(listen, conn)
                     claimed = await asyncio.to_thread(claim_events, conn)
                 except Exception as exc:  # the bridge DB is away: keep watching, the schedule still covers us
                     self.log.warning("cannot read CRM change events (%s); retrying", exc)
@@ -47,7 +50,15 @@ class CrmChangeEventTrigger(BaseEventTrigger):
                     self.log.info("CRM change events claimed: %s", claimed)
                     yield TriggerEvent(claimed)
                     return
-                await asyncio.sleep(self.poll_seconds)
+                if conn is None:
+                    await asyncio.sleep(self.poll_seconds)
+                    continue
+                try:
+                    await asyncio.to_thread(wait_for_wake, conn, self.poll_seconds)
+                except (psycopg2.Error, OSError) as exc:  # the connection broke: reconnect on the next round
+                    self.log.warning("lost the bridge DB while waiting for CRM change events (%s)", exc)
+                    conn.close()
+                    conn = None
         finally:
             if conn is not None:
                 conn.close()

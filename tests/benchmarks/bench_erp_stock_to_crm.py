@@ -14,10 +14,13 @@ run spent (the sandbox charges per call type as Zoho lists them) in all and per 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import gc
 import itertools
+import multiprocessing
 import os
-import resource
+import re
 import tempfile
 import time
 import uuid
@@ -63,22 +66,45 @@ def ceilings(crm: CrmSandbox, skus: int) -> dict[str, float]:
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory since the last reset_peak() (Linux's VmHWM), in MB."""
+    with open("/proc/self/status") as status:
+        return int(re.search(r"VmHWM:\s+(\d+)", status.read()).group(1)) / 1024
+
+
+def reset_peak() -> None:
+    """Start a new peak at the current resident size (Linux: clear_refs 5): each step's peak is its own."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def seed_erp(erp_name: str, skus: int) -> None:
+    """In its own process (see run_size): the seeder's memory is not the flow's."""
+    erp_db.build(erp_name)
+    with erp_db.connect(erp_name) as conn:
+        erp_seed.seed(conn, customers=2000, skus=skus, seed=42, start_date=dt.date(2026, 6, 15), history_days=0,
+                      progress=lambda *_: None)
 
 
 def run_once(systems: Systems, run_id: str, crm: CrmSandbox) -> dict:
-    """The flow's four steps in turn: seconds and this process's peak memory after each."""
+    """The flow's four steps in turn: seconds and each step's own peak memory (an Airflow task is a process of its
+    own: its peak is the step's, not the peak of what ran before it)."""
     timings, peaks, credits_before, counted_before = {}, {}, crm.credits_used(), systems.crm_credits()
+    gc.collect()
+    timings["baseline"] = resident_mb()
+    reset_peak()
     t = time.monotonic()
     run = flow.MIRROR.extract(systems, run_id)
     timings["extract"], peaks["extract"] = time.monotonic() - t, peak_mb()
+    reset_peak()
     t = time.monotonic()
     flow.MIRROR.validate(systems, run)
     timings["gate+plan"], peaks["gate+plan"] = time.monotonic() - t, peak_mb()
+    reset_peak()
     t = time.monotonic()
     for chunk in run.facts["chunks"]:
         flow.MIRROR.load(systems, run, chunk)
     timings["load"], peaks["load"] = time.monotonic() - t, peak_mb()
+    reset_peak()
     t = time.monotonic()
     result = flow.MIRROR.finish(systems, run)
     timings["finish"], peaks["finish"] = time.monotonic() - t, peak_mb()
@@ -87,10 +113,16 @@ def run_once(systems: Systems, run_id: str, crm: CrmSandbox) -> dict:
         cur.execute("SELECT step_seconds FROM bridge.run_ledger WHERE batch_id = %s", (run.batch_id,))
         steps = cur.fetchone()[0]
     systems.bridge().rollback()
+    timings["steps"] = steps
     timings["gate"], timings["docs"] = steps.get("gate", 0.0), steps.get("data_docs", 0.0)
     return {"rows": run.counts["rows"], "loaded": result["loaded"], "bulk": run.facts.get("bulk"),
             "credits": crm.credits_used() - credits_before, "counted": systems.crm_credits() - counted_before,
             **timings}
+
+
+def resident_mb() -> float:
+    with open("/proc/self/status") as status:
+        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1)) / 1024
 
 
 def gx_import_seconds() -> float:
@@ -103,18 +135,21 @@ def gx_import_seconds() -> float:
     return time.monotonic() - t
 
 
-def bench(skus: int) -> None:
+def bench(skus: int, keep: str | None = None) -> None:
     erp_name, bridge_name = f"erp_bench_flow_{skus}", f"bridge_bench_{uuid.uuid4().hex[:6]}"
     try:
-        full, delta, crm_seed, ceiling = run_size(skus, erp_name, bridge_name)
+        full, delta, crm_seed, ceiling = run_size(skus, erp_name, bridge_name, keep)
     finally:
-        admin = psycopg2.connect(dbname="postgres")
-        admin.autocommit = True
-        for name in (bridge_name, erp_name):
-            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-    peak = peak_mb()
+        if keep:
+            print(f"kept: ERP database {erp_name}, bridge database {bridge_name}, CRM sandbox data {keep}/crm")
+        else:
+            admin = psycopg2.connect(dbname="postgres")
+            admin.autocommit = True
+            for name in (bridge_name, erp_name):
+                admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.close()
     for name, r in (("full", full), ("1,000 changed", delta)):
+        peak = max(r["peaks"].values())
         total = r["extract"] + r["gate+plan"] + r["load"] + r["finish"]
         load_rate = r["loaded"] / r["load"] if r["load"] else 0
         path = "bulk" if r["bulk"] else "batches"
@@ -126,21 +161,25 @@ def bench(skus: int) -> None:
               f"{1000 * r['credits'] / max(r['loaded'], 1):>9,.1f}", flush=True)
     print(f"{'':>10} (CRM sandbox seeded with {skus:,} products in {crm_seed:.0f} s; ceilings measured on "
           f"{min(CEILING_RECORDS, skus):,} products: batches {ceiling['batches']:,.0f}/s, bulk "
-          f"{ceiling['bulk']:,.0f}/s; peak MB after each step of the full run: "
-          f"{', '.join(f'{k} {v:,.0f}' for k, v in full['peaks'].items())})", flush=True)
+          f"{ceiling['bulk']:,.0f}/s)", flush=True)
+    for name, r in (("full", full), ("1,000 changed", delta)):
+        print(f"{'':>10} {name}: peak MB per step {', '.join(f'{k} {v:,.0f}' for k, v in r['peaks'].items())} "
+              f"(resident before the run {r['baseline']:,.0f}); ledger seconds "
+              f"{', '.join(f'{k} {v:.2f}' for k, v in r['steps'].items())}", flush=True)
 
 
-def run_size(skus: int, erp_name: str, bridge_name: str):
-    erp_db.build(erp_name)
-    with erp_db.connect(erp_name) as conn:
-        erp_seed.seed(conn, customers=2000, skus=skus, seed=42, start_date=dt.date(2026, 6, 15), history_days=0,
-                      progress=lambda *_: None)
+def run_size(skus: int, erp_name: str, bridge_name: str, keep: str | None = None):
+    seeder = multiprocessing.get_context("spawn").Process(target=seed_erp, args=(erp_name, skus))
+    seeder.start()
+    seeder.join()
+    if seeder.exitcode:
+        raise SystemExit(f"seeding the ERP sandbox ({skus:,} SKUs) failed: exit code {seeder.exitcode}")
     admin = psycopg2.connect(dbname="postgres")
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{bridge_name}"')
     bridge = psycopg2.connect(dbname=bridge_name)
     bridge_db.install_schema(bridge)
-    with tempfile.TemporaryDirectory() as tmp:
+    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()) as tmp:
         crm = CrmSandbox(os.path.join(tmp, "crm"))
         try:
             t = time.monotonic()
@@ -172,14 +211,18 @@ def run_size(skus: int, erp_name: str, bridge_name: str):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--skus", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--keep", metavar="DIR", help="keep the databases and the CRM sandbox's data (in DIR) of "
+                        "the (one) size, to look into its queries afterwards")
     args = parser.parse_args()
+    if args.keep and len(args.skus) > 1:
+        parser.error("--keep: one size at a time")
     print(f"{'SKUs':>10} {'run':<14} {'rows':>10} {'loaded':>9} {'total s':>8} {'rows/s':>9} {'extract':>8} "
           f"{'gate+plan':>9} {'gate':>6} {'docs':>5} {'gate %':>6} {'load':>7} {'finish':>7} {'load/s':>9} "
           f"{'ceiling':>9} {'vs ceil':>6} "
           f"{'path':>8} {'peak MB':>8} {'credits':>8} {'counted':>8} {'per 1,000':>9}")
     imported = gx_import_seconds()
     for n in args.skus:
-        bench(n)
+        bench(n, args.keep)
     print(f"Great Expectations import + first context: {imported:.1f} s (once per process, not in the figures above)")
 
 

@@ -122,6 +122,21 @@ def test_a_confirmed_order_notifies_the_receiver_and_the_trigger_fires_once(crm,
     assert not unclaimed(bridge)
     assert first_event(CrmChangeEventTrigger(poll_seconds=0.2), 2) is None  # nothing new: it does not fire
 
+    # the receiver's NOTIFY wakes the trigger: a minute's poll interval does not delay the event
+    async def woken() -> tuple[dict, float]:
+        events = CrmChangeEventTrigger(poll_seconds=60).run()
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(1.0)  # listening, past its first (empty) claim
+        sent = time.monotonic()
+        kept = await asyncio.to_thread(requests.post, f"{receiver}/zoho/notifications", json=GOOD | {"token": TOKEN},
+                                       timeout=10)
+        assert kept.ok, kept.text
+        event = await asyncio.wait_for(first, 10)
+        await events.aclose()
+        return event.payload, time.monotonic() - sent
+    payload, seconds = asyncio.run(woken())
+    assert payload["events"] == 1 and seconds < 3, (payload, seconds)
+
 
 GOOD = {"channel_id": "1000000068001", "module": "Sales_Orders", "operation": "edit", "ids": ["5843104000000777001"]}
 MARK = "ATTACKER-TEXT-7f3"

@@ -348,3 +348,23 @@ def test_state_survives_restart(tmp_path):
         assert again.admin("GET", "stats")["records"]["Products"] == 12
     finally:
         again.stop()
+
+
+def test_coql_time_filters_read_the_same_records_through_the_time_index(api):
+    """A selective Created_Time / Modified_Time bound is read through the sandbox's time index (as Zoho answers it
+    from its own); the records, their order and the paging are those of the id-ordered read."""
+    from include.sandbox.crm import query
+
+    stamp = api("POST", "/coql", json={"select_query": "select Created_Time from Products order by id desc limit 1"}
+                ).json()["data"][0]["Created_Time"]
+    q = f"select Product_Code from Products where id > 0 and Created_Time >= '{stamp}' order by id asc limit 3"
+    compiled = query.compile_coql(q)
+    assert "+id" in compiled["time_sql"] and "+id" not in compiled["sql"] and compiled["probe"]
+    assert query.compile_coql("select id from Products where Product_Code = 'X'").get("probe") is None
+    assert query.compile_coql(f"select id from Products where Created_Time < '{stamp}'").get("probe") is None
+    by_time = api("POST", "/coql", json={"select_query": q}).json()
+    every = api("POST", "/coql", json={"select_query": "select Created_Time from Products order by id asc limit 2000"}
+                ).json()["data"]
+    expected = [r["id"] for r in every if r["Created_Time"] >= stamp][:3]
+    assert [r["id"] for r in by_time["data"]] == expected
+    assert by_time["info"]["more_records"] == (len([r for r in every if r["Created_Time"] >= stamp]) > 3)

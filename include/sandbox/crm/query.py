@@ -176,13 +176,14 @@ class _Parser:
 class Columns:
     """Maps a module's field names to SQL expressions over the records table."""
 
-    def __init__(self, module: meta.Module):
+    def __init__(self, module: meta.Module, time_first: bool = False):
         self.module = module
+        self.time_first = time_first  # `+id`: SQLite may not walk the id index for this query (see compile_coql)
 
     def sql(self, name: str) -> tuple[str, str]:
         """(expression, field type); raises INVALID_QUERY for unknown fields."""
         if name == "id":
-            return "id", "bigint"
+            return ("+id" if self.time_first else "id"), "bigint"
         if name in ("Created_Time", "Modified_Time"):
             return ("created_ts" if name == "Created_Time" else "modified_ts"), "timestamp"
         if name in ("Owner", "Created_By", "Modified_By"):  # system user lookups, as in Zoho's COQL
@@ -249,17 +250,53 @@ def compile_coql(text: str) -> dict:
         raise QueryError("LIMIT_EXCEEDED", f"limit must be 1 to {MAX_LIMIT}", {"limit": MAX_LIMIT})
     if not 0 <= q["offset"] <= MAX_OFFSET:
         raise QueryError("LIMIT_EXCEEDED", f"offset must be at most {MAX_OFFSET}", {"offset": MAX_OFFSET})
-    cols = Columns(module)
     for c in q["columns"]:
-        cols.sql(c)
-    params: list = [module.api_name]
-    sql = "SELECT id, data FROM records WHERE module = ?"
-    if q["where"] is not None:
-        sql += " AND " + _where(q["where"], cols, params)
-    order = [f"{cols.sql(name)[0]} {'DESC' if desc else 'ASC'}" for name, desc in q["order"]] or ["id ASC"]
-    sql += f" ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
-    params += [q["limit"] + 1, q["offset"]]  # one extra row tells whether more records exist
-    return {"sql": sql, "params": params, "columns": q["columns"], "limit": q["limit"], "module": module.api_name}
+        Columns(module).sql(c)
+
+    def statement(time_first: bool) -> tuple[str, list]:
+        cols = Columns(module, time_first)
+        params: list = [module.api_name]
+        sql = "SELECT id, data FROM records WHERE module = ?"
+        if q["where"] is not None:
+            sql += " AND " + _where(q["where"], cols, params)
+        order = [f"{cols.sql(name)[0]} {'DESC' if desc else 'ASC'}" for name, desc in q["order"]] or ["+id ASC"
+                                                                                                       if time_first
+                                                                                                       else "id ASC"]
+        sql += f" ORDER BY {', '.join(order)} LIMIT ? OFFSET ?"
+        return sql, params + [q["limit"] + 1, q["offset"]]  # one extra row tells whether more records exist
+
+    sql, params = statement(False)
+    compiled = {"sql": sql, "params": params, "columns": q["columns"], "limit": q["limit"], "module": module.api_name}
+    probe = _time_probe(q["where"], module)
+    if probe:  # the route counts the probe's rows and takes the time-first statement when they are few
+        compiled |= dict(zip(("time_sql", "time_params"), statement(True), strict=True)) | {"probe": probe}
+    return compiled
+
+
+# A Created_Time / Modified_Time lower bound matching at most this many records is read through its time index
+# (then sorted); more, and walking the records in id order is cheaper.
+TIME_FIRST_MAX = 20_000
+
+
+def _time_probe(where, module: meta.Module) -> tuple[str, list] | None:
+    """For a WHERE whose top-level AND terms include Created_Time / Modified_Time `>` / `>=` / BETWEEN: a count of
+    the records that bound alone admits (an index range). Zoho's own store answers such filters from an index;
+    SQLite, left alone, walks every record of the module in id order (0.9 s a page at 1,000,000 products)."""
+    terms, stack = [], [where] if where is not None else []
+    while stack:
+        node = stack.pop()
+        if node[0] == "and":
+            stack += [node[1], node[2]]
+        else:
+            terms.append(node)
+    for node in terms:
+        if node[1] in ("Created_Time", "Modified_Time") and (
+                (node[0] == "cmp" and node[2] in (">", ">=")) or node[0] == "between"):
+            column = "created_ts" if node[1] == "Created_Time" else "modified_ts"
+            low = Columns.param("timestamp", node[3] if node[0] == "cmp" else node[2])
+            return (f"SELECT count(*) FROM (SELECT 1 FROM records WHERE module = ? AND {column} >= ? "
+                    f"LIMIT {TIME_FIRST_MAX + 1})", [module.api_name, low])
+    return None
 
 
 # ------------------------------------------------------------------------------------ search criteria

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from include.sandbox.crm import meta
-from include.sandbox.crm.query import QueryError, compile_coql
+from include.sandbox.crm.query import TIME_FIRST_MAX, QueryError, compile_coql
 from include.sandbox.crm.state import ORG_ID, ZGID, Sandbox, body_json, error, module_or_error, project, too_many
 from include.sandbox.crm.store import USERS
 
@@ -113,7 +113,10 @@ async def coql(request: Request, st: Sandbox):
         return error(400, exc.code, exc.message, exc.details)
     if not st.charge(coql_credits(q["limit"])):
         return too_many()
-    rows = st.store.query(q["sql"], q["params"])
+    sql, params = q["sql"], q["params"]
+    if q.get("probe") and st.store.query(*q["probe"])[0][0] <= TIME_FIRST_MAX:
+        sql, params = q["time_sql"], q["time_params"]
+    rows = st.store.query(sql, params)
     more = len(rows) > q["limit"]
     data = [project(json.loads(d), q["columns"]) for _, d in rows[:q["limit"]]]
     if not data:
