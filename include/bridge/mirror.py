@@ -522,34 +522,56 @@ def quote(value) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- load
-def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool = False) -> dict:
+def load_chunk(m: Mirror, bridge, crm, batch_id: str, chunk_no: int, bulk: bool = False, spare=None) -> dict:
     """Write one chunk's pending records to the CRM and record each outcome (and new CRM ids).
 
     Pages of `load_page_rows` (default 25,000: one bulk-write job) are read, written and recorded in turn, so a bulk
-    load of a million records never holds more than a page in memory, and a killed task resumes after its last
-    recorded page."""
+    load of a million records never holds more than two pages in memory, and a killed task resumes after its last
+    recorded page. A bulk load given a `spare` connection to the bridge DB keeps the CRM busy: page N+1's job is
+    started before page N's result is read and recorded, each page claiming and recording on its own connection (its
+    claims stay locks until its own outcomes commit, see claim_versions)."""
     page_rows = int(m.settings.get("load_page_rows", limits.BULK_WRITE_ROWS_PER_JOB))
-    loaded = failed = 0
-    last = ""
+    totals = {"loaded": 0, "failed": 0}
     if m.by_id and bulk:
         keep_bulk_before_images(m, bridge, crm, batch_id)
-    while True:
-        with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            cur.execute("""SELECT business_key, crm_id, values FROM bridge.load_queue
-                           WHERE batch_id = %s AND status = 'pending' AND (%s OR chunk_no = %s) AND business_key > %s
-                           ORDER BY business_key LIMIT %s""", (batch_id, bulk, chunk_no, last, page_rows))
-            pending = cur.fetchall()
-        bridge.rollback()
-        if not pending:
-            return {"loaded": loaded, "failed": failed}
-        if m.by_id and not bulk:
-            keep_before_images(m, bridge, crm, batch_id, pending)
-        last = pending[-1]["business_key"]
-        pending = claim_versions(m, bridge, batch_id, pending)  # row locks held until record_outcomes commits
-        outcomes = write_page(m, crm, pending, bulk) if pending else []
-        record_outcomes(m, bridge, batch_id, outcomes)
+
+    def recorded(conn, outcomes: list[tuple]) -> None:
+        record_outcomes(m, conn, batch_id, outcomes)  # commits this page's claims with its outcomes
         ok = sum(o[1] for o in outcomes)
-        loaded, failed = loaded + ok, failed + len(outcomes) - ok
+        totals["loaded"], totals["failed"] = totals["loaded"] + ok, totals["failed"] + len(outcomes) - ok
+
+    conns = [bridge, spare] if bulk and spare is not None else [bridge]
+    in_flight = None  # (connection, pending, job ids) of the page the CRM is writing now
+    last, turn = "", 0
+    try:
+        while True:
+            conn = conns[turn % len(conns)]
+            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                cur.execute("""SELECT business_key, crm_id, values FROM bridge.load_queue
+                               WHERE batch_id = %s AND status = 'pending' AND (%s OR chunk_no = %s)
+                                 AND business_key > %s ORDER BY business_key LIMIT %s""",
+                            (batch_id, bulk, chunk_no, last, page_rows))
+                pending = cur.fetchall()
+            if not pending:
+                break
+            if m.by_id and not bulk:
+                conn.rollback()
+                keep_before_images(m, conn, crm, batch_id, pending)
+            last = pending[-1]["business_key"]
+            pending = claim_versions(m, conn, batch_id, pending)  # row locks held until recorded() commits
+            if len(conns) == 1:
+                recorded(conn, write_page(m, crm, pending, bulk) if pending else [])
+                continue
+            started = start_bulk_page(m, crm, pending) if pending else []
+            if in_flight:
+                recorded(in_flight[0], finish_bulk_page(m, crm, *in_flight[1:]))
+            in_flight, turn = (conn, pending, started), turn + 1
+        if in_flight:
+            recorded(in_flight[0], finish_bulk_page(m, crm, *in_flight[1:]))
+    finally:
+        for conn in conns:
+            conn.rollback()  # nothing uncommitted survives a failed page: its claims go, a retry writes it again
+    return totals
 
 
 def claim_versions(m: Mirror, bridge, batch_id: str, pending: list[dict]) -> list[dict]:
@@ -658,23 +680,40 @@ def csv_typed(value: str | None, field_type: str | None):
     return value
 
 
-def write_page(m: Mirror, crm, pending: list[dict], bulk: bool) -> list[tuple]:
-    """(business key, ok, error, CRM id) per pending record, in order."""
-    module, find_by = m.target["module"], m.target["find_by"]
+def page_records(m: Mirror, pending: list[dict]) -> list[dict]:
+    """The CRM records of a page: the mapped values, the record's id (or the ERP number to upsert by), the stamp."""
     stamp = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
     stamp_field = {m.spec["stamp_field"]: stamp} if m.spec.get("stamp_field") else {}
     if m.by_id:
-        records = [{"id": r["crm_id"], **r["values"], **stamp_field} for r in pending]
-    else:  # upsert by the ERP number: a retry finds the record the first try created
-        records = [{**r["values"], find_by: r["business_key"], **stamp_field} for r in pending]
+        return [{"id": r["crm_id"], **r["values"], **stamp_field} for r in pending]
+    # upsert by the ERP number: a retry finds the record the first try created
+    return [{**r["values"], m.target["find_by"]: r["business_key"], **stamp_field} for r in pending]
+
+
+def write_page(m: Mirror, crm, pending: list[dict], bulk: bool) -> list[tuple]:
+    """(business key, ok, error, CRM id) per pending record, in order."""
     if bulk:
-        result = crm.bulk_write(module, [{k: lookup_id(v) for k, v in r.items()} for r in records],
-                                find_by=find_by, operation="update" if m.by_id else "upsert")
-        return [(r["business_key"], row.get("STATUS") in ("UPDATED", "ADDED"), row.get("ERRORS") or None,
-                 row.get("RECORD_ID") or r["crm_id"]) for r, row in zip(pending, result.rows, strict=True)]
+        return finish_bulk_page(m, crm, pending, start_bulk_page(m, crm, pending))
+    module, find_by, records = m.target["module"], m.target["find_by"], page_records(m, pending)
     written = crm.update(module, records) if m.by_id else crm.upsert(module, records, [find_by])
     return [(r["business_key"], o.ok, None if o.ok else f"{o.code} {o.api_name or ''}".strip(), o.id or r["crm_id"])
             for r, o in zip(pending, written, strict=True)]
+
+
+def start_bulk_page(m: Mirror, crm, pending: list[dict]) -> list[str]:
+    """Upload a page and start its bulk-write job(s); the job ids for finish_bulk_page."""
+    return crm.bulk_write_start(m.target["module"], [{k: lookup_id(v) for k, v in r.items()}
+                                                     for r in page_records(m, pending)],
+                                find_by=m.target["find_by"], operation="update" if m.by_id else "upsert")
+
+
+def finish_bulk_page(m: Mirror, crm, pending: list[dict], job_ids: list[str]) -> list[tuple]:
+    """Wait for a page's bulk-write job(s): (business key, ok, error, CRM id) per pending record, in order."""
+    if not pending:
+        return []
+    result = crm.bulk_write_wait(job_ids)
+    return [(r["business_key"], row.get("STATUS") in ("UPDATED", "ADDED"), row.get("ERRORS") or None,
+             row.get("RECORD_ID") or r["crm_id"]) for r, row in zip(pending, result.rows, strict=True)]
 
 
 def record_outcomes(m: Mirror, bridge, batch_id: str, outcomes: list[tuple]) -> None:
@@ -923,8 +962,9 @@ class MirrorFlow(Flow):
 
     def load(self, systems, run: Run, chunk_no: int) -> dict:
         started, credits = time.monotonic(), systems.crm_credits()
-        counts = load_chunk(self.spec, systems.bridge(), systems.crm(), run.batch_id, chunk_no,
-                            run.facts.get("bulk", False))
+        bulk = run.facts.get("bulk", False)
+        counts = load_chunk(self.spec, systems.bridge(), systems.crm(), run.batch_id, chunk_no, bulk,
+                            systems.bridge_spare() if bulk else None)
         engine.record_step(systems.bridge(), run.batch_id, f"load_{chunk_no}", time.monotonic() - started,
                            systems.crm_credits() - credits)
         return counts

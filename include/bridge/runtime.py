@@ -27,7 +27,22 @@ class Systems:
     def bridge(self):
         if "bridge" not in self._open:
             self._open["bridge"] = pg_connect(self.bridge_conn_id)
+            self._open["bridge_conn_id"] = self.bridge_conn_id  # (bridge_spare opens the same connection again)
         return self._open["bridge"]
+
+    def bridge_spare(self):
+        """A second connection to the bridge DB, for work that overlaps the first's transaction (a bulk load's
+        next page claims on it while the first page's claims are still open)."""
+        if self._open.get("bridge_spare") is None:
+            given = self._open.get("bridge")
+            if given is not None and "bridge_conn_id" not in self._open:  # from_connections: the same DSN again
+                import psycopg2
+
+                self._open["bridge_spare"] = psycopg2.connect(given.dsn, password=given.info.password)
+            else:
+                self._open["bridge_spare"] = pg_connect(self.bridge_conn_id)
+                self._open["bridge_conn_id"] = self.bridge_conn_id
+        return self._open["bridge_spare"]
 
     def bridge_url(self) -> str:
         """SQLAlchemy URL of the bridge DB (for GX's SQL data source); never logged."""
@@ -65,7 +80,7 @@ class Systems:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        for name in ("bridge", "erp", "erp_write"):
+        for name in ("bridge", "bridge_spare", "erp", "erp_write"):
             conn = self._open.pop(name, None)
             if conn is not None:
                 conn.close()

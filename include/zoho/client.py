@@ -490,12 +490,22 @@ class ZohoCrmClient:
     def bulk_write(self, module: str, rows: list[dict], find_by: str, operation: str = "upsert",
                    poll_interval: float = 1.0, timeout: float = 3600) -> BulkWriteResult:
         """Upload rows as zipped CSV (25,000 rows per job), run the job, wait, and read per-row results."""
+        return self.bulk_write_wait(self.bulk_write_start(module, rows, find_by, operation), poll_interval, timeout)
+
+    def bulk_write_start(self, module: str, rows: list[dict], find_by: str, operation: str = "upsert") -> list[str]:
+        """The first half of bulk_write: upload and start the jobs (25,000 rows each); their ids, for
+        bulk_write_wait. The jobs run in the CRM meanwhile: a caller can prepare its next page, or start it."""
         columns = list(dict.fromkeys(k for row in rows for k in row))
-        results = BulkWriteResult("", "COMPLETED", 0, 0, 0, 0, [])
         step = limits.BULK_WRITE_ROWS_PER_JOB
-        for start in range(0, len(rows), step):
-            part = self._bulk_write_part(module, rows[start:start + step], columns, find_by, operation,
-                                         poll_interval, timeout)
+        return [self._bulk_write_job(module, rows[start:start + step], columns, find_by, operation)
+                for start in range(0, len(rows), step)]
+
+    def bulk_write_wait(self, job_ids: list[str], poll_interval: float = 1.0, timeout: float = 3600
+                        ) -> BulkWriteResult:
+        """The second half of bulk_write: wait for the jobs bulk_write_start began; their rows' results in order."""
+        results = BulkWriteResult("", "COMPLETED", 0, 0, 0, 0, [])
+        for job_id in job_ids:
+            part = self._bulk_write_result(job_id, poll_interval, timeout)
             results.job_id = ",".join(filter(None, [results.job_id, part.job_id]))
             results.state = part.state if part.state != "COMPLETED" else results.state
             for name in ("added", "updated", "skipped", "total"):
@@ -503,7 +513,7 @@ class ZohoCrmClient:
             results.rows.extend(part.rows)
         return results
 
-    def _bulk_write_part(self, module, rows, columns, find_by, operation, poll_interval, timeout) -> BulkWriteResult:
+    def _bulk_write_job(self, module, rows, columns, find_by, operation) -> str:
         buf = io.StringIO()
         out = csv.writer(buf)
         out.writerow(columns)
@@ -521,7 +531,9 @@ class ZohoCrmClient:
             "operation": operation, "ignore_empty": False,
             "resource": [{"type": "data", "module": {"api_name": module}, "file_id": file_id, "find_by": find_by,
                           "field_mappings": [{"api_name": c, "index": i} for i, c in enumerate(columns)]}]})
-        job_id = job.json()["details"]["id"]
+        return job.json()["details"]["id"]
+
+    def _bulk_write_result(self, job_id: str, poll_interval: float, timeout: float) -> BulkWriteResult:
         status = self._wait_for_job("write", job_id, "status", ("COMPLETED", "FAILED"), poll_interval, timeout)
         files = [r["file"] for r in status.get("resource", []) if "file" in r]
         result = BulkWriteResult(job_id, status["status"], *(sum(f.get(k, 0) for f in files) for k in

@@ -182,6 +182,8 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
     from include.flows import erp_stock_to_crm as flow
 
     monkeypatch.setitem(flow.mapping()["settings"], "load_mode", "bulk")
+    # pages of 100: the next page's job starts before the last one's result is recorded (on a second connection)
+    monkeypatch.setitem(flow.mapping()["settings"], "load_page_rows", 100)
     with bridge[1].cursor() as cur:  # forget what was pushed: every product counts as changed
         cur.execute("DELETE FROM bridge.synced_state WHERE flow = 'erp_stock_to_crm'")
     bridge[1].commit()
@@ -209,6 +211,9 @@ def test_large_changes_go_through_bulk_write(erp, bridge, crm_for_erp, crm_clien
     result = flow.MIRROR.finish(systems, run)
     erp_conn.close()
     assert loaded == {"loaded": queued, "failed": 0} and result["loaded"] == queued
+    assert systems.bridge_spare().closed == 0 and systems.bridge_spare() is not bridge[1]
+    jobs = bridge_rows(bridge, "SELECT count(*) FROM bridge.key_version WHERE batch_id = %s", (run.batch_id,))
+    assert jobs == [(queued,)]  # every page claimed its keys and committed them with its outcomes
     assert_crm_matches_erp(erp, crm_client, skip={"ERP-ONLY-1"})
 
     # one bulk read kept every first write's before-image, typed as the API's
