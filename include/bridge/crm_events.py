@@ -84,15 +84,37 @@ def record_notification(bridge, note: Notification) -> int:
     return len(note.ids)
 
 
+ECHO_SECONDS = 60  # how long a noted write of the bridge's own waits for its notification
+
+
+def expect_echoes(bridge, module: str, record_ids: list[str]) -> None:
+    """Note (and commit) that the bridge is about to update these records: their notifications are its own echo."""
+    with bridge.cursor() as cur:
+        cur.execute("""INSERT INTO bridge.crm_echo (module, record_id, expires_at)
+                       SELECT %s, unnest(%s::text[]), now() + interval '1 second' * %s
+                       ON CONFLICT (module, record_id) DO UPDATE SET expires_at = excluded.expires_at""",
+                    (module, [str(i) for i in record_ids], ECHO_SECONDS))
+    bridge.commit()
+
+
 def claim_events(bridge) -> dict:
-    """Mark every unclaimed event claimed; {events, records, modules} of what was claimed (0 when none)."""
+    """Mark every unclaimed event claimed; {events, records, modules} of the claimed events that are not the echo of a
+    write of the bridge's own (their notes consumed, counted in `echoes`); events 0 when there is nothing to start."""
     with bridge.cursor() as cur:
         cur.execute("""UPDATE bridge.crm_event SET claimed_at = now() WHERE claimed_at IS NULL
-                       RETURNING module, cardinality(record_ids)""")
-        rows = cur.fetchall()
+                       RETURNING id, module, record_ids""")
+        claimed = cur.fetchall()
+        cur.execute("""DELETE FROM bridge.crm_echo e USING (SELECT DISTINCT module, unnest(record_ids) AS record_id
+                                                           FROM bridge.crm_event WHERE id = ANY (%s)) c
+                       WHERE e.module = c.module AND e.record_id = c.record_id AND e.expires_at > now()
+                       RETURNING e.module, e.record_id""", ([r[0] for r in claimed],))
+        echoed = set(cur.fetchall())
+        cur.execute("DELETE FROM bridge.crm_echo WHERE expires_at <= now()")
         cur.execute("DELETE FROM bridge.crm_event WHERE claimed_at < now() - interval '7 days'")
     bridge.commit()
-    return {"events": len(rows), "records": sum(r[1] for r in rows), "modules": sorted({r[0] for r in rows})}
+    real = [(module, ids) for _, module, ids in claimed if not ids or any((module, i) not in echoed for i in ids)]
+    return {"events": len(real), "records": sum(len(ids) for _, ids in real), "modules": sorted({m for m, _ in real}),
+            "echoes": len(claimed) - len(real)}
 
 
 def listen(bridge) -> None:

@@ -27,7 +27,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import psycopg2.extras
 
-from include.bridge import approvals, config, engine, idmap, rollout, values
+from include.bridge import approvals, config, crm_events, engine, idmap, rollout, values
 from include.bridge.alerts import Alert
 from include.bridge.engine import AuditRow
 from include.bridge.flow import Flow, PreviewRow, QuarantineRow, Run
@@ -576,6 +576,7 @@ def write_back(bridge, erp_write, crm, run_id: str, batch_id: str) -> dict:
         done.append((p, a))
     outcomes = {}
     for module, records in updates.items():
+        crm_events.expect_echoes(bridge, module, [r["id"] for r in records])  # not a change to start a run for
         written = engine.audited_update(bridge, crm, FLOW, "sales_order", module, records, run_id, batch_id)
         for r, o in zip(records, written, strict=True):
             outcomes[r["id"]] = o

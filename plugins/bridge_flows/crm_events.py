@@ -47,6 +47,9 @@ class CrmChangeEventTrigger(BaseEventTrigger):
                 except Exception as exc:  # the bridge DB is away: keep watching, the schedule still covers us
                     self.log.warning("cannot read CRM change events (%s); retrying", exc)
                     conn, claimed = None, {"events": 0}
+                if claimed.get("echoes"):
+                    self.log.info("%d CRM change event(s) were the bridge's own write-back: no run for them",
+                                  claimed["echoes"])
                 if claimed["events"]:
                     self.log.info("CRM change events claimed: %s", claimed)
                     # and keeps watching: a trigger that returned after its event was started again only at the

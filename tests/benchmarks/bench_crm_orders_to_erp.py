@@ -256,7 +256,8 @@ def _erp_products(erp: ErpSandbox, bridge) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=15, help="orders confirmed one at a time (latency)")
-    parser.add_argument("--burst", type=int, default=10_000, help="orders confirmed at once (throughput)")
+    parser.add_argument("--burst", type=int, nargs="+", default=[1_000, 3_000, 10_000],
+                        help="orders confirmed at once (throughput), one burst after the other: how cost grows")
     args = parser.parse_args()
     meta_db, bridge_name = new_database("airflow_bench"), new_database("bridge_bench")
     erp = ErpSandbox(customers=60, skus=300, history_days=40, seed=7)
@@ -283,16 +284,17 @@ def main() -> None:
                     print(f"  {label}: p50 {statistics.median(seconds):.1f} s, p95 {q[18]:.1f} s, max "
                           f"{max(seconds):.1f} s (n = {len(seconds)})", flush=True)
                 print("  on the schedule alone: up to one 5-minute interval + one run", flush=True)
-            if args.burst:
-                print(f"burst of {args.burst:,} confirmed orders:", flush=True)
-                result = burst(env, erp, crm, bridge, args.burst)
+            for size in [n for n in args.burst if n]:
+                print(f"burst of {size:,} confirmed orders:", flush=True)
+                result = burst(env, erp, crm, bridge, size)
                 for step, s in result["figures"].items():
-                    rate = f"{args.burst / s:>8,.0f} orders/s" if s and step != "create in CRM" else ""
+                    rate = f"{size / s:>8,.0f} orders/s" if s and step != "create in CRM" else ""
                     print(f"  {step:<22} {s:7.1f} s {rate}", flush=True)
                 ours = sum(s for k, s in result["figures"].items()
                            if k not in ("create in CRM", "ERP import (not ours)"))
-                print(f"  flow total {ours:.1f} s = {args.burst / ours:,.0f} orders/s; counts {result['counts']}; "
-                      f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB", flush=True)
+                print(f"  flow total {ours:.1f} s = {size / ours:,.0f} orders/s; counts {result['counts']}; "
+                      f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB (this process, so "
+                      "far)", flush=True)
         finally:
             crm.stop()
             bridge[1].close()

@@ -5,7 +5,8 @@
 Per size: builds an ERP sandbox and a CRM sandbox (same demo company), a fresh bridge DB, then runs the
 flow's steps (the functions the DAG tasks call, without the scheduler) for a full first sync, and again
 after 1,000 stock rows changed (lookback 0, so only they are read). Prints seconds per step, rows/s, the gate's
-share of the wall time, peak memory of this process, the load's records/s against the CRM sandbox's ceiling for the
+share of the wall time, the peak memory of each step (Linux's VmHWM, reset before each: an Airflow task is a process
+of its own; the ERP is seeded in a process of its own), the load's records/s against the CRM sandbox's ceiling for the
 write path the load used — measured in this run, on this sandbox, just before the flow: the same client writing
 `CEILING_RECORDS` products by batches of 100 and by one bulk-write job, nothing else — and the Zoho API credits the
 run spent (the sandbox charges per call type as Zoho lists them) in all and per 1,000 records loaded.

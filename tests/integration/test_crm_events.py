@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from include.sandbox.crm.process import free_port
-from tests.conftest import ROOT, airflow_env_for, run_dag
+from tests.conftest import ROOT, airflow_env_for, bridge_rows, run_dag
 
 pytestmark = pytest.mark.slow
 TOKEN = uuid.uuid4().hex
@@ -118,7 +118,7 @@ def test_a_confirmed_order_notifies_the_receiver_and_the_trigger_fires_once(crm,
     trigger = CrmChangeEventTrigger(bridge_conn_id="bridge_db", poll_seconds=0.2)
     assert trigger.serialize() == ("bridge_flows.crm_events.CrmChangeEventTrigger",
                                    {"bridge_conn_id": "bridge_db", "poll_seconds": 0.2})
-    assert first_event(trigger, 20) == {"events": 1, "records": 1, "modules": ["Sales_Orders"]}
+    assert first_event(trigger, 20) == {"events": 1, "records": 1, "modules": ["Sales_Orders"], "echoes": 0}
     assert not unclaimed(bridge)
     assert first_event(CrmChangeEventTrigger(poll_seconds=0.2), 2) is None  # nothing new: it does not fire
 
@@ -136,6 +136,20 @@ def test_a_confirmed_order_notifies_the_receiver_and_the_trigger_fires_once(crm,
         return event.payload, time.monotonic() - sent
     payload, seconds = asyncio.run(woken())
     assert payload["events"] == 1 and seconds < 3, (payload, seconds)
+
+    # the notification of the bridge's own write-back (noted before the write) is claimed and starts nothing
+    from include.bridge import crm_events
+
+    crm_events.expect_echoes(bridge[1], "Sales_Orders", [order["id"]])
+    client.update("Sales_Orders", [{"id": order["id"], "Integration_Message": "SO-1: in the ERP"}])
+    deadline = time.monotonic() + 15
+    while not unclaimed(bridge):
+        assert time.monotonic() < deadline, "no notification reached the receiver"
+        time.sleep(0.2)
+    assert first_event(CrmChangeEventTrigger(poll_seconds=0.2), 2) is None
+    assert not unclaimed(bridge) and not bridge_rows(bridge, "SELECT * FROM bridge.crm_echo")
+    client.update("Sales_Orders", [{"id": order["id"], "Integration_Message": "a person's edit"}])  # no note: real
+    assert first_event(CrmChangeEventTrigger(poll_seconds=0.2), 20)["events"] == 1
 
 
 GOOD = {"channel_id": "1000000068001", "module": "Sales_Orders", "operation": "edit", "ids": ["5843104000000777001"]}

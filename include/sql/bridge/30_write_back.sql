@@ -127,3 +127,13 @@ CREATE TABLE IF NOT EXISTS bridge.crm_event (
     claimed_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS crm_event_unclaimed ON bridge.crm_event (id) WHERE claimed_at IS NULL;
+
+-- The bridge's own CRM writes whose watch notifications will echo back (crm_orders_to_erp's write-back), noted before
+-- the write: the trigger claims an echo without starting a run (a run for its own write occupied the DAG's one run
+-- slot when the next order was confirmed). An unconsumed note expires; the 5-minute schedule covers any edit missed.
+CREATE TABLE IF NOT EXISTS bridge.crm_echo (
+    module      text NOT NULL,
+    record_id   text NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (module, record_id)
+);
