@@ -54,13 +54,14 @@ crm-reset: venv
 	@. scripts/env.sh && $(PY) -m include.sandbox.crm reset $(CRM_ARGS)
 
 # Benchmarks: scripts that print figures (docs/benchmarks.md).
-# One table per flow; about 35 minutes on 2 cores (the 1,000,000-SKU stock sync is most of it).
+# One table per flow, each at three sizes; about an hour on 2 cores (the 1,000,000-SKU stock sync is a third of it).
 bench: venv
 	@$(RUN) $(PY) -m tests.benchmarks.bench_erp_seed
 	@. scripts/env.sh && $(PY) -m tests.benchmarks.bench_crm_upsert
 	@$(RUN) $(PY) -m tests.benchmarks.bench_erp_stock_to_crm
 	@$(RUN) $(PY) -m tests.benchmarks.bench_crm_orders_to_erp
-	@$(RUN) $(PY) -m tests.benchmarks.bench_stage3_and_reconcile
+	@for size in "2000 1000" "20000 10000" "100000 50000"; do set -- $$size; \
+	  $(RUN) $(PY) -m tests.benchmarks.bench_stage3_and_reconcile --deals $$1 --skus $$2 || exit 1; done
 
 clean:
 	rm -rf .local .pytest_cache .ruff_cache
