@@ -264,11 +264,19 @@ def resolve_quarantine(conn, flow: str, business_keys: list[str], status: str = 
                        by: str | None = None, comment: str | None = None) -> int:
     """Mark open entries replayed (their records passed the gate and loaded) or dismissed (by a person, why in
     `comment`)."""
+    return resolve_quarantine_in(conn, flow, "SELECT unnest(%(keys)s::text[])", {"keys": business_keys}, status, by,
+                                 comment)
+
+
+def resolve_quarantine_in(conn, flow: str, keys_sql: str, params: dict, status: str = "replayed",
+                          by: str | None = None, comment: str | None = None) -> int:
+    """resolve_quarantine for the keys a query selects (`keys_sql` with `params`): a first sync passes a million
+    keys, which are better left in the database than listed."""
     with conn.cursor() as cur:
-        cur.execute("""UPDATE bridge.quarantine SET status = %s, resolved_at = now(), resolved_by = %s,
-                              resolution_comment = %s
-                       WHERE flow = %s AND status = 'open' AND business_key = ANY (%s)""",
-                    (status, by, comment, flow, business_keys))
+        cur.execute(f"""UPDATE bridge.quarantine SET status = %(status)s, resolved_at = now(), resolved_by = %(by)s,
+                               resolution_comment = %(comment)s
+                        WHERE flow = %(flow)s AND status = 'open' AND business_key IN ({keys_sql})""",
+                    params | {"status": status, "by": by, "comment": comment, "flow": flow})
         return cur.rowcount
 
 

@@ -768,16 +768,12 @@ def finish(m: Mirror, bridge, batch_id: str, run_id: str, until: dt.datetime | N
         rejected = cur.fetchall()
         engine.quarantine(bridge, m.flow, batch_id, [(r["business_key"], r["values"], [f"CRM rejected: {r['error']}"])
                                                      for r in rejected])
-        # open entries whose key passed the gate and did not fail in the CRM are replayed: in SQL, since a first
-        # sync passes a million keys (as a list they were the finish step's peak memory)
-        cur.execute(f"""UPDATE bridge.quarantine SET status = 'replayed', resolved_at = now(), resolved_by = %(run)s,
-                                                     resolution_comment = NULL
-                        WHERE flow = %(flow)s AND status = 'open' AND business_key IN (
-                            SELECT s.{m.key} FROM {m.staging} s WHERE s.batch_id = %(batch)s AND s.gate_ok
-                              AND NOT EXISTS (SELECT 1 FROM bridge.load_queue q WHERE q.batch_id = s.batch_id
-                                              AND q.business_key = s.{m.key} AND q.status = 'failed'))""",
-                    {"run": run_id, "flow": m.flow, "batch": batch_id})
-        replayed = cur.rowcount
+        # open entries whose key passed the gate and did not fail in the CRM are replayed
+        replayed = engine.resolve_quarantine_in(bridge, m.flow, f"""
+            SELECT s.{m.key} FROM {m.staging} s WHERE s.batch_id = %(batch)s AND s.gate_ok
+              AND NOT EXISTS (SELECT 1 FROM bridge.load_queue q WHERE q.batch_id = s.batch_id
+                              AND q.business_key = s.{m.key} AND q.status = 'failed')""", {"batch": batch_id},
+            "replayed", run_id)
         cur.execute("""SELECT count(*) FILTER (WHERE status = 'loaded') AS loaded,
                               count(*) FILTER (WHERE status = 'failed') AS failed,
                               count(*) FILTER (WHERE status = 'superseded') AS superseded,
