@@ -19,29 +19,29 @@ class Systems:
     erp_write_conn_id: str = "erp_write"
     crm_conn_id: str = "zoho_crm"
     _open: dict = field(default_factory=dict, repr=False)
+    _given: bool = field(default=False, repr=False)  # built from open connections, not from Airflow's
 
     @classmethod
     def from_connections(cls, bridge, bridge_url: str, erp=None, crm=None, erp_write=None) -> Systems:
-        return cls(_open={"bridge": bridge, "bridge_url": bridge_url, "erp": erp, "crm": crm, "erp_write": erp_write})
+        return cls(_open={"bridge": bridge, "bridge_url": bridge_url, "erp": erp, "crm": crm, "erp_write": erp_write},
+                   _given=True)
 
     def bridge(self):
         if "bridge" not in self._open:
             self._open["bridge"] = pg_connect(self.bridge_conn_id)
-            self._open["bridge_conn_id"] = self.bridge_conn_id  # (bridge_spare opens the same connection again)
         return self._open["bridge"]
 
     def bridge_spare(self):
         """A second connection to the bridge DB, for work that overlaps the first's transaction (a bulk load's
         next page claims on it while the first page's claims are still open)."""
         if self._open.get("bridge_spare") is None:
-            given = self._open.get("bridge")
-            if given is not None and "bridge_conn_id" not in self._open:  # from_connections: the same DSN again
+            given = self._open.get("bridge") if self._given else None
+            if given is not None:  # the same database as the connection it was given
                 import psycopg2
 
                 self._open["bridge_spare"] = psycopg2.connect(given.dsn, password=given.info.password)
             else:
                 self._open["bridge_spare"] = pg_connect(self.bridge_conn_id)
-                self._open["bridge_conn_id"] = self.bridge_conn_id
         return self._open["bridge_spare"]
 
     def bridge_url(self) -> str:
