@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import psycopg2.extras
@@ -155,25 +157,34 @@ class RecordError(Exception):
         self.record_keys = record_keys
 
 
-def stage_rows(conn, table: str, batch_id: str, columns: list[str], rows: list) -> int:
-    """The batch's rows into its staging table, numbered from 1 (row_no: what the gate names). A retried or
-    cleared run stages its batch afresh; one commit for the delete and the insert. Rows that staging cannot hold
-    (the flows read values so that this does not happen) fail the step with RecordError naming them (the first
-    column: the record's key)."""
+STAGE_CHUNK_ROWS = 5_000  # rows held in memory at once while staging: a flow streams its rows through
+
+
+def stage_rows(conn, table: str, batch_id: str, columns: list[str], rows: Iterable) -> int:
+    """The batch's rows (any iterable: a flow streams them, so memory holds one chunk) into its staging table,
+    numbered from 1 (row_no: what the gate names). A retried or cleared run stages its batch afresh; one commit for
+    the delete and the insert. Rows that staging cannot hold (the flows read values so that this does not happen)
+    fail the step with RecordError naming every one of them (the first column: the record's key)."""
     sql = f"INSERT INTO {table} (batch_id, row_no, {', '.join(columns)}) VALUES %s"
-    numbered = [(batch_id, n, *clean_text(tuple(r))) for n, r in enumerate(rows, 1)]
+    staged, refused, first_error = 0, [], ""
+    numbered = ((batch_id, n, *clean_text(tuple(r))) for n, r in enumerate(rows, 1))
     with conn.cursor() as cur:
         cur.execute(f"DELETE FROM {table} WHERE batch_id = %s", (batch_id,))
-        try:
-            psycopg2.extras.execute_values(cur, sql, numbered, page_size=2000)
-        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
-            conn.rollback()
-            bad = _rows_refused(conn, sql, numbered)
-            conn.rollback()
-            raise RecordError(f"{table}: {len(bad)} record(s) could not be staged ({str(exc).splitlines()[0]}): "
-                              f"{', '.join(map(str, bad[:20]))}", [str(k) for k in bad]) from None
+        while chunk := list(itertools.islice(numbered, STAGE_CHUNK_ROWS)):
+            cur.execute("SAVEPOINT stage_chunk")
+            try:
+                psycopg2.extras.execute_values(cur, sql, chunk, page_size=2000)
+            except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                cur.execute("ROLLBACK TO SAVEPOINT stage_chunk")
+                first_error = first_error or str(exc).splitlines()[0]
+                refused += _rows_refused(conn, sql, chunk)
+            staged += len(chunk)
+    if refused or first_error:
+        conn.rollback()
+        raise RecordError(f"{table}: {len(refused)} record(s) could not be staged ({first_error}): "
+                          f"{', '.join(map(str, refused[:20]))}", [str(k) for k in refused])
     conn.commit()
-    return len(rows)
+    return staged
 
 
 def _rows_refused(conn, sql: str, rows: list[tuple]) -> list:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import time
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
@@ -176,31 +177,39 @@ def sellable_skus(bridge, erp) -> dict[str, str]:
 
 def extract(bridge, crm, erp, batch_id: str, window: tuple[dt.date, dt.date], regions: list[str] | None = None
             ) -> dict:
+    """Stage the open deals' lines and the ERP's unshipped order lines, streamed page by page (memory holds a
+    page of deals and a chunk of rows, not the pipeline); a pilot keeps the lines of its sales regions."""
     skus = sellable_skus(bridge, erp)
     context = pipeline_context(crm)
     closed = set(spec()["deals"]["closed_stages"])
-    rows, counts = [], {"deals_read": 0, "open_deals": 0, "beyond_horizon": 0, "already_ordered": 0}
-    for deal in crm.iter_records("Deals", spec()["deals"]["fields"]):
-        counts["deals_read"] += 1
-        if values.text(deal.get("Stage")) in closed:
-            continue
-        if deal["id"] in context["ordered"]:
-            counts["already_ordered"] += 1
-            continue
-        closing = values.day(deal.get("Closing_Date"), "Closing_Date", [])  # unreadable: deal_rows says so
-        if closing and closing > window[1]:  # after the horizon: not in this forecast, not an error
-            counts["beyond_horizon"] += 1
-            continue
-        counts["open_deals"] += 1
-        rows.extend(staged_deal_rows(deal, skus=skus, regions=context["regions"],
-                                     quote_items=context["quote_items"], window=window))
-    orders = erp_order_rows(erp, window)
-    rows.extend(orders)
-    if regions:  # a pilot forecast: the demand of its sales regions only
-        rows = [r for r in rows if r[COLUMNS.index("region")] in regions]
-        orders = [r for r in orders if r[COLUMNS.index("region")] in regions]
-    engine.stage_rows(bridge, STAGING, batch_id, COLUMNS, rows)
-    return counts | {"rows": len(rows), "order_lines": len(orders)}
+    counts = {"deals_read": 0, "open_deals": 0, "beyond_horizon": 0, "already_ordered": 0, "order_lines": 0}
+    region_at = COLUMNS.index("region")
+
+    def deal_lines() -> Iterator[list]:
+        for deal in crm.iter_records("Deals", spec()["deals"]["fields"]):
+            counts["deals_read"] += 1
+            if values.text(deal.get("Stage")) in closed:
+                continue
+            if deal["id"] in context["ordered"]:
+                counts["already_ordered"] += 1
+                continue
+            closing = values.day(deal.get("Closing_Date"), "Closing_Date", [])  # unreadable: deal_rows says so
+            if closing and closing > window[1]:  # after the horizon: not in this forecast, not an error
+                counts["beyond_horizon"] += 1
+                continue
+            counts["open_deals"] += 1
+            yield from staged_deal_rows(deal, skus=skus, regions=context["regions"],
+                                        quote_items=context["quote_items"], window=window)
+
+    def order_lines() -> Iterator[list]:
+        for row in erp_order_rows(erp, window):
+            if not regions or row[region_at] in regions:
+                counts["order_lines"] += 1
+                yield row
+
+    lines = itertools.chain((r for r in deal_lines() if not regions or r[region_at] in regions), order_lines())
+    staged = engine.stage_rows(bridge, STAGING, batch_id, COLUMNS, lines)
+    return counts | {"rows": staged}
 
 
 # ------------------------------------------------------------------------------------------ validate

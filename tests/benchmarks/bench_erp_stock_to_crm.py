@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import gc
 import itertools
 import multiprocessing
 import os
-import re
 import tempfile
 import time
 import uuid
@@ -33,6 +31,7 @@ from include.bridge.runtime import Systems
 from include.flows import erp_stock_to_crm as flow
 from include.sandbox.erp import db as erp_db
 from include.sandbox.erp import seed as erp_seed
+from tests.benchmarks.measure import gx_import_seconds, run_mirror
 from tests.conftest import CrmSandbox
 
 CEILING_RECORDS = 25_000  # one bulk-write job's worth (include/zoho/limits.py BULK_WRITE_ROWS_PER_JOB)
@@ -66,18 +65,6 @@ def ceilings(crm: CrmSandbox, skus: int) -> dict[str, float]:
     return out
 
 
-def peak_mb() -> float:
-    """This process's peak resident memory since the last reset_peak() (Linux's VmHWM), in MB."""
-    with open("/proc/self/status") as status:
-        return int(re.search(r"VmHWM:\s+(\d+)", status.read()).group(1)) / 1024
-
-
-def reset_peak() -> None:
-    """Start a new peak at the current resident size (Linux: clear_refs 5): each step's peak is its own."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-
-
 def seed_erp(erp_name: str, skus: int) -> None:
     """In its own process (see run_size): the seeder's memory is not the flow's."""
     erp_db.build(erp_name)
@@ -87,53 +74,9 @@ def seed_erp(erp_name: str, skus: int) -> None:
 
 
 def run_once(systems: Systems, run_id: str, crm: CrmSandbox) -> dict:
-    """The flow's four steps in turn: seconds and each step's own peak memory (an Airflow task is a process of its
-    own: its peak is the step's, not the peak of what ran before it)."""
-    timings, peaks, credits_before, counted_before = {}, {}, crm.credits_used(), systems.crm_credits()
-    gc.collect()
-    timings["baseline"] = resident_mb()
-    reset_peak()
-    t = time.monotonic()
-    run = flow.MIRROR.extract(systems, run_id)
-    timings["extract"], peaks["extract"] = time.monotonic() - t, peak_mb()
-    reset_peak()
-    t = time.monotonic()
-    flow.MIRROR.validate(systems, run)
-    timings["gate+plan"], peaks["gate+plan"] = time.monotonic() - t, peak_mb()
-    reset_peak()
-    t = time.monotonic()
-    for chunk in run.facts["chunks"]:
-        flow.MIRROR.load(systems, run, chunk)
-    timings["load"], peaks["load"] = time.monotonic() - t, peak_mb()
-    reset_peak()
-    t = time.monotonic()
-    result = flow.MIRROR.finish(systems, run)
-    timings["finish"], peaks["finish"] = time.monotonic() - t, peak_mb()
-    timings["peaks"] = peaks
-    with systems.bridge().cursor() as cur:
-        cur.execute("SELECT step_seconds FROM bridge.run_ledger WHERE batch_id = %s", (run.batch_id,))
-        steps = cur.fetchone()[0]
-    systems.bridge().rollback()
-    timings["steps"] = steps
-    timings["gate"], timings["docs"] = steps.get("gate", 0.0), steps.get("data_docs", 0.0)
-    return {"rows": run.counts["rows"], "loaded": result["loaded"], "bulk": run.facts.get("bulk"),
-            "credits": crm.credits_used() - credits_before, "counted": systems.crm_credits() - counted_before,
-            **timings}
-
-
-def resident_mb() -> float:
-    with open("/proc/self/status") as status:
-        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1)) / 1024
-
-
-def gx_import_seconds() -> float:
-    """Great Expectations' import and first context, which every fresh process pays once (an Airflow task too):
-    measured before the runs, so the gate's figures below are its own work."""
-    t = time.monotonic()
-    import great_expectations as gx
-
-    gx.get_context(mode="ephemeral")
-    return time.monotonic() - t
+    """The flow's four steps in turn (tests/benchmarks/measure.py), each step's seconds at the top level."""
+    result = run_mirror(flow.MIRROR, systems, run_id, crm)
+    return result | result["seconds"]
 
 
 def bench(skus: int, keep: str | None = None) -> None:

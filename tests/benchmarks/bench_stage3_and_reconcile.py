@@ -4,7 +4,7 @@
 
 Builds an ERP sandbox and a CRM sandbox from the same demo company (`--skus`, `--customers`), links master data,
 adds `--deals` open deals with 1–3 product lines each to the CRM, then runs the flows' steps as the DAG tasks call
-them (no scheduler in the way) and prints seconds per step, rows/s and this process's peak memory:
+them (no scheduler in the way) and prints seconds per step, rows/s and each step's own peak memory:
 forecast extract (CRM → staging) / gate + buckets + totals gate / send (ERP inbound) / the ERP's activation and
 planning (the sandbox's import job, not the bridge) / record; then the reconciliation's snapshot and comparison.
 Figures, not a timed test: the machine's load changes them.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import random
-import resource
 import tempfile
 import time
 import uuid
@@ -25,18 +24,8 @@ import psycopg2
 
 from include.bridge import db as bridge_db
 from include.sandbox.erp import importer
+from tests.benchmarks.measure import resident_mb, timed
 from tests.conftest import CrmSandbox, ErpSandbox, drop_database, new_database
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timed(figures: dict, step: str, fn, *args, **kw):
-    t = time.monotonic()
-    result = fn(*args, **kw)
-    figures[step] = time.monotonic() - t
-    return result
 
 
 def add_deals(client, bridge, n: int, seed: int = 5) -> float:
@@ -101,13 +90,16 @@ def main() -> None:
             print(f"added {args.deals:,} deals to the CRM in {seconds:.1f} s (not counted)", flush=True)
 
             figures: dict[str, float] = {}
+            peaks: dict[str, float] = {}
+            baseline = resident_mb()
             credits = crm.credits_used()  # what the flows spend, not the deals' creation above
             run_id = f"bench_fc_{uuid.uuid4().hex[:6]}"
-            run = timed(figures, "extract", forecast.FORECAST.extract, systems, run_id, dt.date.today())
-            timed(figures, "gate + buckets + totals", forecast.FORECAST.validate, systems, run)
-            timed(figures, "send", forecast.FORECAST.send, systems, run)
-            processed = timed(figures, "ERP activation + planning (not ours)", importer.process_inbound, erp.admin)
-            recorded = timed(figures, "record", forecast.FORECAST.record, systems, run, wait_seconds=0)
+            run = timed(figures, peaks, "extract", forecast.FORECAST.extract, systems, run_id, dt.date.today())
+            timed(figures, peaks, "gate + buckets + totals", forecast.FORECAST.validate, systems, run)
+            timed(figures, peaks, "send", forecast.FORECAST.send, systems, run)
+            processed = timed(figures, peaks, "ERP activation + planning (not ours)", importer.process_inbound,
+                              erp.admin)
+            recorded = timed(figures, peaks, "record", forecast.FORECAST.record, systems, run, wait_seconds=0)
             lines = run.counts["rows_extracted"]
             print(f"crm_forecast_to_erp: {run.counts['open_deals']:,} open deals, {lines:,} lines staged, "
                   f"{run.counts['buckets']:,} buckets sent ({run.counts.get('sent', 0):,} rows), version "
@@ -117,25 +109,29 @@ def main() -> None:
             print(f"  the ERP planned {planned[0]['production_orders_planned']:,} production orders and "
                   f"{planned[0]['purchase_requests_raised']:,} purchase requests from it")
             for step, s in figures.items():
-                print(f"  {step:<38} {s:7.1f} s {lines / s if s else 0:>10,.0f} lines/s")
+                print(f"  {step:<38} {s:7.1f} s {lines / s if s else 0:>10,.0f} lines/s  peak {peaks[step]:6,.0f} MB")
             ours = sum(s for k, s in figures.items() if "not ours" not in k)
             spent, credits = crm.credits_used() - credits, crm.credits_used()
-            print(f"  flow total {ours:.1f} s = {lines / ours:,.0f} lines/s; peak {peak_mb():,.0f} MB; "
+            print(f"  flow total {ours:.1f} s = {lines / ours:,.0f} lines/s; peak of a step "
+                  f"{max(v for k, v in peaks.items() if 'not ours' not in k):,.0f} MB (resident before "
+                  f"{baseline:,.0f}); "
                   f"{spent:,} API credits ({1000 * spent / max(run.counts['open_deals'], 1):,.1f} per 1,000 deals)",
                   flush=True)
 
-            figures = {}
+            figures, peaks = {}, {}
             run_id = f"bench_rc_{uuid.uuid4().hex[:6]}"
-            snap = timed(figures, "snapshot (CRM + ERP)", reconcile_crm_erp.RECONCILIATION.snapshot, systems, run_id,
-                         dt.date.today())
-            compared = timed(figures, "compare + gate + report", reconcile_crm_erp.RECONCILIATION.compare, systems,
-                             snap)
+            snap = timed(figures, peaks, "snapshot (CRM + ERP)", reconcile_crm_erp.RECONCILIATION.snapshot, systems,
+                         run_id, dt.date.today())
+            compared = timed(figures, peaks, "compare + gate + report", reconcile_crm_erp.RECONCILIATION.compare,
+                             systems, snap)
             rows = sum(snap.facts["compared"].values())
             print(f"reconcile_crm_erp: compared {', '.join(f'{k} {v:,}' for k, v in snap.facts['compared'].items())}; "
                   f"{compared['differences']:,} differences {compared['counts']}")
             for step, s in figures.items():
-                print(f"  {step:<38} {s:7.1f} s {rows / s if s else 0:>10,.0f} records/s")
-            print(f"  peak {peak_mb():,.0f} MB; {crm.credits_used() - credits:,} API credits", flush=True)
+                print(f"  {step:<38} {s:7.1f} s {rows / s if s else 0:>10,.0f} records/s  "
+                      f"peak {peaks[step]:6,.0f} MB")
+            print(f"  peak of a step {max(peaks.values()):,.0f} MB; {crm.credits_used() - credits:,} API credits",
+                  flush=True)
         finally:
             crm.stop()
             bridge.close()

@@ -62,7 +62,7 @@ class SandboxState:
         self.rng = random.Random(self.config.fault_seed)
         self.in_flight = 0
         self.complex_in_flight = 0
-        self.credits: collections.deque[tuple[float, int]] = collections.deque()
+        self.credits = CreditWindow()
         self.stats: collections.Counter = collections.Counter()
         self.client_id = os.environ.get("ZOHO_CLIENT_ID", "1000.SANDBOXCLIENT")
         self.client_secret = os.environ.get("ZOHO_CLIENT_SECRET", "sandbox-secret")
@@ -91,12 +91,33 @@ class SandboxState:
 
     def charge(self, cost: int) -> bool:
         now = time.time()
-        while self.credits and self.credits[0][0] < now - 86400:
-            self.credits.popleft()
-        if sum(c for _, c in self.credits) + cost > self.config.credits_per_day:
+        if self.credits.used(now) + cost > self.config.credits_per_day:
             return False
-        self.credits.append((now, cost))
+        self.credits.add(now, cost)
         return True
+
+
+class CreditWindow:
+    """The credits charged in the last 24 hours (Zoho's rolling day), with their running total: a charge costs the
+    same at the millionth call as at the first (summing the window per call made every read slower than the last)."""
+
+    def __init__(self):
+        self._charges: collections.deque[tuple[float, int]] = collections.deque()
+        self._total = 0
+
+    def used(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        while self._charges and self._charges[0][0] < now - 86400:
+            self._total -= self._charges.popleft()[1]
+        return self._total
+
+    def add(self, now: float, cost: int) -> None:
+        self._charges.append((now, cost))
+        self._total += cost
+
+    def clear(self) -> None:
+        self._charges.clear()
+        self._total = 0
 
 
 def user_refresh_token(main_refresh_token: str, user_id: str) -> str:

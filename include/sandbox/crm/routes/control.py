@@ -85,7 +85,7 @@ async def expire_tokens(st: Sandbox):
 @router.get("/__sandbox/stats")
 async def stats(st: Sandbox):
     return {"stats": dict(st.stats), "in_flight": st.in_flight,
-            "credits_used_24h": sum(c for _, c in st.credits),
+            "credits_used_24h": st.credits.used(),
             "records": {m: st.store.count(m) for m in meta.modules()}}
 
 @fallback.api_route("/crm/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
