@@ -328,41 +328,47 @@ def send(bridge, erp, erp_write, batch_id: str, run_id: str, window: tuple[dt.da
     if current and current["content_hash"] == digest:
         return {"sent": 0, "unchanged": current["erp_version_no"]}
     erp_batch = f"{batch_id}:{digest[:12]}"
-    with bridge.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(f"SELECT sku, region, period_start, demand_type, qty, row_no FROM {BUCKETS} "
-                    "WHERE batch_id = %s ORDER BY row_no", (batch_id,))
-        buckets = cur.fetchall()
+    with bridge.cursor() as cur:
+        cur.execute(f"SELECT count(*), coalesce(sum(qty), 0) FROM {BUCKETS} WHERE batch_id = %s", (batch_id,))
+        rows, total = cur.fetchone()
         # outbox first: a kill after the ERP insert still knows which batch is on its way
         cur.execute("""INSERT INTO bridge.forecast_version (erp_batch_id, batch_id, run_id, horizon_start, horizon_end,
                                                             content_hash, row_count, total_qty)
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (erp_batch_id) DO NOTHING""",
-                    (erp_batch, batch_id, run_id, *window, digest, len(buckets), sum(b["qty"] for b in buckets)))
-        cur.execute(f"""SELECT b.sku || '|' || b.region || '|' || b.period_start || '|' || b.demand_type, b.qty
-                        FROM {BUCKETS} b JOIN bridge.forecast_version v ON v.batch_id = b.batch_id
-                        WHERE v.erp_batch_id = %s""", (current["erp_batch_id"] if current else "",))
-        before = dict(cur.fetchall())
+                    (erp_batch, batch_id, run_id, *window, digest, rows, total))
     bridge.commit()
     chunk = int(chunk_rows or settings["send_chunk_rows"])
-    for start in range(0, len(buckets), chunk):  # the ERP takes the batch only when every row is in
-        with erp_write.cursor() as cur:
-            psycopg2.extras.execute_values(cur, """
-                INSERT INTO erp_inbound.demand_forecast_in (source_system, source_id, idempotency_key, batch_id,
-                    batch_row_count, horizon_start, horizon_end, sku, region, period_start, demand_type, qty)
-                VALUES %s ON CONFLICT (idempotency_key) DO NOTHING""",
-                [(settings["source_system"], f"{b['sku']}|{b['region']}|{b['period_start']}|{b['demand_type']}",
-                  f"{erp_batch}:{b['row_no']}", erp_batch, len(buckets), *window, b["sku"], b["region"],
-                  b["period_start"], b["demand_type"], b["qty"]) for b in buckets[start:start + chunk]],
-                page_size=1000)
-        erp_write.commit()
+    # the buckets with the quantity the active version had for each (the audit's before-image), a chunk at a time:
+    # memory holds one chunk at any size; the audit rows commit with sent_at, after the last chunk is in the ERP
+    with bridge.cursor(name=f"forecast_send_{batch_id}") as buckets:
+        buckets.itersize = chunk
+        buckets.execute(f"""
+            SELECT b.sku || '|' || b.region || '|' || b.period_start || '|' || b.demand_type AS key, b.sku, b.region,
+                   b.period_start, b.demand_type, b.qty, b.row_no, p.qty AS before_qty, p.qty IS NOT NULL AS was_active
+            FROM {BUCKETS} b
+            LEFT JOIN (SELECT pb.sku, pb.region, pb.period_start, pb.demand_type, pb.qty FROM {BUCKETS} pb
+                       JOIN bridge.forecast_version v ON v.batch_id = pb.batch_id WHERE v.erp_batch_id = %s) p
+                   USING (sku, region, period_start, demand_type)
+            WHERE b.batch_id = %s ORDER BY b.row_no""", (current["erp_batch_id"] if current else "", batch_id))
+        while part := buckets.fetchmany(chunk):  # the ERP takes the batch only when every row is in
+            with erp_write.cursor() as cur:
+                psycopg2.extras.execute_values(cur, """
+                    INSERT INTO erp_inbound.demand_forecast_in (source_system, source_id, idempotency_key, batch_id,
+                        batch_row_count, horizon_start, horizon_end, sku, region, period_start, demand_type, qty)
+                    VALUES %s ON CONFLICT (idempotency_key) DO NOTHING""",
+                    [(settings["source_system"], key, f"{erp_batch}:{row_no}", erp_batch, rows, *window, sku, region,
+                      period, demand_type, qty) for key, sku, region, period, demand_type, qty, row_no, _, _ in part],
+                    page_size=1000)
+            erp_write.commit()
+            engine.audit(bridge, FLOW, "erp", "demand_forecast",
+                         [AuditRow(key, {"qty": before} if was_active else None, {"qty": qty, "batch": erp_batch},
+                                   f"{erp_batch}:{row_no}")
+                          for key, _, _, _, _, qty, row_no, before, was_active in part], run_id, batch_id)
     with bridge.cursor() as cur:
         cur.execute("UPDATE bridge.forecast_version SET sent_at = coalesce(sent_at, now()) WHERE erp_batch_id = %s",
                     (erp_batch,))
-        keys = [(f"{b['sku']}|{b['region']}|{b['period_start']}|{b['demand_type']}", b) for b in buckets]
-        engine.audit(bridge, FLOW, "erp", "demand_forecast",
-                     [AuditRow(k, {"qty": before[k]} if k in before else None, {"qty": b["qty"], "batch": erp_batch},
-                               f"{erp_batch}:{b['row_no']}") for k, b in keys], run_id, batch_id)
     bridge.commit()
-    return {"sent": len(buckets), "erp_batch_id": erp_batch}
+    return {"sent": rows, "erp_batch_id": erp_batch}
 
 
 # -------------------------------------------------------------------------------------------- record
