@@ -3,6 +3,9 @@ an Airflow task is a process of its own, so its peak is the step's, not the peak
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import re
 import time
 
@@ -14,7 +17,12 @@ def peak_mb() -> float:
 
 
 def reset_peak() -> None:
-    """Start a new peak at the current resident size (Linux: clear_refs 5): each step's peak is its own."""
+    """Start a new peak at the current resident size (Linux: clear_refs 5): each step's peak is its own. What the
+    steps before freed goes back to the system first (glibc keeps freed heap otherwise, and the next step's peak
+    would start at the previous step's high-water mark)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")
 
@@ -47,8 +55,6 @@ def run_mirror(mirror, systems, run_id: str, crm) -> dict:
     """A mirror flow's four steps in turn, as its DAG's tasks call them (no scheduler): seconds and own peak MB per
     step, the gate's and Data Docs' seconds from the run ledger, the rows staged and loaded, and the Zoho API
     credits spent (charged by the CRM sandbox per call type as Zoho lists them; `counted`: as the client counted)."""
-    import gc
-
     seconds, peaks, credits_before, counted_before = {}, {}, crm.credits_used(), systems.crm_credits()
     gc.collect()
     baseline = resident_mb()
