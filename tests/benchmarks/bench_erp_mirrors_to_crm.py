@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import multiprocessing
 import os
 import tempfile
 import time
@@ -28,13 +27,12 @@ import uuid
 
 import psycopg2
 
-from include.bridge import db as bridge_db
 from include.bridge.runtime import Systems
 from include.flows import FLOWS, master_data_match
 from include.sandbox.erp import db as erp_db
 from include.sandbox.erp import seed as erp_seed
-from tests.benchmarks.measure import gx_import_seconds, run_mirror
-from tests.conftest import CrmSandbox
+from tests.benchmarks.measure import gx_import_seconds, new_bridge, run_mirror, seed_apart
+from tests.conftest import CrmSandbox, drop_database
 
 ORDER = ["erp_credit_to_crm", "erp_prices_to_crm", "erp_order_history_to_crm", "erp_invoice_history_to_crm",
          "erp_fulfilment_to_crm", "erp_production_to_crm", "erp_capacity_warnings_to_crm"]
@@ -71,18 +69,10 @@ def made_to_order(erp_name: str) -> int:
 def run_size(size: int, flows: list[str]) -> list[tuple[str, dict]]:
     erp_name, bridge_name = f"erp_bench_mirrors_{size}", f"bridge_bench_{uuid.uuid4().hex[:6]}"
     t = time.monotonic()
-    seeder = multiprocessing.get_context("spawn").Process(target=seed_erp, args=(erp_name, size))
-    seeder.start()
-    seeder.join()
-    if seeder.exitcode:
-        raise SystemExit(f"seeding the ERP sandbox ({size:,} customers and SKUs) failed: exit {seeder.exitcode}")
-    admin = psycopg2.connect(dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{bridge_name}"')
+    seed_apart(seed_erp, (erp_name, size), f"the ERP sandbox ({size:,} customers and SKUs)")
     results = []
     try:
-        bridge = psycopg2.connect(dbname=bridge_name)
-        bridge_db.install_schema(bridge)
+        bridge = new_bridge(bridge_name)
         with tempfile.TemporaryDirectory() as tmp:
             crm = CrmSandbox(os.path.join(tmp, "crm"))
             try:
@@ -114,8 +104,7 @@ def run_size(size: int, flows: list[str]) -> list[tuple[str, dict]]:
         bridge.close()
     finally:
         for name in (bridge_name, erp_name):
-            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+            drop_database(name)
     return results
 
 

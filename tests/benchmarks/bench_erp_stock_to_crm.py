@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import datetime as dt
 import itertools
-import multiprocessing
 import os
 import tempfile
 import time
@@ -26,13 +25,12 @@ import uuid
 
 import psycopg2
 
-from include.bridge import db as bridge_db
 from include.bridge.runtime import Systems
 from include.flows import erp_stock_to_crm as flow
 from include.sandbox.erp import db as erp_db
 from include.sandbox.erp import seed as erp_seed
-from tests.benchmarks.measure import gx_import_seconds, run_mirror
-from tests.conftest import CrmSandbox
+from tests.benchmarks.measure import gx_import_seconds, new_bridge, run_mirror, seed_apart
+from tests.conftest import CrmSandbox, drop_database
 
 CEILING_RECORDS = 25_000  # one bulk-write job's worth (include/zoho/limits.py BULK_WRITE_ROWS_PER_JOB)
 
@@ -87,11 +85,8 @@ def bench(skus: int, keep: str | None = None) -> None:
         if keep:
             print(f"kept: ERP database {erp_name}, bridge database {bridge_name}, CRM sandbox data {keep}/crm")
         else:
-            admin = psycopg2.connect(dbname="postgres")
-            admin.autocommit = True
             for name in (bridge_name, erp_name):
-                admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.close()
+                drop_database(name)
     for name, r in (("full", full), ("1,000 changed", delta)):
         peak = max(r["peaks"].values())
         total = r["extract"] + r["gate+plan"] + r["load"] + r["finish"]
@@ -113,16 +108,8 @@ def bench(skus: int, keep: str | None = None) -> None:
 
 
 def run_size(skus: int, erp_name: str, bridge_name: str, keep: str | None = None):
-    seeder = multiprocessing.get_context("spawn").Process(target=seed_erp, args=(erp_name, skus))
-    seeder.start()
-    seeder.join()
-    if seeder.exitcode:
-        raise SystemExit(f"seeding the ERP sandbox ({skus:,} SKUs) failed: exit code {seeder.exitcode}")
-    admin = psycopg2.connect(dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{bridge_name}"')
-    bridge = psycopg2.connect(dbname=bridge_name)
-    bridge_db.install_schema(bridge)
+    seed_apart(seed_erp, (erp_name, skus), f"the ERP sandbox ({skus:,} SKUs)")
+    bridge = new_bridge(bridge_name)
     with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory()) as tmp:
         crm = CrmSandbox(os.path.join(tmp, "crm"))
         try:

@@ -72,3 +72,29 @@ def run_mirror(mirror, systems, run_id: str, crm) -> dict:
             "counted": systems.crm_credits() - counted_before, "seconds": seconds, "peaks": peaks,
             "total": sum(seconds.values()), "steps": steps, "gate": steps.get("gate", 0.0),
             "docs": steps.get("data_docs", 0.0), "baseline": baseline}
+
+
+def seed_apart(target, args: tuple, what: str) -> None:
+    """target(*args) in a process of its own (spawned): the seeder's memory is not the flows'."""
+    import multiprocessing
+
+    seeder = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    seeder.start()
+    seeder.join()
+    if seeder.exitcode:
+        raise SystemExit(f"seeding {what} failed: exit code {seeder.exitcode}")
+
+
+def new_bridge(name: str):
+    """A fresh bridge database `name` with the bridge's schema; its connection."""
+    import psycopg2
+
+    from include.bridge import db as bridge_db
+
+    admin = psycopg2.connect(dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    bridge = psycopg2.connect(dbname=name)
+    bridge_db.install_schema(bridge)
+    return bridge
