@@ -255,6 +255,35 @@ def test_a_row_staging_cannot_hold_fails_the_step_naming_its_record(bridge):
     assert stage_rows(conn, "bridge.stg_record_test", "b-rec", ["key", "qty"], rows[:1717]) == 1717
 
 
+def test_staging_streams_rows_and_names_the_refused_ones_of_every_chunk(bridge, monkeypatch):
+    """A flow hands staging a generator: rows go in by chunks (memory holds one), the batch is still one commit, and
+    a refused row in each of two chunks is named, both of them, with nothing of the batch staged."""
+    from include.bridge import engine
+
+    conn = bridge[1]
+    monkeypatch.setattr(engine, "STAGE_CHUNK_ROWS", 1000)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS bridge.stg_stream_test (batch_id text, row_no bigint, key text, "
+                    "qty numeric(6, 2))")
+    conn.commit()
+
+    def rows(bad: tuple[int, ...] = ()):
+        for i in range(3500):
+            yield [f"K{i}", "x" if i in bad else i % 100]
+
+    with pytest.raises(engine.RecordError) as caught:
+        engine.stage_rows(conn, "bridge.stg_stream_test", "b-stream", ["key", "qty"], rows((10, 2999)))
+    assert caught.value.record_keys == ["K10", "K2999"]
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM bridge.stg_stream_test WHERE batch_id = 'b-stream'")
+        assert cur.fetchone()[0] == 0
+    assert engine.stage_rows(conn, "bridge.stg_stream_test", "b-stream", ["key", "qty"], rows()) == 3500
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*), max(row_no) FROM bridge.stg_stream_test WHERE batch_id = 'b-stream'")
+        assert cur.fetchone() == (3500, 3500)
+    conn.rollback()
+
+
 def test_the_reconciliation_report_shows_crm_text_as_text_not_markup(bridge, tmp_path, monkeypatch):
     """Output escaping, HTML: names and values typed in the CRM reach the operators' report as text."""
     import json
