@@ -83,7 +83,11 @@ class ErpSandbox:
 
 def new_database(prefix: str) -> str:
     """A new empty database on the test server, named prefix_<random>."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    return create_database(f"{prefix}_{uuid.uuid4().hex[:8]}")
+
+
+def create_database(name: str) -> str:
+    """A new empty database `name` on the test server."""
     admin = psycopg2.connect(dbname="postgres")
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{name}"')

@@ -20,12 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg2
-
-from include.bridge import db as bridge_db
 from include.sandbox.erp import importer
-from tests.benchmarks.measure import resident_mb, timed
-from tests.conftest import CrmSandbox, ErpSandbox, drop_database, new_database
+from tests.benchmarks.measure import new_bridge, resident_mb, timed
+from tests.conftest import CrmSandbox, ErpSandbox, drop_database
 
 
 def add_deals(client, bridge, n: int, seed: int = 5) -> float:
@@ -70,9 +67,8 @@ def main() -> None:
 
     t = time.monotonic()
     erp = ErpSandbox(customers=args.customers, skus=args.skus, history_days=20, seed=11)
-    bridge_name = new_database("bridge_bench")
-    bridge = psycopg2.connect(dbname=bridge_name)
-    bridge_db.install_schema(bridge)
+    bridge_name = f"bridge_bench_{uuid.uuid4().hex[:8]}"
+    bridge = new_bridge(bridge_name)
     with tempfile.TemporaryDirectory() as tmp:
         crm = CrmSandbox(Path(tmp) / "crm")
         try:

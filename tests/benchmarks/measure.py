@@ -90,11 +90,8 @@ def new_bridge(name: str):
     import psycopg2
 
     from include.bridge import db as bridge_db
+    from tests.conftest import create_database
 
-    admin = psycopg2.connect(dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    admin.close()
-    bridge = psycopg2.connect(dbname=name)
+    bridge = psycopg2.connect(dbname=create_database(name))
     bridge_db.install_schema(bridge)
     return bridge
