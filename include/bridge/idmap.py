@@ -88,7 +88,7 @@ def refresh_product_links(bridge, crm, full: bool = False, full_refresh_hours: f
                    jsonb_build_object('crm_id', crm_id, 'match_rule', match_rule), %(run)s, %(run)s, crm_id
             FROM added""", {"run": run_id})
         added = cur.rowcount  # (in SQL: a first sync links a million products)
-        engine.analyze_if_large(cur, added + len(removed), "bridge.id_map")
+        engine.analyze_if_large(cur, added + len(removed), "bridge.id_map", at_least=1000)
         engine.audit(bridge, "master_data_match", "bridge", "product_link",
                      [engine.AuditRow(k, {"crm_id": c, "match_rule": r}, None, c) for k, c, r in removed], run_id,
                      run_id)

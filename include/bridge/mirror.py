@@ -392,6 +392,8 @@ def validate(m: Mirror, bridge, sqlalchemy_url: str, batch_id: str, parameters: 
                                [(k, {"rows": payloads[k]}, reasons) for k, reasons in bad.items()], dry_run)
         cur.execute(f"UPDATE {m.staging} SET gate_ok = NOT (coalesce({m.key}, '') = ANY (%s) OR row_no = ANY (%s)) "
                     "WHERE batch_id = %s", (list(bad), list(result.bad_rows), batch_id))
+        # the plan selects by gate_ok next: statistics from before the gate say no row passed (a nested loop per row)
+        engine.analyze_if_large(cur, cur.rowcount, m.staging)
     bridge.commit()
     return result
 

@@ -106,3 +106,27 @@ def test_exact_keys_win_and_conflicts_and_duplicates_go_to_review():
     assert [(x.erp_key, x.crm_id, x.rule) for x in links] == [("C1", "a1", "erp_code")]
     issues = {(r.issue, r.crm_id) for r in reviews}
     assert ("duplicate_in_crm", "a2") in issues and ("conflict", "a3") in issues and ("ambiguous", "a4") in issues
+
+
+def test_bigram_candidates_are_the_top_by_shared_bigrams_with_ties_to_the_lower_code():
+    """The bitset counting picks exactly what counting customer by customer would: the `limit` customers sharing
+    the most bigrams with the name, ties to the lower code — including names sharing nothing, and fewer matches
+    than the limit."""
+    from collections import Counter
+
+    from include.bridge.matching import BigramIndex, bigrams
+
+    rng = random.Random(7)
+    alphabet = "华东机电科技恒力宏达永盛金桥嘉禾"
+    names = {f"C{i:05d}": "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 7))) for i in range(1, 701)}
+    postings: dict[str, set[str]] = {}
+    for code, name in names.items():
+        for g in bigrams(name):
+            postings.setdefault(g, set()).add(code)
+    for limit in (1, 5, 50, 2000):
+        index = BigramIndex(postings, limit=limit)
+        for probe in [*rng.sample(sorted(names.values()), 40), "华东", "无关", "x"]:
+            grams = bigrams(probe)
+            shared = Counter(c for g in grams for c in postings.get(g, ()))
+            expected = [c for c, _ in sorted(shared.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
+            assert sorted(index.top(grams)) == sorted(expected), (probe, limit)
