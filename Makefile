@@ -60,6 +60,7 @@ bench: venv
 	@. scripts/env.sh && $(PY) -m tests.benchmarks.bench_crm_upsert
 	@$(RUN) $(PY) -m tests.benchmarks.bench_erp_stock_to_crm
 	@$(RUN) $(PY) -m tests.benchmarks.bench_erp_mirrors_to_crm
+	@. scripts/env.sh && $(PY) -m tests.benchmarks.bench_master_data_match
 	@$(RUN) $(PY) -m tests.benchmarks.bench_crm_orders_to_erp
 	@for size in "2000 1000" "20000 10000" "100000 50000"; do set -- $$size; \
 	  $(RUN) $(PY) -m tests.benchmarks.bench_stage3_and_reconcile --deals $$1 --skus $$2 || exit 1; done
