@@ -128,18 +128,18 @@ class BigramIndex:
 
     Counting shared bigrams in a dict costs the length of every bigram's posting list, and a common bigram (科技,
     机电, "co") is in a large share of all customers, so over all accounts it grew with the square of the customers
-    (20,000: 140 s). Here each bigram is a bitset over the customers in code order; a name's bitsets are added as
-    binary counters (bit planes, a few big-integer operations each, in C), and the planes say at once which customers
-    share at least t bigrams. The result is the same top `limit` by shared bigrams, ties to the lower code (the
-    dict's ties went by hash order, which changed from process to process)."""
+    (20,000 accounts: 96 s). Here each bigram is a bitset over the customers in code order; a name's bitsets are
+    added as binary counters (bit planes, a few big-integer operations each, in C), and the planes say at once which
+    customers share at least t bigrams. The result is the same top `limit` by shared bigrams, ties to the lower code
+    (the dict's ties went by hash order, which changed from process to process)."""
 
     def __init__(self, postings: dict[str, set[str]], limit: int = 50):
         self.codes = sorted({c for codes in postings.values() for c in codes})
         self.limit, self.size = limit, len(self.codes)
         at = {c: i for i, c in enumerate(self.codes)}
         self.positions = {g: sorted(at[c] for c in codes) for g, codes in postings.items()}
-        # a bitset for every bigram in at least 1 of 256 customers: no more than a few hundred bytes per customer
-        # in all; rarer bigrams are turned into bitsets when a name has them
+        # a bitset kept for every bigram in at least 1 of 256 customers (at most 32 bytes per posting in all); a
+        # rarer bigram's bitset is made when a name has it
         self.bitsets = {g: self._bitset(ps) for g, ps in self.positions.items() if len(ps) * 256 >= self.size}
 
     def _bitset(self, positions: list[int]) -> int:
@@ -213,7 +213,7 @@ class CustomerIndex:
         self.by_code = {c.code.strip().upper(): c for c in customers}
         self.by_uscc: dict[str, list[Customer]] = defaultdict(list)
         self.keys: dict[str, list[NameKey]] = {}
-        self.index: dict[str, set[str]] = defaultdict(set)
+        index: dict[str, set[str]] = defaultdict(set)  # bigram -> the customers whose name has it
         by_name: dict[NameKey, list[Customer]] = defaultdict(list)
         for c in customers:
             if is_valid_uscc(c.uscc):
@@ -224,7 +224,7 @@ class CustomerIndex:
             by_name[ks[0]].append(c)
             for k in ks:
                 for g in bigrams(k.core):
-                    self.index[g].add(c.code)
+                    index[g].add(c.code)
         self.duplicates: set[str] = set()
         self.reviews: list[Review] = []
         for groups, what in ((self.by_uscc, "credit code"), (by_name, "name and city")):
@@ -234,7 +234,7 @@ class CustomerIndex:
                     self.reviews.append(Review("duplicate_in_erp", None, None, group[0].code, None,
                                                [{"erp_key": c.code, "name": c.name} for c in group],
                                                f"{len(group)} ERP customers share the same {what}"))
-        self.by_bigrams = BigramIndex(self.index)
+        self.by_bigrams = BigramIndex(index)
 
     def name_score(self, name: str, code: str) -> float:
         return max(similarity(self.norm.key(name), ck, self.factor) for ck in self.keys[code]) if self.keys[code] \
