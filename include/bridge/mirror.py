@@ -663,8 +663,10 @@ def keep_bulk_before_images(m: Mirror, bridge, crm, batch_id: str) -> None:
                     f"WHERE q.crm_id = h.crm_id AND {FIRST_WRITE}", (batch_id,))
         kept = cur.rowcount
     bridge.commit()
+    seconds = time.monotonic() - started
+    engine.record_step(bridge, batch_id, "before_images", seconds)  # a first sync's one-time read, inside the load
     log.info("%s: before-images of %d first writes from one bulk read of %d %s records (%.1f s)", m.flow, kept,
-             held, m.target["module"], time.monotonic() - started)
+             held, m.target["module"], seconds)
 
 
 def csv_typed(value: str | None, field_type: str | None):
