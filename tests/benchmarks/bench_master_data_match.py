@@ -8,8 +8,8 @@ credit code), matched by include/bridge/matching.py with include/mappings/master
 calls it. At larger N most names are numbered branches of the same few hundred companies (第12分公司): many close
 names, the matcher's worst case. Prints seconds, accounts/s, the links made and the reviews raised, the peak
 memory of the step, and how time grew from the previous size (linear growth: x10 for x10 accounts). The matcher
-spends no Zoho API credits: the flow's reads of the accounts (COQL, 2,000 a page) are what it spends, in the
-mirror benchmark's setup line with --match.
+spends no Zoho API credits; the flow's reads of the accounts (COQL) do — `bench_erp_mirrors_to_crm --match` runs the
+whole flow.
 """
 
 from __future__ import annotations
