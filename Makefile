@@ -54,7 +54,8 @@ crm-reset: venv
 	@. scripts/env.sh && $(PY) -m include.sandbox.crm reset $(CRM_ARGS)
 
 # Benchmarks: scripts that print figures (docs/benchmarks.md).
-# One table per flow, each at three sizes; about an hour on 2 cores (the 1,000,000-SKU stock sync is a third of it).
+# One table per flow, each at three sizes; about 45 minutes on 2 cores (2026-12-08: the 1,000,000-SKU stock sync
+# and the sandbox ERP's planning of 100,000 deals are a third of it).
 bench: venv
 	@$(RUN) $(PY) -m tests.benchmarks.bench_erp_seed
 	@. scripts/env.sh && $(PY) -m tests.benchmarks.bench_crm_upsert
