@@ -137,10 +137,16 @@ class BigramIndex:
         self.codes = sorted({c for codes in postings.values() for c in codes})
         self.limit, self.size = limit, len(self.codes)
         at = {c: i for i, c in enumerate(self.codes)}
-        self.positions = {g: sorted(at[c] for c in codes) for g, codes in postings.items()}
         # a bitset kept for every bigram in at least 1 of 256 customers (at most 32 bytes per posting in all); a
-        # rarer bigram's bitset is made when a name has it
-        self.bitsets = {g: self._bitset(ps) for g, ps in self.positions.items() if len(ps) * 256 >= self.size}
+        # rarer bigram keeps its positions, and its bitset is made when a name has it
+        self.bitsets: dict[str, int] = {}
+        self.rare: dict[str, list[int]] = {}
+        for g, codes in postings.items():
+            positions = [at[c] for c in codes]
+            if len(positions) * 256 >= self.size:
+                self.bitsets[g] = self._bitset(positions)
+            else:
+                self.rare[g] = positions
 
     def _bitset(self, positions: list[int]) -> int:
         bits = bytearray((self.size + 7) // 8)
@@ -152,12 +158,12 @@ class BigramIndex:
         planes: list[int] = []  # planes[j]: the customers whose count of shared bigrams has bit j set
         present = 0
         for g in grams:
-            if g not in self.positions:
-                continue
-            present += 1
             carry = self.bitsets.get(g)
             if carry is None:
-                carry = self._bitset(self.positions[g])
+                if g not in self.rare:
+                    continue  # no customer has this bigram
+                carry = self._bitset(self.rare[g])
+            present += 1
             for j in range(len(planes)):
                 planes[j], carry = planes[j] ^ carry, planes[j] & carry
                 if not carry:
